@@ -1,0 +1,1 @@
+//! The HTTP API (axum): admin and data routes, JSON errors, OpenAPI.

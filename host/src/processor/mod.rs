@@ -1,0 +1,1 @@
+//! The drive loops (enricher, projection, command handler) and the commit protocol.

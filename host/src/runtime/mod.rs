@@ -1,0 +1,1 @@
+//! The wasmtime runtime: engine, component cache, sandbox, limits, one module per plugin world.

@@ -1,0 +1,1 @@
+//! The embedded store: checkpoints, pond state, aggregate snapshots and metadata.

@@ -1,0 +1,1 @@
+//! Shared helpers for weir's end-to-end tests.
