@@ -155,8 +155,11 @@ pub struct PondDelta {
 /// Everything one processing step commits together.
 #[derive(Debug, Clone, Default)]
 pub struct CommitSet {
-    /// Whose checkpoints and output ends these are.
+    /// Whose checkpoints these are.
     pub consumer: String,
+    /// Whose output ends these are (the processor that owns the outputs;
+    /// usually the consumer itself, see [`CommitSet::new`]).
+    pub owner: String,
     /// New input positions (next offset to process).
     pub checkpoints: Vec<PartitionPos>,
     /// New committed ends of the consumer's output partitions.
@@ -170,7 +173,8 @@ pub struct CommitSet {
 
 impl CommitSet {
     pub fn new(consumer: impl Into<String>) -> Self {
-        CommitSet { consumer: consumer.into(), ..Default::default() }
+        let consumer = consumer.into();
+        CommitSet { owner: consumer.clone(), consumer, ..Default::default() }
     }
 }
 
@@ -278,6 +282,24 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Record (insert or replace) output ends of `owner`; other partitions keep theirs.
+    pub fn set_output_ends(&self, owner: &str, ends: &[PartitionPos]) -> Result<()> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(OUTPUT_ENDS)?;
+            for p in ends {
+                table.insert((owner, p.topic.as_str(), p.partition), p.offset)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Remove every checkpoint of one consumer (a dropped pond generation).
+    pub fn delete_checkpoints(&self, consumer: &str) -> Result<()> {
+        self.set_checkpoints(consumer, &[])
     }
 
     /// A reader over the committed state of one pond generation.
@@ -447,6 +469,7 @@ fn remove_consumer(table: &mut redb::Table<(&str, &str, u32), u64>, consumer: &s
 
 fn write_commit_set(txn: &redb::WriteTransaction, set: &CommitSet) -> Result<()> {
     let consumer = set.consumer.as_str();
+    let owner = set.owner.as_str();
     if !set.checkpoints.is_empty() {
         let mut table = txn.open_table(CHECKPOINTS)?;
         for p in &set.checkpoints {
@@ -456,7 +479,7 @@ fn write_commit_set(txn: &redb::WriteTransaction, set: &CommitSet) -> Result<()>
     if !set.output_ends.is_empty() {
         let mut table = txn.open_table(OUTPUT_ENDS)?;
         for p in &set.output_ends {
-            table.insert((consumer, p.topic.as_str(), p.partition), p.offset)?;
+            table.insert((owner, p.topic.as_str(), p.partition), p.offset)?;
         }
     }
     if let Some(delta) = &set.pond {

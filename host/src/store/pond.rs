@@ -74,7 +74,7 @@ impl WriteSet {
     }
 
     /// Pending entries with `prefix` strictly after `start_after`, in key order.
-    fn range<'a>(
+    pub fn range<'a>(
         &'a self,
         prefix: &'a [u8],
         start_after: Option<&'a [u8]>,
