@@ -60,14 +60,20 @@ impl ArtifactCache {
     ) -> Result<(Component, ArtifactSource), LoadError> {
         let path = self.path_for(digest);
         if let Some(path) = path.as_deref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `store` below from
-            // `Engine::precompile_component` output, under a name that pins
-            // the content digest and the engine's compatibility hash (and
-            // wasmtime re-checks the header). Whoever can alter the cache
-            // directory can alter the host binary just as well.
-            match unsafe { Component::deserialize_file(engine, path) } {
-                Ok(component) => return Ok((component, ArtifactSource::DiskCache)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling"),
+            // Read into memory rather than `deserialize_file` (an mmap): a
+            // file truncated or rewritten under a mapped component would
+            // crash the host with SIGBUS.
+            match std::fs::read(path) {
+                // SAFETY: the file was written by `store` below from
+                // `Engine::precompile_component` output, under a name that
+                // pins the content digest and the engine's compatibility hash,
+                // and wasmtime re-checks the artifact's header. Whoever can
+                // alter the cache directory can alter the host binary as well.
+                Ok(artifact) => match unsafe { Component::deserialize(engine, &artifact) } {
+                    Ok(component) => return Ok((component, ArtifactSource::DiskCache)),
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling"),
+                },
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable cached artifact; recompiling"),
             }
         }
         let artifact = engine
