@@ -30,7 +30,13 @@ fn clean_command(program: &str) -> Command {
         let leaks = (var.starts_with("CARGO_") && !keep(var))
             || matches!(
                 var,
-                "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST" | "OUT_DIR"
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "TARGET"
+                    | "HOST"
+                    | "OUT_DIR"
             );
         if leaks {
             cmd.env_remove(var);
@@ -41,12 +47,18 @@ fn clean_command(program: &str) -> Command {
 
 fn target_installed(cargo_dir: &Path) -> bool {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc).current_dir(cargo_dir).args(["--print", "target-libdir", "--target", TARGET]).output();
+    let out = Command::new(rustc)
+        .current_dir(cargo_dir)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output();
     match out {
         Ok(o) if o.status.success() => {
             let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
             std::fs::read_dir(Path::new(&dir))
-                .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+                })
                 .unwrap_or(false)
         }
         _ => false,
@@ -54,8 +66,12 @@ fn target_installed(cargo_dir: &Path) -> bool {
 }
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("tests/ lives inside the workspace root").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ lives inside the workspace root")
+        .to_path_buf();
     let plugins_manifest = root.join("plugins").join("Cargo.toml");
     let target_dir = root.join("target").join("plugins");
     for watched in ["plugins", "guest-sdk", "wit"] {
@@ -63,7 +79,10 @@ fn main() {
     }
 
     if !target_installed(&root) {
-        let added = clean_command("rustup").current_dir(&root).args(["target", "add", TARGET]).status();
+        let added = clean_command("rustup")
+            .current_dir(&root)
+            .args(["target", "add", TARGET])
+            .status();
         if !matches!(added, Ok(s) if s.success()) || !target_installed(&root) {
             panic!("the {TARGET} target is missing: run `rustup target add {TARGET}`");
         }

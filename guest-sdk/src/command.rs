@@ -31,7 +31,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Rejection { code: code.into(), message: message.into() }
+        Rejection {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -52,8 +55,12 @@ pub trait CommandHandler: Sized + 'static {
     fn init(config: &str) -> Result<Self, String>;
 
     /// Which events `command` causes given `state`, or why it is refused.
-    fn decide(&self, command: Self::Command, state: &Self::State, meta: &CommandMeta)
-    -> Result<Vec<Self::Event>, Rejection>;
+    fn decide(
+        &self,
+        command: Self::Command,
+        state: &Self::State,
+        meta: &CommandMeta,
+    ) -> Result<Vec<Self::Event>, Rejection>;
 
     /// Apply one event to the state. Must be deterministic and total.
     fn evolve(state: &mut Self::State, event: &Self::Event);
@@ -61,7 +68,11 @@ pub trait CommandHandler: Sized + 'static {
 
 /// The JSON text `{"<name>": <data>}` for a command or event record.
 pub(crate) fn tagged_json(name: &str, data: &[u8]) -> Result<String, String> {
-    let data = if data.iter().all(u8::is_ascii_whitespace) { &b"null"[..] } else { data };
+    let data = if data.iter().all(u8::is_ascii_whitespace) {
+        &b"null"[..]
+    } else {
+        data
+    };
     let data = std::str::from_utf8(data).map_err(|_| format!("`{name}` data is not UTF-8"))?;
     let name = serde_json::to_string(name).map_err(|e| e.to_string())?;
     Ok(format!("{{{name}:{data}}}"))
@@ -76,17 +87,24 @@ pub(crate) fn decode<T: DeserializeOwned>(name: &str, data: &[u8]) -> Result<T, 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<types::Event, String> {
     let json = serde_json::to_string(value).map_err(|e| e.to_string())?;
     if let Ok(name) = serde_json::from_str::<String>(&json) {
-        return Ok(types::Event { name, data: b"null".to_vec() });
+        return Ok(types::Event {
+            name,
+            data: b"null".to_vec(),
+        });
     }
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)
-        .map_err(|_| "events must be serde enums (externally tagged): expected {\"name\": data}".to_string())?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&json).map_err(|_| {
+            "events must be serde enums (externally tagged): expected {\"name\": data}".to_string()
+        })?;
     let mut entries = map.into_iter();
     match (entries.next(), entries.next()) {
         (Some((name, data)), None) => {
             let data = serde_json::to_vec(&data).map_err(|e| e.to_string())?;
             Ok(types::Event { name, data })
         }
-        _ => Err("events must be serde enums (externally tagged): expected exactly one key".to_string()),
+        _ => Err(
+            "events must be serde enums (externally tagged): expected exactly one key".to_string(),
+        ),
     }
 }
 
@@ -112,10 +130,19 @@ mod tests {
     #[test]
     fn events_round_trip_through_name_and_data() {
         let e = encode(&Ev::Deposited { amount: 5 }).unwrap();
-        assert_eq!((e.name.as_str(), e.data.as_slice()), ("deposited", &br#"{"amount":5}"#[..]));
-        assert_eq!(decode::<Ev>(&e.name, &e.data).unwrap(), Ev::Deposited { amount: 5 });
+        assert_eq!(
+            (e.name.as_str(), e.data.as_slice()),
+            ("deposited", &br#"{"amount":5}"#[..])
+        );
+        assert_eq!(
+            decode::<Ev>(&e.name, &e.data).unwrap(),
+            Ev::Deposited { amount: 5 }
+        );
         let c = encode(&Ev::Closed).unwrap();
-        assert_eq!((c.name.as_str(), c.data.as_slice()), ("closed", &b"null"[..]));
+        assert_eq!(
+            (c.name.as_str(), c.data.as_slice()),
+            ("closed", &b"null"[..])
+        );
         assert_eq!(decode::<Ev>("closed", b"").unwrap(), Ev::Closed);
         assert!(decode::<Ev>("nope", b"{}").is_err());
         assert!(decode::<Ev>("deposited", b"{not json").is_err());

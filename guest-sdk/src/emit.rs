@@ -45,14 +45,25 @@ impl Emitter {
     }
 
     /// Emit a record with headers.
-    pub fn emit_with_headers(&mut self, output: u32, key: &[u8], value: &[u8], headers: &[(&str, &[u8])]) {
+    pub fn emit_with_headers(
+        &mut self,
+        output: u32,
+        key: &[u8],
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) {
         self.out.values.extend_from_slice(value);
         self.finish(output, key, headers.iter().map(|(n, v)| (n.as_bytes(), *v)));
     }
 
     /// Emit a record whose value is `value` serialised as JSON (written
     /// straight into the output buffer).
-    pub fn emit_json<T: serde::Serialize + ?Sized>(&mut self, output: u32, key: &[u8], value: &T) -> Result<(), String> {
+    pub fn emit_json<T: serde::Serialize + ?Sized>(
+        &mut self,
+        output: u32,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), String> {
         let before = self.out.values.len();
         if let Err(e) = serde_json::to_writer(&mut self.out.values, value) {
             self.out.values.truncate(before);
@@ -65,7 +76,11 @@ impl Emitter {
     /// Emit the event unchanged (key, value and headers) to `output`.
     pub fn forward(&mut self, output: u32, event: &Event<'_>) {
         self.out.values.extend_from_slice(event.value());
-        self.finish(output, event.key(), event.headers().map(|(n, v)| (n.as_bytes(), v)));
+        self.finish(
+            output,
+            event.key(),
+            event.headers().map(|(n, v)| (n.as_bytes(), v)),
+        );
     }
 
     /// Number of records emitted so far in this batch.
@@ -77,7 +92,12 @@ impl Emitter {
         self.out.outputs.is_empty()
     }
 
-    fn finish<'h>(&mut self, output: u32, key: &[u8], headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) {
+    fn finish<'h>(
+        &mut self,
+        output: u32,
+        key: &[u8],
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    ) {
         let o = &mut self.out;
         o.value_ends.push(end(o.values.len()));
         o.keys.extend_from_slice(key);

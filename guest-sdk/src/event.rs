@@ -20,7 +20,11 @@ pub struct Event<'a> {
 }
 
 pub(crate) fn span(ends: &[u32], i: usize) -> Range<usize> {
-    let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
+    let start = if i == 0 {
+        0
+    } else {
+        ends.get(i - 1).copied().unwrap_or(0) as usize
+    };
     let end = ends.get(i).copied().unwrap_or(0) as usize;
     start..end.max(start)
 }
@@ -55,12 +59,18 @@ impl Batch {
 
     /// Event `index` (0-based), if it exists.
     pub fn get(&self, index: usize) -> Option<Event<'_>> {
-        (index < self.len()).then_some(Event { batch: &self.inner, index })
+        (index < self.len()).then_some(Event {
+            batch: &self.inner,
+            index,
+        })
     }
 
     /// All events, in offset order.
     pub fn events(&self) -> impl ExactSizeIterator<Item = Event<'_>> + '_ {
-        (0..self.len()).map(move |index| Event { batch: &self.inner, index })
+        (0..self.len()).map(move |index| Event {
+            batch: &self.inner,
+            index,
+        })
     }
 }
 
@@ -165,10 +175,16 @@ pub(crate) mod tests {
 
     #[test]
     fn views_slice_the_columns() {
-        let b = batch(&[("a", r#"{"x":1}"#, &[("h", "1"), ("g", "2")]), ("", "two", &[])]);
+        let b = batch(&[
+            ("a", r#"{"x":1}"#, &[("h", "1"), ("g", "2")]),
+            ("", "two", &[]),
+        ]);
         assert_eq!(b.len(), 2);
         let e0 = b.get(0).unwrap();
-        assert_eq!((e0.key(), e0.value(), e0.offset(), e0.timestamp()), (&b"a"[..], &br#"{"x":1}"#[..], 100, 1000));
+        assert_eq!(
+            (e0.key(), e0.value(), e0.offset(), e0.timestamp()),
+            (&b"a"[..], &br#"{"x":1}"#[..], 100, 1000)
+        );
         assert_eq!(e0.header("g"), Some(&b"2"[..]));
         assert_eq!(e0.json::<serde_json::Value>().unwrap()["x"], 1);
         let e1 = b.get(1).unwrap();

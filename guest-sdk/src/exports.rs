@@ -58,7 +58,9 @@ fn set_instance<T: 'static>(value: T) {
 
 fn with_instance<T: 'static, R>(f: impl FnOnce(&mut T) -> R) -> Result<R, String> {
     INSTANCE.with(|slot| {
-        let mut slot = slot.try_borrow_mut().map_err(|_| "plugin re-entered".to_string())?;
+        let mut slot = slot
+            .try_borrow_mut()
+            .map_err(|_| "plugin re-entered".to_string())?;
         match slot.as_mut().and_then(|b| b.downcast_mut::<T>()) {
             Some(plugin) => Ok(f(plugin)),
             None => Err("plugin not initialised: init was not called".to_string()),
@@ -67,11 +69,18 @@ fn with_instance<T: 'static, R>(f: impl FnOnce(&mut T) -> R) -> Result<R, String
 }
 
 fn info<T: PluginMeta>(kind: types::PluginKind) -> types::PluginInfo {
-    types::PluginInfo { name: T::NAME.to_string(), version: T::VERSION.to_string(), kind }
+    types::PluginInfo {
+        name: T::NAME.to_string(),
+        version: T::VERSION.to_string(),
+        kind,
+    }
 }
 
 fn failure(message: String, event_index: Option<usize>) -> types::Failure {
-    types::Failure { message, event_index: event_index.and_then(|i| u32::try_from(i).ok()) }
+    types::Failure {
+        message,
+        event_index: event_index.and_then(|i| u32::try_from(i).ok()),
+    }
 }
 
 #[doc(hidden)]
@@ -107,7 +116,9 @@ impl<T: Enricher + PluginMeta> enricher::exports::weir::plugin::river::Guest for
 #[doc(hidden)]
 pub struct ProjectionExport<T>(PhantomData<T>);
 
-impl<T: Projection + PluginMeta> projection::exports::weir::plugin::pond::Guest for ProjectionExport<T> {
+impl<T: Projection + PluginMeta> projection::exports::weir::plugin::pond::Guest
+    for ProjectionExport<T>
+{
     fn init(config: String) -> Result<(), String> {
         set_instance(T::init(&config)?);
         Ok(())
@@ -140,7 +151,9 @@ impl<T: Projection + PluginMeta> projection::exports::weir::plugin::pond::Guest 
 #[doc(hidden)]
 pub struct CommandHandlerExport<T>(PhantomData<T>);
 
-impl<T: CommandHandler + PluginMeta> command_handler::exports::weir::plugin::service::Guest for CommandHandlerExport<T> {
+impl<T: CommandHandler + PluginMeta> command_handler::exports::weir::plugin::service::Guest
+    for CommandHandlerExport<T>
+{
     fn init(config: String) -> Result<(), String> {
         set_instance(T::init(&config)?);
         Ok(())
@@ -151,10 +164,19 @@ impl<T: CommandHandler + PluginMeta> command_handler::exports::weir::plugin::ser
     }
 
     fn decide(cmd: types::Command, state: Vec<u8>) -> Result<Vec<types::Event>, types::Rejection> {
-        let reject = |code: &str, message: String| types::Rejection { code: code.to_string(), message };
-        let decoded: T::Command = command::decode(&cmd.name, &cmd.data).map_err(|m| reject("invalid-command", m))?;
-        let state: T::State = command::load_state(&state).map_err(|m| reject("invalid-state", m))?;
-        let meta = CommandMeta { id: cmd.id, aggregate: cmd.aggregate, name: cmd.name };
+        let reject = |code: &str, message: String| types::Rejection {
+            code: code.to_string(),
+            message,
+        };
+        let decoded: T::Command =
+            command::decode(&cmd.name, &cmd.data).map_err(|m| reject("invalid-command", m))?;
+        let state: T::State =
+            command::load_state(&state).map_err(|m| reject("invalid-state", m))?;
+        let meta = CommandMeta {
+            id: cmd.id,
+            aggregate: cmd.aggregate,
+            name: cmd.name,
+        };
         let decided = with_instance::<T, _>(|plugin| plugin.decide(decoded, &state, &meta))
             .map_err(|m| reject("not-initialised", m))?;
         match decided {
@@ -163,7 +185,10 @@ impl<T: CommandHandler + PluginMeta> command_handler::exports::weir::plugin::ser
                 .map(command::encode)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|m| reject("invalid-event", m)),
-            Err(r) => Err(types::Rejection { code: r.code, message: r.message }),
+            Err(r) => Err(types::Rejection {
+                code: r.code,
+                message: r.message,
+            }),
         }
     }
 

@@ -231,7 +231,10 @@ mod tests {
     fn config_defaults_when_empty() {
         assert_eq!(parse_config::<Cfg>("").unwrap(), Cfg::default());
         assert_eq!(parse_config::<Cfg>(" null ").unwrap(), Cfg::default());
-        assert_eq!(parse_config::<Cfg>(r#"{"limit":3}"#).unwrap(), Cfg { limit: 3 });
+        assert_eq!(
+            parse_config::<Cfg>(r#"{"limit":3}"#).unwrap(),
+            Cfg { limit: 3 }
+        );
         assert!(parse_config::<Cfg>("{").is_err());
     }
 }

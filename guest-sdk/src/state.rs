@@ -22,12 +22,18 @@ impl State {
     }
 
     /// The value under `key` parsed as JSON; an error if it does not parse.
-    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, String> {
         match self.get(key) {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("state value under {:?} is not valid JSON: {e}", String::from_utf8_lossy(key))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                format!(
+                    "state value under {:?} is not valid JSON: {e}",
+                    String::from_utf8_lossy(key)
+                )
+            }),
         }
     }
 
@@ -35,8 +41,13 @@ impl State {
         wit_state::put(key, value);
     }
 
-    pub fn put_json<T: serde::Serialize + ?Sized>(&mut self, key: &[u8], value: &T) -> Result<(), String> {
-        let bytes = serde_json::to_vec(value).map_err(|e| format!("cannot serialise state: {e}"))?;
+    pub fn put_json<T: serde::Serialize + ?Sized>(
+        &mut self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), String> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| format!("cannot serialise state: {e}"))?;
         self.put(key, &bytes);
         Ok(())
     }
@@ -47,7 +58,12 @@ impl State {
 
     /// Up to `limit` entries whose keys start with `prefix`, in key order,
     /// strictly after `start_after` when given.
-    pub fn scan(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
         wit_state::scan(prefix, start_after, limit)
     }
 

@@ -1,12 +1,20 @@
 //! The components built from `plugins/` (wasm32-wasip2, release) by the
 //! build script, by crate name: `enricher_orders`, `projection_totals`,
-//! `command_bank`, `faulty`, `missing_export`, `future_version`.
+//! `command_bank`, `faulty`, `missing_export`, `future_version`,
+//! `bench_enricher`.
 
 use std::path::PathBuf;
 
 /// Every plugin the build produces.
-pub const PLUGINS: &[&str] =
-    &["enricher_orders", "projection_totals", "command_bank", "faulty", "missing_export", "future_version"];
+pub const PLUGINS: &[&str] = &[
+    "enricher_orders",
+    "projection_totals",
+    "command_bank",
+    "faulty",
+    "missing_export",
+    "future_version",
+    "bench_enricher",
+];
 
 /// Directory holding the built components.
 pub fn plugin_dir() -> PathBuf {
@@ -34,7 +42,11 @@ mod tests {
         for name in PLUGINS {
             let bytes = plugin_bytes(name);
             // Component binaries: "\0asm" + version 0x0d, layer 1.
-            assert_eq!(&bytes[..8], b"\0asm\x0d\x00\x01\x00", "{name} is not a component");
+            assert_eq!(
+                &bytes[..8],
+                b"\0asm\x0d\x00\x01\x00",
+                "{name} is not a component"
+            );
         }
     }
 }

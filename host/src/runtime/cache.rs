@@ -43,11 +43,16 @@ impl ArtifactCache {
         // host, which is all a cache key needs (a new build at worst misses).
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(ArtifactCache { dir, engine_tag: format!("{:016x}", hasher.finish()) })
+        Ok(ArtifactCache {
+            dir,
+            engine_tag: format!("{:016x}", hasher.finish()),
+        })
     }
 
     fn path_for(&self, digest: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_tag)))
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_tag)))
     }
 
     /// The component for `bytes` (whose sha256 is `digest`): from the cache
@@ -71,18 +76,27 @@ impl ArtifactCache {
                 // alter the cache directory can alter the host binary as well.
                 Ok(artifact) => match unsafe { Component::deserialize(engine, &artifact) } {
                     Ok(component) => return Ok((component, ArtifactSource::DiskCache)),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling")
+                    }
                 },
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable cached artifact; recompiling"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable cached artifact; recompiling")
+                }
             }
         }
         let artifact = engine
             .precompile_component(bytes)
-            .map_err(|e| LoadError::Invalid { message: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Invalid {
+                message: format!("{e:#}"),
+            })?;
         // SAFETY: `artifact` was produced just above by this engine's
         // `precompile_component`.
-        let component = unsafe { Component::deserialize(engine, &artifact) }
-            .map_err(|e| LoadError::Invalid { message: format!("{e:#}") })?;
+        let component = unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| {
+            LoadError::Invalid {
+                message: format!("{e:#}"),
+            }
+        })?;
         if let Some(path) = path {
             if let Err(e) = store(&path, &artifact) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled artifact to the cache");

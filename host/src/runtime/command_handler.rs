@@ -40,13 +40,19 @@ pub struct Rejection {
 
 impl From<types::Event> for Event {
     fn from(e: types::Event) -> Self {
-        Event { name: e.name, data: e.data }
+        Event {
+            name: e.name,
+            data: e.data,
+        }
     }
 }
 
 impl From<&Event> for types::Event {
     fn from(e: &Event) -> Self {
-        types::Event { name: e.name.clone(), data: e.data.clone() }
+        types::Event {
+            name: e.name.clone(),
+            data: e.data.clone(),
+        }
     }
 }
 
@@ -58,7 +64,11 @@ pub(crate) struct CommandHandlerFuncs {
 }
 
 impl WorldFuncs for CommandHandlerFuncs {
-    fn resolve(store: &mut Store<StoreState>, instance: &Instance, exports: &ExportIndices) -> wasmtime::Result<Self> {
+    fn resolve(
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        exports: &ExportIndices,
+    ) -> wasmtime::Result<Self> {
         Ok(CommandHandlerFuncs {
             decide: typed(store, instance, exports, "decide")?,
             evolve: typed(store, instance, exports, "evolve")?,
@@ -72,13 +82,24 @@ pub struct CommandHandlerInstance {
 }
 
 impl CommandHandlerInstance {
-    pub(crate) fn start(plugin: Plugin, name: &str, limits: Limits, config: &str) -> Result<Self, CallError> {
-        Ok(CommandHandlerInstance { life: Lifecycle::start(plugin, name, limits, config, None)? })
+    pub(crate) fn start(
+        plugin: Plugin,
+        name: &str,
+        limits: Limits,
+        config: &str,
+    ) -> Result<Self, CallError> {
+        Ok(CommandHandlerInstance {
+            life: Lifecycle::start(plugin, name, limits, config, None)?,
+        })
     }
 
     /// Which events `command` causes given the aggregate's `state` (empty
     /// for a new aggregate), or the plugin's rejection.
-    pub fn decide(&mut self, command: &Command, state: &[u8]) -> Result<Result<Vec<Event>, Rejection>, CallError> {
+    pub fn decide(
+        &mut self,
+        command: &Command,
+        state: &[u8],
+    ) -> Result<Result<Vec<Event>, Rejection>, CallError> {
         let wit_command = types::Command {
             id: command.id.clone(),
             aggregate: command.aggregate.clone(),
@@ -86,10 +107,17 @@ impl CommandHandlerInstance {
             data: command.data.clone(),
         };
         let state = state.to_vec();
-        let (answer,) = self.life.call(|live| live.funcs.decide.call(&mut live.store, (wit_command, state)))?;
+        let (answer,) = self.life.call(|live| {
+            live.funcs
+                .decide
+                .call(&mut live.store, (wit_command, state))
+        })?;
         Ok(match answer {
             Ok(events) => Ok(events.into_iter().map(Event::from).collect()),
-            Err(r) => Err(Rejection { code: r.code, message: r.message }),
+            Err(r) => Err(Rejection {
+                code: r.code,
+                message: r.message,
+            }),
         })
     }
 
@@ -97,12 +125,15 @@ impl CommandHandlerInstance {
     pub fn evolve(&mut self, state: &[u8], events: &[Event]) -> Result<Vec<u8>, CallError> {
         let events: Vec<types::Event> = events.iter().map(types::Event::from).collect();
         let state = state.to_vec();
-        let (next,) = self.life.call(|live| live.funcs.evolve.call(&mut live.store, (state, events)))?;
+        let (next,) = self
+            .life
+            .call(|live| live.funcs.evolve.call(&mut live.store, (state, events)))?;
         Ok(next)
     }
 
     pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.life.call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
+        self.life
+            .call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
     }
 
     pub fn plugin(&self) -> &Plugin {

@@ -42,7 +42,11 @@ struct Version {
 fn parse_version(text: &str) -> Option<Version> {
     let core = text.split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-    let v = Version { major: parts.next()??, minor: parts.next()??, patch: parts.next()?? };
+    let v = Version {
+        major: parts.next()??,
+        minor: parts.next()??,
+        patch: parts.next()??,
+    };
     parts.next().is_none().then_some(v)
 }
 
@@ -51,7 +55,11 @@ fn compatible(host: Version, plugin: Version) -> bool {
 }
 
 fn host_version() -> Version {
-    parse_version(CONTRACT_VERSION).unwrap_or(Version { major: 0, minor: 1, patch: 0 })
+    parse_version(CONTRACT_VERSION).unwrap_or(Version {
+        major: 0,
+        minor: 1,
+        patch: 0,
+    })
 }
 
 /// `weir:plugin/<iface>@<version>` → (iface, version text).
@@ -70,15 +78,27 @@ fn check_version(name: &str, version: Option<&str>) -> Result<(), LoadError> {
         _ => Err(LoadError::IncompatibleVersion {
             export: name.to_string(),
             found: found.to_string(),
-            supported: format!("{}.x", CONTRACT_VERSION.rsplit_once('.').map_or(CONTRACT_VERSION, |(mm, _)| mm)),
+            supported: format!(
+                "{}.x",
+                CONTRACT_VERSION
+                    .rsplit_once('.')
+                    .map_or(CONTRACT_VERSION, |(mm, _)| mm)
+            ),
         }),
     }
 }
 
 /// Check `component` against `kind`'s world; resolve its exported functions.
-pub(crate) fn check(engine: &Engine, component: &Component, kind: PluginKind) -> Result<ExportIndices, LoadError> {
+pub(crate) fn check(
+    engine: &Engine,
+    component: &Component,
+    kind: PluginKind,
+) -> Result<ExportIndices, LoadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let expected_export = format!("{PACKAGE}{}@{CONTRACT_VERSION}", kind.interface());
 
     let ours = exports
@@ -88,17 +108,30 @@ pub(crate) fn check(engine: &Engine, component: &Component, kind: PluginKind) ->
     let Some((export_name, _, version)) = ours else {
         let other = exports.iter().find_map(|name| {
             let (iface, _) = split_name(name)?;
-            PluginKind::ALL.into_iter().find(|k| k.interface() == iface).map(|k| (name, k))
+            PluginKind::ALL
+                .into_iter()
+                .find(|k| k.interface() == iface)
+                .map(|k| (name, k))
         });
         let found = match other {
-            Some((name, k)) => format!("but the component is {} {} (it exports {name})", k.article(), k.world()),
+            Some((name, k)) => format!(
+                "but the component is {} {} (it exports {name})",
+                k.article(),
+                k.world()
+            ),
             None if exports.is_empty() => "but the component exports nothing".to_string(),
             None => format!("but the component exports only: {}", exports.join(", ")),
         };
         return Err(if other.is_some() || exports.is_empty() {
-            LoadError::WrongWorld { expected: kind.world(), expected_export, found }
+            LoadError::WrongWorld {
+                expected: kind.world(),
+                expected_export,
+                found,
+            }
         } else {
-            LoadError::MissingExport { missing: format!("{expected_export} ({found})") }
+            LoadError::MissingExport {
+                missing: format!("{expected_export} ({found})"),
+            }
         });
     };
     check_version(export_name, version)?;
@@ -116,7 +149,11 @@ pub(crate) fn check(engine: &Engine, component: &Component, kind: PluginKind) ->
         if !kind.imports().contains(&iface) {
             return Err(LoadError::UnsupportedImport {
                 import: import.to_string(),
-                message: format!("the {} world offers only weir:plugin/{{{}}}", kind.world(), kind.imports().join(", ")),
+                message: format!(
+                    "the {} world offers only weir:plugin/{{{}}}",
+                    kind.world(),
+                    kind.imports().join(", ")
+                ),
             });
         }
         check_version(import, version)?;
@@ -124,15 +161,22 @@ pub(crate) fn check(engine: &Engine, component: &Component, kind: PluginKind) ->
 
     let iface = component
         .get_export_index(None, export_name.as_str())
-        .ok_or_else(|| LoadError::MissingExport { missing: export_name.clone() })?;
+        .ok_or_else(|| LoadError::MissingExport {
+            missing: export_name.clone(),
+        })?;
     let mut funcs = Vec::new();
     for &func in kind.functions() {
         let index = component
             .get_export_index(Some(&iface), func)
-            .ok_or_else(|| LoadError::MissingExport { missing: format!("{export_name}#{func}") })?;
+            .ok_or_else(|| LoadError::MissingExport {
+                missing: format!("{export_name}#{func}"),
+            })?;
         funcs.push((func, index));
     }
-    Ok(ExportIndices { export_name: export_name.clone(), funcs })
+    Ok(ExportIndices {
+        export_name: export_name.clone(),
+        funcs,
+    })
 }
 
 #[cfg(test)]
@@ -147,16 +191,31 @@ mod tests {
         assert!(compatible(v("1.0.0"), v("1.4.0")));
         assert!(!compatible(v("1.0.0"), v("2.0.0")));
         assert_eq!(parse_version("0.1"), None);
-        assert_eq!(parse_version("0.1.0-rc.1"), Some(Version { major: 0, minor: 1, patch: 0 }));
+        assert_eq!(
+            parse_version("0.1.0-rc.1"),
+            Some(Version {
+                major: 0,
+                minor: 1,
+                patch: 0
+            })
+        );
     }
 
     #[test]
     fn names_split_into_interface_and_version() {
-        assert_eq!(split_name("weir:plugin/river@0.1.0"), Some(("river", Some("0.1.0"))));
+        assert_eq!(
+            split_name("weir:plugin/river@0.1.0"),
+            Some(("river", Some("0.1.0")))
+        );
         assert_eq!(split_name("weir:plugin/pond"), Some(("pond", None)));
         assert_eq!(split_name("wasi:cli/run@0.2.0"), None);
-        assert!(matches!(check_version("weir:plugin/pond", None), Err(LoadError::IncompatibleVersion { .. })));
-        let err = check_version("weir:plugin/river@0.2.0", Some("0.2.0")).unwrap_err().to_string();
+        assert!(matches!(
+            check_version("weir:plugin/pond", None),
+            Err(LoadError::IncompatibleVersion { .. })
+        ));
+        let err = check_version("weir:plugin/river@0.2.0", Some("0.2.0"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0.2.0") && err.contains("0.1.x"), "{err}");
     }
 }

@@ -154,7 +154,9 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeErro
 /// the current tick may be about to end).
 pub(crate) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
     let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
-    u64::try_from(ticks).unwrap_or(u64::MAX / 2).saturating_add(1)
+    u64::try_from(ticks)
+        .unwrap_or(u64::MAX / 2)
+        .saturating_add(1)
 }
 
 /// The one thread that advances the engine's epoch. Stops when dropped.
@@ -176,7 +178,10 @@ impl EpochTicker {
                 }
             })
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -204,8 +209,14 @@ mod tests {
 
     #[test]
     fn memory_limit_above_pool_cap_is_refused() {
-        let mut config = RuntimeConfig { pool: Some(PoolConfig::for_instances(4)), ..Default::default() };
+        let mut config = RuntimeConfig {
+            pool: Some(PoolConfig::for_instances(4)),
+            ..Default::default()
+        };
         config.default_limits.memory_bytes = 2 << 30;
-        assert!(matches!(build_engine(&config), Err(RuntimeError::Config(_))));
+        assert!(matches!(
+            build_engine(&config),
+            Err(RuntimeError::Config(_))
+        ));
     }
 }

@@ -54,7 +54,11 @@ pub(crate) struct EnricherFuncs {
 }
 
 impl WorldFuncs for EnricherFuncs {
-    fn resolve(store: &mut Store<StoreState>, instance: &Instance, exports: &ExportIndices) -> wasmtime::Result<Self> {
+    fn resolve(
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        exports: &ExportIndices,
+    ) -> wasmtime::Result<Self> {
         let process = func(store, instance, exports, "process")?;
         process
             .typed::<(BatchRef<'static>,), ProcessResult>(&*store)
@@ -77,7 +81,10 @@ impl EnricherInstance {
         config: &str,
         lookup: Arc<dyn PondLookup>,
     ) -> Result<Self, CallError> {
-        Ok(EnricherInstance { life: Lifecycle::start(plugin, name, limits, config, Some(lookup))?, output_count: u32::MAX })
+        Ok(EnricherInstance {
+            life: Lifecycle::start(plugin, name, limits, config, Some(lookup))?,
+            output_count: u32::MAX,
+        })
     }
 
     /// How many outputs the processor has: an emitted record naming an
@@ -88,14 +95,21 @@ impl EnricherInstance {
 
     /// Run the plugin over one batch of `topic`/`partition`. The batch's
     /// columns are lowered into the guest directly (not cloned first).
-    pub fn process(&mut self, topic: &str, partition: u32, batch: &RecordBatch) -> Result<Emitted, CallError> {
+    pub fn process(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: &RecordBatch,
+    ) -> Result<Emitted, CallError> {
         let arg = BatchRef::new(topic, partition, batch);
         let result = self.life.call(|live| {
             // SAFETY: `resolve` type-checked this function as
             // `(BatchRef<'static>,) -> ProcessResult`; only the lifetime of
             // the borrowed parameter differs, which does not change its
             // component type or how it is lowered.
-            let process = unsafe { TypedFunc::<(BatchRef<'_>,), ProcessResult>::new_unchecked(live.funcs.process) };
+            let process = unsafe {
+                TypedFunc::<(BatchRef<'_>,), ProcessResult>::new_unchecked(live.funcs.process)
+            };
             Ok(process.call(&mut live.store, (arg,))?.0)
         })?;
         match result {
@@ -106,13 +120,17 @@ impl EnricherInstance {
                     .map_err(|message| CallError::InvalidOutput { message })?;
                 Ok(emitted)
             }
-            Err(f) => Err(CallError::Failure { message: f.message, event_index: f.event_index }),
+            Err(f) => Err(CallError::Failure {
+                message: f.message,
+                event_index: f.event_index,
+            }),
         }
     }
 
     /// Ask the live instance to describe itself.
     pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.life.call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
+        self.life
+            .call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
     }
 
     pub fn plugin(&self) -> &Plugin {

@@ -14,7 +14,10 @@ pub enum RuntimeError {
     #[error("cannot configure the wasm engine: {0}")]
     Engine(String),
     #[error("cannot use the component cache directory {path}: {source}")]
-    CacheDir { path: PathBuf, source: std::io::Error },
+    CacheDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid runtime configuration: {0}")]
     Config(String),
 }
@@ -32,12 +35,20 @@ pub enum LoadError {
     #[error("invalid WebAssembly component: {message}")]
     Invalid { message: String },
     #[error("wrong world: expected {expected} (exporting {expected_export}), {found}")]
-    WrongWorld { expected: &'static str, expected_export: String, found: String },
+    WrongWorld {
+        expected: &'static str,
+        expected_export: String,
+        found: String,
+    },
     #[error(
         "incompatible contract version: the component exports {export} (weir:plugin@{found}) but \
          this host supports weir:plugin@{supported}; rebuild the plugin against a compatible version"
     )]
-    IncompatibleVersion { export: String, found: String, supported: String },
+    IncompatibleVersion {
+        export: String,
+        found: String,
+        supported: String,
+    },
     #[error("missing export: the component does not export {missing}")]
     MissingExport { missing: String },
     #[error("export {function} has the wrong type: {message}")]
@@ -61,7 +72,10 @@ pub enum CallError {
     Timeout { limit: Duration },
     /// The plugin reported a failure for the batch (its own `failure`).
     #[error("plugin failed{}: {message}", .event_index.map(|i| format!(" on event {i}")).unwrap_or_default())]
-    Failure { message: String, event_index: Option<u32> },
+    Failure {
+        message: String,
+        event_index: Option<u32>,
+    },
     /// The plugin hit a resource limit (memory, tables, instances).
     #[error("plugin exceeded a resource limit: {message}")]
     ResourceLimit { message: String },

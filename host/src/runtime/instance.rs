@@ -16,7 +16,11 @@ use wasmtime::{Store, Trap};
 
 /// Export functions of one world, resolved and type-checked on an instance.
 pub(crate) trait WorldFuncs: Sized + Send + 'static {
-    fn resolve(store: &mut Store<StoreState>, instance: &Instance, exports: &ExportIndices) -> wasmtime::Result<Self>;
+    fn resolve(
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        exports: &ExportIndices,
+    ) -> wasmtime::Result<Self>;
 }
 
 /// An export function by name, as an untyped [`Func`].
@@ -29,9 +33,9 @@ pub(crate) fn func(
     let index = exports
         .func(name)
         .ok_or_else(|| wasmtime::format_err!("missing export {}#{name}", exports.export_name))?;
-    instance
-        .get_func(&mut *store, index)
-        .ok_or_else(|| wasmtime::format_err!("export {}#{name} is not a function", exports.export_name))
+    instance.get_func(&mut *store, index).ok_or_else(|| {
+        wasmtime::format_err!("export {}#{name} is not a function", exports.export_name)
+    })
 }
 
 /// An export function by name, type-checked against `P -> R`.
@@ -57,7 +61,11 @@ pub(crate) struct CommonFuncs {
 }
 
 impl WorldFuncs for CommonFuncs {
-    fn resolve(store: &mut Store<StoreState>, instance: &Instance, exports: &ExportIndices) -> wasmtime::Result<Self> {
+    fn resolve(
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        exports: &ExportIndices,
+    ) -> wasmtime::Result<Self> {
         Ok(CommonFuncs {
             init: typed(store, instance, exports, "init")?,
             describe: typed(store, instance, exports, "describe")?,
@@ -83,27 +91,45 @@ pub(crate) fn instantiate<F: WorldFuncs>(
     let mut store = Store::new(&inner.runtime.engine, StoreState::new(name, limits, lookup));
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(deadline_ticks(limits.call_timeout, inner.runtime.config.epoch_tick));
+    store.set_epoch_deadline(deadline_ticks(
+        limits.call_timeout,
+        inner.runtime.config.epoch_tick,
+    ));
     let instance = inner.pre.instantiate(&mut store)?;
     let common = CommonFuncs::resolve(&mut store, &instance, &inner.exports)?;
     let funcs = F::resolve(&mut store, &instance, &inner.exports)?;
-    Ok(Live { store, common, funcs })
+    Ok(Live {
+        store,
+        common,
+        funcs,
+    })
 }
 
 /// Turns a failed call's error into a [`CallError`], using what the store
 /// recorded during the call (a refused growth, a refused import).
 pub(crate) fn classify(error: wasmtime::Error, state: &StoreState, limits: &Limits) -> CallError {
     if let Some(message) = &state.refused {
-        return CallError::Forbidden { message: message.clone() };
+        return CallError::Forbidden {
+            message: message.clone(),
+        };
     }
     if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        return CallError::Timeout { limit: limits.call_timeout };
+        return CallError::Timeout {
+            limit: limits.call_timeout,
+        };
     }
     if let Some(message) = &state.limiter.denied {
-        return CallError::ResourceLimit { message: message.clone() };
+        return CallError::ResourceLimit {
+            message: message.clone(),
+        };
     }
-    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-        return CallError::ResourceLimit { message: format!("{error:#}") };
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return CallError::ResourceLimit {
+            message: format!("{error:#}"),
+        };
     }
     let mut message = error.root_cause().to_string();
     let stderr = state.stderr_tail();
@@ -154,17 +180,34 @@ impl<F: WorldFuncs> Lifecycle<F> {
 
     fn fresh(&mut self) -> Result<Live<F>, CallError> {
         self.instantiations += 1;
-        let mut live = instantiate::<F>(&self.plugin, self.name.clone(), &self.limits, self.lookup.clone())
-            .map_err(|e| match e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
-                Some(_) => CallError::ResourceLimit { message: format!("{e:#}") },
-                None => CallError::Init { message: format!("cannot instantiate: {e:#}") },
-            })?;
+        let mut live = instantiate::<F>(
+            &self.plugin,
+            self.name.clone(),
+            &self.limits,
+            self.lookup.clone(),
+        )
+        .map_err(
+            |e| match e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                Some(_) => CallError::ResourceLimit {
+                    message: format!("{e:#}"),
+                },
+                None => CallError::Init {
+                    message: format!("cannot instantiate: {e:#}"),
+                },
+            },
+        )?;
         live.store.data_mut().begin_call();
         live.store.set_epoch_deadline(self.ticks);
-        match live.common.init.call(&mut live.store, (self.config.clone(),)) {
+        match live
+            .common
+            .init
+            .call(&mut live.store, (self.config.clone(),))
+        {
             Ok((Ok(()),)) => Ok(live),
             Ok((Err(message),)) => Err(CallError::Init { message }),
-            Err(e) => Err(CallError::Init { message: classify(e, live.store.data(), &self.limits).to_string() }),
+            Err(e) => Err(CallError::Init {
+                message: classify(e, live.store.data(), &self.limits).to_string(),
+            }),
         }
     }
 
@@ -172,7 +215,10 @@ impl<F: WorldFuncs> Lifecycle<F> {
     /// discarded) under the call deadline. If `f` fails, the instance is
     /// dropped; if `f` unwinds, so is the instance (it was taken out of the
     /// slot for the call).
-    pub(crate) fn call<R>(&mut self, f: impl FnOnce(&mut Live<F>) -> wasmtime::Result<R>) -> Result<R, CallError> {
+    pub(crate) fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut Live<F>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.fresh()?,

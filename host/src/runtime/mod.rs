@@ -97,7 +97,11 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 3] = [PluginKind::Enricher, PluginKind::Projection, PluginKind::CommandHandler];
+    pub const ALL: [PluginKind; 3] = [
+        PluginKind::Enricher,
+        PluginKind::Projection,
+        PluginKind::CommandHandler,
+    ];
 
     /// The WIT world name.
     pub fn world(self) -> &'static str {
@@ -200,11 +204,16 @@ fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<StoreSta
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     match kind {
-        PluginKind::Enricher => bindings::enricher::Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
-        PluginKind::Projection => bindings::projection::Projection::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
-        PluginKind::CommandHandler => {
-            bindings::command_handler::CommandHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
+        PluginKind::Enricher => {
+            bindings::enricher::Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
         }
+        PluginKind::Projection => {
+            bindings::projection::Projection::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
+        }
+        PluginKind::CommandHandler => bindings::command_handler::CommandHandler::add_to_linker::<
+            _,
+            HasSelf<_>,
+        >(&mut linker, |s| s)?,
     }
     Ok(linker)
 }
@@ -220,16 +229,20 @@ fn kind_index(kind: PluginKind) -> usize {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let engine = engine::build_engine(&config)?;
-        let cache = ArtifactCache::new(config.cache_dir.clone(), &engine).map_err(|source| RuntimeError::CacheDir {
-            path: config.cache_dir.clone().unwrap_or_default(),
-            source,
+        let cache = ArtifactCache::new(config.cache_dir.clone(), &engine).map_err(|source| {
+            RuntimeError::CacheDir {
+                path: config.cache_dir.clone().unwrap_or_default(),
+                source,
+            }
         })?;
         let mut linkers = Vec::with_capacity(3);
         for kind in PluginKind::ALL {
-            linkers.push(linker(&engine, kind).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?);
+            linkers
+                .push(linker(&engine, kind).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?);
         }
-        let linkers: [Linker<StoreState>; 3] =
-            linkers.try_into().map_err(|_| RuntimeError::Engine("linker setup".into()))?;
+        let linkers: [Linker<StoreState>; 3] = linkers
+            .try_into()
+            .map_err(|_| RuntimeError::Engine("linker setup".into()))?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
@@ -272,7 +285,9 @@ impl Runtime {
             return Err(if wasm[4..8] == [1, 0, 0, 0] {
                 LoadError::CoreModule
             } else {
-                LoadError::Invalid { message: "unsupported WebAssembly binary version or layer".into() }
+                LoadError::Invalid {
+                    message: "unsupported WebAssembly binary version or layer".into(),
+                }
             });
         }
         let inner = &self.inner;
@@ -283,9 +298,12 @@ impl Runtime {
             ArtifactSource::DiskCache => inner.cache_hits.fetch_add(1, Ordering::Relaxed),
         };
         let exports = contract::check(&inner.engine, &component, kind)?;
-        let pre = inner.linkers[kind_index(kind)].instantiate_pre(&component).map_err(|e| {
-            LoadError::UnsupportedImport { import: "(see message)".into(), message: format!("{e:#}") }
-        })?;
+        let pre = inner.linkers[kind_index(kind)]
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnsupportedImport {
+                import: "(see message)".into(),
+                message: format!("{e:#}"),
+            })?;
         let mut plugin = PluginInner {
             kind,
             digest,
@@ -293,10 +311,16 @@ impl Runtime {
             exports,
             pre,
             runtime: inner.clone(),
-            info: PluginInfo { name: String::new(), version: String::new(), kind },
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                kind,
+            },
         };
         plugin.info = inspect(&plugin)?;
-        Ok(Plugin { inner: Arc::new(plugin) })
+        Ok(Plugin {
+            inner: Arc::new(plugin),
+        })
     }
 }
 
@@ -304,17 +328,26 @@ impl Runtime {
 fn inspect(plugin: &PluginInner) -> Result<PluginInfo, LoadError> {
     fn trial<F: WorldFuncs>(inner: &PluginInner) -> Result<PluginInfo, LoadError> {
         let limits = inner.runtime.config.default_limits.clone();
-        let mut store = wasmtime::Store::new(&inner.runtime.engine, StoreState::new("(inspect)".into(), &limits, None));
+        let mut store = wasmtime::Store::new(
+            &inner.runtime.engine,
+            StoreState::new("(inspect)".into(), &limits, None),
+        );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::deadline_ticks(limits.call_timeout, inner.runtime.config.epoch_tick));
+        store.set_epoch_deadline(engine::deadline_ticks(
+            limits.call_timeout,
+            inner.runtime.config.epoch_tick,
+        ));
         let instance = inner
             .pre
             .instantiate(&mut store)
             .map_err(|e| LoadError::Inspect(instance::classify(e, store.data(), &limits)))?;
-        let wrong_type =
-            |e: wasmtime::Error| LoadError::WrongType { function: inner.exports.export_name.clone(), message: format!("{e:#}") };
-        let common = CommonFuncs::resolve(&mut store, &instance, &inner.exports).map_err(wrong_type)?;
+        let wrong_type = |e: wasmtime::Error| LoadError::WrongType {
+            function: inner.exports.export_name.clone(),
+            message: format!("{e:#}"),
+        };
+        let common =
+            CommonFuncs::resolve(&mut store, &instance, &inner.exports).map_err(wrong_type)?;
         F::resolve(&mut store, &instance, &inner.exports).map_err(wrong_type)?;
         let (info,) = common
             .describe
@@ -384,7 +417,15 @@ impl Plugin {
         if self.inner.kind == kind {
             Ok(())
         } else {
-            Err(CallError::Init { message: format!("the plugin is {} {}, not {} {}", self.inner.kind.article(), self.inner.kind, kind.article(), kind) })
+            Err(CallError::Init {
+                message: format!(
+                    "the plugin is {} {}, not {} {}",
+                    self.inner.kind.article(),
+                    self.inner.kind,
+                    kind.article(),
+                    kind
+                ),
+            })
         }
     }
 
@@ -414,7 +455,12 @@ impl Plugin {
     }
 
     /// Instantiate a projection and run its `init(config_json)`.
-    pub fn projection(&self, name: &str, limits: Limits, config_json: &str) -> Result<ProjectionInstance, CallError> {
+    pub fn projection(
+        &self,
+        name: &str,
+        limits: Limits,
+        config_json: &str,
+    ) -> Result<ProjectionInstance, CallError> {
         self.expect_kind(PluginKind::Projection)?;
         self.check_limits(&limits)?;
         ProjectionInstance::start(self.clone(), name, limits, config_json)

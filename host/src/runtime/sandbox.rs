@@ -45,7 +45,11 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
-    pub(crate) fn new(plugin: Arc<str>, limits: &Limits, lookup: Option<Arc<dyn PondLookup>>) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        limits: &Limits,
+        lookup: Option<Arc<dyn PondLookup>>,
+    ) -> Self {
         let stdout = GuestOutput::new(plugin.clone(), "stdout");
         let stderr = GuestOutput::new(plugin.clone(), "stderr");
         let wasi = WasiCtxBuilder::new()
@@ -55,8 +59,12 @@ impl StoreState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
-            .secure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0x1f, 0x0d, 0x42]))
-            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42, 0x0d, 0x1f, 0x5e]))
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x5e, 0x1f, 0x0d, 0x42,
+            ]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x42, 0x0d, 0x1f, 0x5e,
+            ]))
             .insecure_random_seed(0x5eed)
             .build();
         StoreState {
@@ -86,7 +94,10 @@ impl StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -125,12 +136,21 @@ impl TrackingLimiter {
             .memories(limits.memories)
             .trap_on_grow_failure(false)
             .build();
-        TrackingLimiter { inner, memory_bytes: limits.memory_bytes, denied: None }
+        TrackingLimiter {
+            inner,
+            memory_bytes: limits.memory_bytes,
+            denied: None,
+        }
     }
 }
 
 impl ResourceLimiter for TrackingLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum)?;
         if !allowed && self.denied.is_none() {
             self.denied = Some(format!(
@@ -141,10 +161,17 @@ impl ResourceLimiter for TrackingLimiter {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = self.inner.table_growing(current, desired, maximum)?;
         if !allowed && self.denied.is_none() {
-            self.denied = Some(format!("table limit reached (asked to grow from {current} to {desired} elements)"));
+            self.denied = Some(format!(
+                "table limit reached (asked to grow from {current} to {desired} elements)"
+            ));
         }
         Ok(allowed)
     }
@@ -179,7 +206,11 @@ struct OutputBuffers {
 
 impl GuestOutput {
     fn new(plugin: Arc<str>, stream: &'static str) -> Self {
-        GuestOutput { plugin, stream, buffers: Arc::default() }
+        GuestOutput {
+            plugin,
+            stream,
+            buffers: Arc::default(),
+        }
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
@@ -211,7 +242,9 @@ impl GuestOutput {
     }
 
     fn tail(&self) -> String {
-        String::from_utf8_lossy(&self.buffers.lock().tail).trim().to_string()
+        String::from_utf8_lossy(&self.buffers.lock().tail)
+            .trim()
+            .to_string()
     }
 }
 
@@ -252,7 +285,11 @@ impl OutputStream for GuestOutput {
 }
 
 impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }

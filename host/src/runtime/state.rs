@@ -15,7 +15,12 @@ pub trait StateAccess {
     fn delete(&mut self, key: &[u8]);
     /// Up to `limit` entries whose keys start with `prefix`, in key order,
     /// strictly after `start_after` when given.
-    fn scan(&mut self, prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn scan(
+        &mut self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
 
 /// A [`StateAccess`] over an in-memory ordered map (tests, tools, or a
@@ -38,7 +43,12 @@ impl StateAccess for MemoryState {
         self.entries.remove(key);
     }
 
-    fn scan(&mut self, prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn scan(
+        &mut self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
         use std::ops::Bound;
         let lower = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
@@ -86,7 +96,10 @@ impl StateSlot {
         // SAFETY: only the lifetime is erased (same fat-pointer layout); the
         // pointer is removed below, before the borrow of `state` ends.
         let ptr: NonNull<dyn StateAccess + 'static> = unsafe { std::mem::transmute(ptr) };
-        *slot(store) = StateSlot { ptr: Some(ptr), writable };
+        *slot(store) = StateSlot {
+            ptr: Some(ptr),
+            writable,
+        };
         let result = f(store);
         *slot(store) = StateSlot::default();
         result
@@ -111,7 +124,11 @@ mod tests {
             s.put(k.as_bytes(), k.as_bytes());
         }
         s.delete(b"b2");
-        let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+        let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| {
+            v.into_iter()
+                .map(|(k, _)| String::from_utf8(k).unwrap())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keys(s.scan(b"b", None, 10)), ["b1", "b3"]);
         assert_eq!(keys(s.scan(b"b", Some(b"b1"), 10)), ["b3"]);
         assert_eq!(keys(s.scan(b"", None, 2)), ["a1", "b1"]);
@@ -122,9 +139,13 @@ mod tests {
     fn slot_is_empty_outside_a_call() {
         let mut slot = StateSlot::default();
         let mut state = MemoryState::default();
-        let seen = StateSlot::lend(|s: &mut StateSlot| s, &mut slot, &mut state, true, |slot| {
-            slot.get().map(|s| s.put(b"k", b"v")).is_some()
-        });
+        let seen = StateSlot::lend(
+            |s: &mut StateSlot| s,
+            &mut slot,
+            &mut state,
+            true,
+            |slot| slot.get().map(|s| s.put(b"k", b"v")).is_some(),
+        );
         assert!(seen);
         assert!(slot.get().is_none());
         assert_eq!(state.entries.len(), 1);

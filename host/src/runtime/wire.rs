@@ -137,11 +137,25 @@ impl Emitted {
             return Err("value ends are not cumulative ending at the value blob's length".into());
         }
         self.headers.validate(n).map_err(|e| e.to_string())?;
-        if let Some((i, s)) = self.sources.iter().enumerate().find(|(_, s)| **s as usize >= batch_len) {
-            return Err(format!("record {i} names source event {s}, but the batch has {batch_len} events"));
+        if let Some((i, s)) = self
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| **s as usize >= batch_len)
+        {
+            return Err(format!(
+                "record {i} names source event {s}, but the batch has {batch_len} events"
+            ));
         }
-        if let Some((i, o)) = self.outputs.iter().enumerate().find(|(_, o)| **o >= output_count) {
-            return Err(format!("record {i} goes to output {o}, but the processor has {output_count} outputs"));
+        if let Some((i, o)) = self
+            .outputs
+            .iter()
+            .enumerate()
+            .find(|(_, o)| **o >= output_count)
+        {
+            return Err(format!(
+                "record {i} goes to output {o}, but the processor has {output_count} outputs"
+            ));
         }
         Ok(())
     }
@@ -177,7 +191,13 @@ mod tests {
             keys: b"k".to_vec(),
             value_ends: vec![2, 5],
             values: b"v1v22".to_vec(),
-            headers: HeaderColumns { ends: vec![0, 1], name_ends: vec![1], names: b"h".to_vec(), value_ends: vec![0], values: vec![] },
+            headers: HeaderColumns {
+                ends: vec![0, 1],
+                name_ends: vec![1],
+                names: b"h".to_vec(),
+                value_ends: vec![0],
+                values: vec![],
+            },
         }
     }
 
@@ -191,7 +211,12 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_output() {
-        assert!(good().validate(2, 2).unwrap_err().contains("source event 2"));
+        assert!(
+            good()
+                .validate(2, 2)
+                .unwrap_err()
+                .contains("source event 2")
+        );
         assert!(good().validate(3, 1).unwrap_err().contains("output 1"));
         let mut e = good();
         e.value_ends[1] = 9;

@@ -49,10 +49,16 @@ struct Bank {
 impl Bank {
     fn check_amount(&self, amount: i64) -> Result<(), Rejection> {
         if amount <= 0 {
-            return Err(Rejection::new("bad-amount", format!("amount must be positive, got {amount}")));
+            return Err(Rejection::new(
+                "bad-amount",
+                format!("amount must be positive, got {amount}"),
+            ));
         }
         if amount > self.max_amount {
-            return Err(Rejection::new("bad-amount", format!("amount {amount} exceeds the limit of {}", self.max_amount)));
+            return Err(Rejection::new(
+                "bad-amount",
+                format!("amount {amount} exceeds the limit of {}", self.max_amount),
+            ));
         }
         Ok(())
     }
@@ -60,7 +66,10 @@ impl Bank {
 
 fn usable(account: &Account) -> Result<(), Rejection> {
     if !account.open {
-        return Err(Rejection::new("not-open", "the account has not been opened"));
+        return Err(Rejection::new(
+            "not-open",
+            "the account has not been opened",
+        ));
     }
     if account.closed {
         return Err(Rejection::new("account-closed", "the account is closed"));
@@ -75,14 +84,24 @@ impl CommandHandler for Bank {
 
     fn init(config: &str) -> Result<Self, String> {
         let config: Config = weir_guest::parse_config(config)?;
-        Ok(Bank { max_amount: config.max_amount.unwrap_or(1_000_000_000) })
+        Ok(Bank {
+            max_amount: config.max_amount.unwrap_or(1_000_000_000),
+        })
     }
 
-    fn decide(&self, command: Command, account: &Account, _meta: &CommandMeta) -> Result<Vec<Event>, Rejection> {
+    fn decide(
+        &self,
+        command: Command,
+        account: &Account,
+        _meta: &CommandMeta,
+    ) -> Result<Vec<Event>, Rejection> {
         match command {
             Command::Open { owner } => {
                 if account.open {
-                    return Err(Rejection::new("already-open", "the account is already open"));
+                    return Err(Rejection::new(
+                        "already-open",
+                        "the account is already open",
+                    ));
                 }
                 if owner.trim().is_empty() {
                     return Err(Rejection::new("bad-owner", "an account needs an owner"));
@@ -100,7 +119,10 @@ impl CommandHandler for Bank {
                 if amount > account.balance {
                     return Err(Rejection::new(
                         "insufficient-funds",
-                        format!("cannot withdraw {amount}: the balance is {}", account.balance),
+                        format!(
+                            "cannot withdraw {amount}: the balance is {}",
+                            account.balance
+                        ),
                     ));
                 }
                 Ok(vec![Event::Withdrawn { amount }])

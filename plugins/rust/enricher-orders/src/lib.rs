@@ -39,16 +39,28 @@ struct Orders {
 impl Enricher for Orders {
     fn init(config: &str) -> Result<Self, String> {
         let config: Config = weir_guest::parse_config(config)?;
-        Ok(Orders { customers_pond: config.customers_pond.unwrap_or_else(|| "customers".to_string()) })
+        Ok(Orders {
+            customers_pond: config
+                .customers_pond
+                .unwrap_or_else(|| "customers".to_string()),
+        })
     }
 
     fn process(&mut self, event: &Event<'_>, out: &mut Emitter) -> Result<(), String> {
-        let Ok(order) = event.json::<Order>() else { return Ok(()) };
+        let Ok(order) = event.json::<Order>() else {
+            return Ok(());
+        };
         if order.id.is_empty() || order.customer.is_empty() || order.amount <= 0 {
             return Ok(());
         }
-        let customer_info = weir_guest::lookup_json(&self.customers_pond, order.customer.as_bytes());
-        let enriched = EnrichedOrder { id: order.id, customer: order.customer, amount: order.amount, customer_info };
+        let customer_info =
+            weir_guest::lookup_json(&self.customers_pond, order.customer.as_bytes());
+        let enriched = EnrichedOrder {
+            id: order.id,
+            customer: order.customer,
+            amount: order.amount,
+            customer_info,
+        };
         out.emit_json(0, order.customer.as_bytes(), &enriched)
     }
 }

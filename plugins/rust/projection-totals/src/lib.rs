@@ -30,7 +30,9 @@ impl Projection for CustomerTotals {
     }
 
     fn apply(&mut self, event: &Event<'_>, state: &mut State) -> Result<(), String> {
-        let order: Order = event.json().map_err(|e| format!("order at offset {} is not valid: {e}", event.offset()))?;
+        let order: Order = event
+            .json()
+            .map_err(|e| format!("order at offset {} is not valid: {e}", event.offset()))?;
         let key = order.customer.as_bytes();
         let mut totals: Totals = state.get_json(key)?.unwrap_or_default();
         totals.count += 1;
