@@ -237,6 +237,8 @@ impl Worker for CommandWorker {
         let mut dirty: BTreeMap<String, AggregateSnapshot> = BTreeMap::new();
         let mut results: Vec<(String, CommandOutcome, Option<String>)> = Vec::new();
         let mut failed = Vec::new();
+        let mut next = next;
+        let mut stopped = None;
         for i in 0..batch.len() {
             let rec = decode_command(&ctx.topic, ctx.partition, batch, i);
             if results.iter().any(|(id, _, _)| *id == rec.id) || ctx.shared.store.command_result(&service, &rec.id)?.is_some() {
@@ -277,10 +279,10 @@ impl Worker for CommandWorker {
                     let message = e.to_string();
                     match ctx.manifest.error_policy {
                         ErrorPolicy::Stop => {
-                            return Err(TaskError::PolicyStop(format!(
-                                "{}/{} offset {}: {message}",
-                                ctx.topic, ctx.partition, batch.offsets[i]
-                            )));
+                            // Commit what came before; stop at this command.
+                            next = batch.offsets[i];
+                            stopped = Some(format!("{}/{} offset {next}: {message}", ctx.topic, ctx.partition));
+                            break;
                         }
                         ErrorPolicy::Skip => ProcessorMetrics::add(&ctx.metrics().skipped, 1),
                         ErrorPolicy::Dlq => failed.push(FailedEvent {
@@ -323,7 +325,10 @@ impl Worker for CommandWorker {
         for (id, outcome, _) in results {
             ctx.shared.notify_result(&service, &id, outcome);
         }
-        Ok(next)
+        match stopped {
+            Some(reason) => Err(TaskError::PolicyStop(reason)),
+            None => Ok(next),
+        }
     }
 
     fn flush(&mut self, _ctx: &TaskCtx) -> Result<(), TaskError> {

@@ -52,20 +52,24 @@ impl Worker for EnricherWorker {
     fn handle(&mut self, ctx: &TaskCtx, batch: &RecordBatch) -> Result<u64, TaskError> {
         let next = batch.offsets.last().map_or(0, |o| o + 1);
         let instance = &mut self.instance;
-        let (done, failed) = with_policy(ctx, batch, &mut |sub| {
+        let mut outcome = with_policy(ctx, batch, &mut |sub| {
             let emitted = instance.process(&ctx.topic, ctx.partition, sub)?;
             Ok(records_of(&emitted, sub))
         })?;
+        let next = outcome.next(next);
         let mut outputs = Outputs::new();
-        for (output, record) in done.into_iter().flatten() {
-            let topic = &ctx.manifest.outputs[output as usize];
+        for (output, record) in std::mem::take(&mut outcome.done).into_iter().flatten() {
+            let Some(topic) = ctx.manifest.outputs.get(output as usize) else {
+                return Err(TaskError::Infra(format!("plugin named output {output}, which does not exist")));
+            };
             let partition = ctx.log().partition_for(topic, &record.key)?;
             outputs.entry((topic.clone(), partition)).or_default().push(record);
         }
-        add_dead_letters(ctx, &failed, &mut outputs);
+        add_dead_letters(ctx, &outcome.failed, &mut outputs);
         let mut set = CommitSet::new(ctx.consumer.clone());
         set.checkpoints.push(PartitionPos { topic: ctx.topic.clone(), partition: ctx.partition, offset: next });
         commit_step(ctx, &outputs, set)?;
+        outcome.finish()?;
         Ok(next)
     }
 

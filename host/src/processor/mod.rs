@@ -354,6 +354,14 @@ impl Shared {
         self.processors.read().get(name).cloned().ok_or_else(|| EngineError::NotFound(format!("no plugin named {name:?}")))
     }
 
+    fn service(&self, name: &str) -> Result<Active> {
+        let proc = self.processor(name)?;
+        if proc.kind != PluginKind::CommandHandler {
+            return Err(EngineError::Invalid(format!("{name} is a {}, not a service", proc.kind.world())));
+        }
+        proc.active().ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))
+    }
+
     fn notify_result(&self, service: &str, id: &str, outcome: CommandOutcome) {
         let waiters = self.waiters.lock().remove(&(service.to_string(), id.to_string()));
         for w in waiters.into_iter().flatten() {
@@ -1000,60 +1008,16 @@ impl Engine {
         projection::query(instance, &reader, request).map_err(|e| EngineError::Plugin(e.to_string()))
     }
 
-    fn service(&self, name: &str) -> Result<(Arc<Processor>, Active)> {
-        let proc = self.shared.processor(name)?;
-        if proc.kind != PluginKind::CommandHandler {
-            return Err(EngineError::Invalid(format!("{name} is a {}, not a service", proc.kind.world())));
-        }
-        let active = proc.active().ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
-        Ok((proc, active))
-    }
-
     /// Put a command durably into the service's commands topic (per the
     /// fsync policy). A command id that already has a result answers that
     /// result instead (nothing is appended).
     pub fn submit(&self, service: &str, command: &CommandRequest) -> Result<CommandOutcome> {
-        let (_, active) = self.service(service)?;
-        if command.id.is_empty() || command.id.len() > 256 {
-            return Err(EngineError::Invalid("a command id must be 1–256 bytes".into()));
-        }
-        if command.aggregate.is_empty() {
-            return Err(EngineError::Invalid("a command needs an aggregate id".into()));
-        }
-        if command.name.is_empty() {
-            return Err(EngineError::Invalid("a command needs a name".into()));
-        }
-        if let Some(t) = &command.reply_topic
-            && matches!(self.shared.log.topic(t), Err(LogError::UnknownTopic(_)))
-        {
-            return Err(EngineError::NotFound(format!("reply topic {t:?} does not exist")));
-        }
-        if let Some(outcome) = self.command_result(service, &command.id)? {
-            return Ok(outcome);
-        }
-        let topic = &active.manifest.inputs[0];
-        let record = encode_command(
-            &command.id,
-            &command.aggregate,
-            &command.name,
-            &command.data,
-            command.expected_version,
-            command.reply_topic.as_deref(),
-            now_ms(),
-        );
-        let partition = self.shared.log.partition_for(topic, &record.key)?;
-        let ack = self.shared.log.append(topic, partition, &[record])?;
-        Ok(CommandOutcome::Accepted { topic: topic.clone(), partition, offset: ack.base_offset })
+        submit_command(&self.shared, service, command)
     }
 
     /// The first result of a command, if it has been handled.
     pub fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>> {
-        match self.shared.store.command_result(service, id)? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                EngineError::Store(StoreError::Corrupt { what: format!("result of command {id}"), detail: e.to_string() })
-            }),
-        }
+        stored_result(&self.shared, service, id)
     }
 
     /// Wait up to `timeout` for a command's result (`None`: not yet handled).
@@ -1068,7 +1032,7 @@ impl Engine {
             waiters.entry((service.to_string(), id.to_string())).or_default().push(tx);
         }
         // Registered before looking: a result committed meanwhile is not missed.
-        if let Some(outcome) = self.command_result(service, id)? {
+        if let Some(outcome) = stored_result(&self.shared, service, id)? {
             return Ok(Some(outcome));
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -1080,22 +1044,16 @@ impl Engine {
     /// Submit and wait for the result (up to `timeout`); `Accepted` when it
     /// is durable but not handled in time.
     pub async fn submit_and_wait(&self, service: &str, command: CommandRequest, timeout: Duration) -> Result<CommandOutcome> {
-        let this = self.shared.clone();
+        let shared = self.shared.clone();
         let service_owned = service.to_string();
         let cmd = command.clone();
-        let accepted = tokio::task::spawn_blocking(move || Engine::with_shared(this, |e| e.submit(&service_owned, &cmd)))
+        let accepted = tokio::task::spawn_blocking(move || submit_command(&shared, &service_owned, &cmd))
             .await
             .map_err(|e| EngineError::Invalid(format!("submit task failed: {e}")))??;
         if !matches!(accepted, CommandOutcome::Accepted { .. }) {
             return Ok(accepted);
         }
         Ok(self.await_result(service, &command.id, timeout).await?.unwrap_or(accepted))
-    }
-
-    /// Run `f` against an engine view over `shared` without owning its lifecycle.
-    fn with_shared<T>(shared: Arc<Shared>, f: impl FnOnce(&Engine) -> T) -> T {
-        let view = std::mem::ManuallyDrop::new(Engine { shared });
-        f(&view)
     }
 
     /// Stop every task at a batch boundary (committing pending work) and
@@ -1122,6 +1080,53 @@ impl Engine {
             let a = p.active()?;
             a.manifest.owned_topics().iter().any(|t| t == topic).then(|| p.name.clone())
         })
+    }
+}
+
+/// Put a command durably into the service's commands topic (per the
+/// fsync policy). A command id that already has a result answers that
+/// result instead (nothing is appended).
+fn submit_command(shared: &Shared, service: &str, command: &CommandRequest) -> Result<CommandOutcome> {
+    let active = shared.service(service)?;
+    if command.id.is_empty() || command.id.len() > 256 {
+        return Err(EngineError::Invalid("a command id must be 1–256 bytes".into()));
+    }
+    if command.aggregate.is_empty() {
+        return Err(EngineError::Invalid("a command needs an aggregate id".into()));
+    }
+    if command.name.is_empty() {
+        return Err(EngineError::Invalid("a command needs a name".into()));
+    }
+    if let Some(t) = &command.reply_topic
+        && matches!(shared.log.topic(t), Err(LogError::UnknownTopic(_)))
+    {
+        return Err(EngineError::NotFound(format!("reply topic {t:?} does not exist")));
+    }
+    if let Some(outcome) = stored_result(shared, service, &command.id)? {
+        return Ok(outcome);
+    }
+    let topic = &active.manifest.inputs[0];
+    let record = encode_command(
+        &command.id,
+        &command.aggregate,
+        &command.name,
+        &command.data,
+        command.expected_version,
+        command.reply_topic.as_deref(),
+        now_ms(),
+    );
+    let partition = shared.log.partition_for(topic, &record.key)?;
+    let ack = shared.log.append(topic, partition, &[record])?;
+    Ok(CommandOutcome::Accepted { topic: topic.clone(), partition, offset: ack.base_offset })
+}
+
+/// The stored first result of a command.
+fn stored_result(shared: &Shared, service: &str, id: &str) -> Result<Option<CommandOutcome>> {
+    match shared.store.command_result(service, id)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            EngineError::Store(StoreError::Corrupt { what: format!("result of command {id}"), detail: e.to_string() })
+        }),
     }
 }
 

@@ -196,8 +196,8 @@ impl Worker for ProjectionWorker {
                 Ok(())
             })
         };
-        let failed = match outcome {
-            Ok((_, failed)) => failed,
+        let outcome = match outcome {
+            Ok(o) => o,
             Err(e) => {
                 // Part of this batch may be in the pending writes without its
                 // checkpoint: drop all pending work so nothing is applied twice.
@@ -211,7 +211,9 @@ impl Worker for ProjectionWorker {
             self.epoch = pending.epoch;
             return Err(TaskError::Infra(format!("pond read failed: {e}")));
         }
-        pending.failed.extend(failed);
+        let next = outcome.next(next);
+        let stopping = outcome.stopped.is_some();
+        pending.failed.extend(outcome.failed.iter().cloned());
         pending.checkpoints.insert((ctx.topic.clone(), ctx.partition), next);
         let since = *pending.since.get_or_insert_with(Instant::now);
         let cfg = &ctx.shared.config;
@@ -219,12 +221,14 @@ impl Worker for ProjectionWorker {
             || pending.writes.approx_bytes() >= cfg.commit_max_bytes
             || since.elapsed() >= cfg.commit_interval
             || !pending.failed.is_empty()
+            || stopping
         {
             if let Err(e) = self.commit(ctx, &mut pending) {
                 self.epoch = pending.epoch;
                 return Err(e);
             }
         }
+        outcome.finish()?;
         Ok(next)
     }
 

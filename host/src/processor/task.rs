@@ -264,6 +264,32 @@ pub fn slice(batch: &RecordBatch, range: std::ops::Range<usize>) -> RecordBatch 
     out
 }
 
+/// What [`with_policy`] made of a batch.
+pub struct PolicyOutcome<T> {
+    /// Results of the (sub-)batches that succeeded, in offset order.
+    pub done: Vec<T>,
+    /// Events for the dead-letter topic.
+    pub failed: Vec<FailedEvent>,
+    /// Policy `stop` tripped at this offset (why): everything before it is
+    /// in `done`; it and everything after it must not be committed.
+    pub stopped: Option<(u64, String)>,
+}
+
+impl<T> PolicyOutcome<T> {
+    /// The checkpoint to commit: the stop offset, or past the batch.
+    pub fn next(&self, batch_next: u64) -> u64 {
+        self.stopped.as_ref().map_or(batch_next, |(o, _)| *o)
+    }
+
+    /// After committing: end the task if the policy stopped it.
+    pub fn finish(self) -> Result<(), TaskError> {
+        match self.stopped {
+            Some((_, reason)) => Err(TaskError::PolicyStop(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Run `call` over `batch` with the processor's retry policy. When a batch
 /// keeps failing, the failing event is isolated (by the failure's event
 /// index, else by halving) and the policy applies to it alone; the rest of
@@ -273,11 +299,13 @@ pub fn with_policy<T>(
     ctx: &TaskCtx,
     batch: &RecordBatch,
     call: &mut dyn FnMut(&RecordBatch) -> Result<T, CallError>,
-) -> Result<(Vec<T>, Vec<FailedEvent>), TaskError> {
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    attempt(ctx, batch, call, ctx.manifest.retries, &mut done, &mut failed)?;
-    Ok((done, failed))
+) -> Result<PolicyOutcome<T>, TaskError> {
+    let mut out = PolicyOutcome { done: Vec::new(), failed: Vec::new(), stopped: None };
+    match attempt(ctx, batch, call, ctx.manifest.retries, &mut out) {
+        Ok(()) => Ok(out),
+        Err(TaskError::PolicyStop(_)) if out.stopped.is_some() => Ok(out),
+        Err(e) => Err(e),
+    }
 }
 
 fn attempt<T>(
@@ -285,8 +313,7 @@ fn attempt<T>(
     batch: &RecordBatch,
     call: &mut dyn FnMut(&RecordBatch) -> Result<T, CallError>,
     retries: u32,
-    done: &mut Vec<T>,
-    failed: &mut Vec<FailedEvent>,
+    out: &mut PolicyOutcome<T>,
 ) -> Result<(), TaskError> {
     let mut tries = 0;
     let error = loop {
@@ -295,7 +322,7 @@ fn attempt<T>(
         ctx.metrics().observe_call(start.elapsed());
         match result {
             Ok(t) => {
-                done.push(t);
+                out.done.push(t);
                 return Ok(());
             }
             Err(e) => {
@@ -324,23 +351,24 @@ fn attempt<T>(
         for r in parts.into_iter().filter(|r| !r.is_empty()) {
             let sub = slice(batch, r.clone());
             let sub_retries = if r.len() == 1 { ctx.manifest.retries } else { 0 };
-            attempt(ctx, &sub, call, sub_retries, done, failed)?;
+            attempt(ctx, &sub, call, sub_retries, out)?;
         }
         return Ok(());
     }
     let offset = batch.offsets[0];
     let message = error.to_string();
     match ctx.manifest.error_policy {
-        ErrorPolicy::Stop => Err(TaskError::PolicyStop(format!(
-            "{}/{} offset {offset}: {message}",
-            ctx.topic, ctx.partition
-        ))),
+        ErrorPolicy::Stop => {
+            let reason = format!("{}/{} offset {offset}: {message}", ctx.topic, ctx.partition);
+            out.stopped = Some((offset, reason.clone()));
+            Err(TaskError::PolicyStop(reason))
+        }
         ErrorPolicy::Skip => {
             ProcessorMetrics::add(&ctx.metrics().skipped, 1);
             Ok(())
         }
         ErrorPolicy::Dlq => {
-            failed.push(FailedEvent {
+            out.failed.push(FailedEvent {
                 topic: ctx.topic.clone(),
                 partition: ctx.partition,
                 offset,
@@ -400,7 +428,7 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, mut set: CommitSet) -> Resu
             let ack = log.append_deferred(topic, *partition, records)?;
             appended.push((topic.clone(), *partition, before, ack.end_offset()));
         }
-        if ctx.shared.config.failpoints.crash_before_commit.load(Ordering::Relaxed) && !appended.is_empty() {
+        if ctx.shared.config.failpoints.crash_before_commit.load(Ordering::Relaxed) {
             return Err(TaskError::Crash);
         }
         for (topic, partition, _, end) in &appended {
