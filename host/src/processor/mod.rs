@@ -51,6 +51,8 @@ mod projection;
 mod task;
 
 #[cfg(test)]
+mod crash;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
