@@ -415,7 +415,7 @@ impl Worker for CommandWorker {
                 }
             }
         }
-        commit_step(ctx, &outputs, set)?;
+        commit_step(ctx, &outputs, &mut set)?;
         for (id, outcome, _) in results {
             ctx.shared.notify_result(&service, &id, outcome);
         }
