@@ -689,8 +689,21 @@ fn read_segment(
             view.copy_into(out, i0, j);
             return Ok(true);
         }
+        let first = out.is_empty();
         view.copy_into(out, i0, i1);
         *bytes += take_bytes;
+        if first && i1 > i0 {
+            // Size the blobs once from the first batch's record sizes.
+            let want = max_records
+                .saturating_sub(out.len())
+                .min((visible - from) as usize)
+                .min(1 << 16);
+            let (n, room) = (out.len(), max_bytes.saturating_sub(*bytes));
+            let per = |blob: usize| (blob / n).saturating_mul(want).min(room);
+            let (values, keys) = (per(out.values.len()), per(out.keys.len()));
+            out.values.reserve(values);
+            out.keys.reserve(keys);
+        }
         if out.len() >= max_records || i1 < view.count && view.offset(i1) >= visible {
             return Ok(true);
         }
