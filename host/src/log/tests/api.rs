@@ -314,7 +314,8 @@ fn retention_deletes_old_segments_by_size_and_age() {
             &format!("{i:060}"),
             if i < 100 { now - 3_600_000 } else { now },
         );
-        log.append("sized", 0, &[r.clone()]).expect("append");
+        log.append("sized", 0, std::slice::from_ref(&r))
+            .expect("append");
         log.append("aged", 0, &[r]).expect("append");
     }
     let reader = log
