@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -94,6 +94,7 @@ pub(crate) struct Partition {
     sync_done: Condvar,
     pub(crate) last_sync: Mutex<Instant>,
     waiters: AtomicUsize,
+    gone: AtomicBool,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
     end_tx: watch::Sender<u64>,
@@ -148,6 +149,7 @@ impl Partition {
             sync_done: Condvar::new(),
             last_sync: Mutex::new(Instant::now()),
             waiters: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
             end_tx,
@@ -341,6 +343,14 @@ impl Partition {
         }
     }
 
+    /// The partition is being deleted: wake every blocked `wait_for`
+    /// (they return false at once from now on).
+    pub fn wake_waiters(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        let _g = self.wait_lock.lock();
+        self.wait_cv.notify_all();
+    }
+
     /// Make everything below `up_to` visible (after `append_deferred`).
     pub fn publish(&self, up_to: u64) -> Result<()> {
         let end = self.log_end();
@@ -369,6 +379,9 @@ impl Partition {
         let ok = loop {
             if self.visible.load(Ordering::SeqCst) > offset {
                 break true;
+            }
+            if self.gone.load(Ordering::SeqCst) {
+                break false;
             }
             if self.wait_cv.wait_until(&mut g, deadline).timed_out() {
                 break self.visible.load(Ordering::SeqCst) > offset;
