@@ -137,7 +137,9 @@ fn bench_enricher(runtime: &Runtime, n: usize) {
     }
     let native = start.elapsed();
     // Compile once beforehand: a deploy then loads the precompiled artifact (as a restarted host does).
-    runtime.load(PluginKind::Enricher, &plugin("bench_enricher")).expect("warm the component cache");
+    runtime
+        .load(PluginKind::Enricher, &plugin("bench_enricher"))
+        .expect("warm the component cache");
     let manifest = serde_json::json!({"name": "bench-map", "kind": "enricher", "inputs": ["in"], "outputs": ["out"],
         "config": {"mode": "map"}, "partitions": 2});
     let start = Instant::now();

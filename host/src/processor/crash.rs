@@ -263,7 +263,10 @@ fn crash_harness() {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !dir.path().join("ready").exists() {
                 assert!(Instant::now() < deadline, "the worker never got ready");
-                assert!(!matches!(child.try_wait(), Ok(Some(_))), "the worker died while starting");
+                assert!(
+                    !matches!(child.try_wait(), Ok(Some(_))),
+                    "the worker died while starting"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
