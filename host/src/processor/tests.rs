@@ -693,3 +693,48 @@ fn projection_effects_are_exactly_once_after_a_crash_before_commit() {
     }
     assert_eq!(count, 200, "each event counted exactly once");
 }
+
+/// A crashed task (here: the failpoint) is recovered in place by `resume`:
+/// the uncommitted tail is cut before the tasks run again.
+#[test]
+fn resume_after_a_crash_cuts_the_uncommitted_tail() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    for i in 0..10 {
+        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+    }
+    h.deploy(
+        json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
+        "faulty",
+    );
+    h.wait_caught_up("e");
+    let failpoints = h.engine().shared.config.failpoints.clone();
+    failpoints
+        .crash_before_commit
+        .store(true, Ordering::Relaxed);
+    for i in 10..20 {
+        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+    }
+    wait_for("crash", || {
+        matches!(
+            h.engine().inspect("e").expect("inspect").state,
+            RunState::Failed { .. }
+        )
+        .then_some(())
+    });
+    failpoints
+        .crash_before_commit
+        .store(false, Ordering::Relaxed);
+    assert_eq!(
+        h.engine().resume("e").expect("resume").state,
+        RunState::Running
+    );
+    h.wait_caught_up("e");
+    let out: Vec<String> = h
+        .read_all("e.out")
+        .into_iter()
+        .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    assert_eq!(out, want);
+}
