@@ -738,3 +738,44 @@ fn resume_after_a_crash_cuts_the_uncommitted_tail() {
     let want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
     assert_eq!(out, want);
 }
+
+/// Stream–table join: the enricher reads the committed state of another
+/// processor's pond through the host's `lookup`.
+#[test]
+fn enricher_joins_with_a_pond() {
+    let h = Harness::new();
+    h.topic("seed", 1);
+    h.topic("orders", 1);
+    for i in 0..3 {
+        h.produce("seed", "c1", &order_for(i, "c1"), i as i64);
+    }
+    h.deploy(
+        json!({"name": "customers", "kind": "projection", "inputs": ["seed"]}),
+        "projection_totals",
+    );
+    h.wait_caught_up("customers");
+    h.produce("orders", "c1", &order_for(10, "c1"), 10);
+    h.produce("orders", "c9", &order_for(11, "c9"), 11);
+    h.deploy(
+        json!({"name": "join", "kind": "enricher", "inputs": ["orders"], "outputs": ["joined"],
+               "config": {"customers_pond": "customers"}}),
+        "enricher_orders",
+    );
+    h.wait_caught_up("join");
+    let out: Vec<serde_json::Value> = h
+        .read_all("joined")
+        .into_iter()
+        .map(|(_, r)| serde_json::from_slice(&r.value).expect("json"))
+        .collect();
+    let by_customer = |c: &str| {
+        out.iter()
+            .find(|v| v["customer"] == c)
+            .expect("joined order")
+            .clone()
+    };
+    assert_eq!(
+        by_customer("c1")["customer_info"],
+        json!({"count": 3, "sum": 6})
+    );
+    assert_eq!(by_customer("c9")["customer_info"], serde_json::Value::Null);
+}
