@@ -13,7 +13,10 @@
 //!   WEIR_CRASH_CYCLES=500 cargo test -p weir-host --lib processor::crash::crash_harness -- --nocapture
 //!
 //! The child is this test binary re-run on the `crash_worker` test with
-//! `WEIR_CRASH_DIR` set (the `weir` server binary can replace it later).
+//! `WEIR_CRASH_DIR` set: an in-process engine, because the `weir serve`
+//! binary was not in `main` when this was written (the server's own e2e
+//! tests kill the real binary). Kills land anywhere — during start-up
+//! recovery, deploys, appends, between a deferred append and its commit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
