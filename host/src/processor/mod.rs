@@ -290,7 +290,7 @@ impl TaskSet {
 }
 
 /// A deployed processor.
-pub struct Processor {
+pub(crate) struct Processor {
     pub name: String,
     kind: PluginKind,
     record: Mutex<PluginRecord>,
@@ -391,7 +391,7 @@ fn consumer_id(name: &str, kind: PluginKind, generation: u32) -> String {
 type Waiters = HashMap<(String, String), Vec<oneshot::Sender<CommandOutcome>>>;
 
 /// Engine-wide state shared with the task threads.
-pub struct Shared {
+pub(crate) struct Shared {
     log: Arc<dyn EventLog>,
     store: Arc<Store>,
     runtime: Runtime,
