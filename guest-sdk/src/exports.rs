@@ -41,6 +41,15 @@ pub trait Projection: Sized + 'static {
     /// it is committed) naming this event.
     fn apply(&mut self, event: &Event<'_>, state: &mut State) -> Result<(), String>;
 
+    /// Called after the last event of a batch has been applied, before the
+    /// batch's writes go to the host: a projection that gathers per-batch
+    /// work in `apply` (e.g. summing deltas per key) writes it here. An
+    /// `Err` fails the batch. The default does nothing.
+    fn end_batch(&mut self, state: &mut State) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Answer a custom read. The default has none.
     fn query(&mut self, request: &[u8], state: &State) -> Result<Vec<u8>, String> {
         let _ = (request, state);
@@ -131,21 +140,34 @@ impl<T: Projection + PluginMeta> projection::exports::weir::plugin::pond::Guest
     fn apply(batch: types::Batch) -> Result<(), types::Failure> {
         let batch = Batch::new(batch);
         let mut state = State::new();
-        with_instance::<T, _>(|plugin| {
-            for event in batch.events() {
-                if let Err(message) = plugin.apply(&event, &mut state) {
-                    return Err(failure(message, Some(event.index())));
-                }
-            }
-            Ok(())
-        })
-        .map_err(|m| failure(m, None))?
+        with_instance::<T, _>(|plugin| apply_batch(plugin, &batch, &mut state))
+            .map_err(|m| failure(m, None))?
     }
 
     fn query(request: Vec<u8>) -> Result<Vec<u8>, String> {
         let state = State::new();
         with_instance::<T, _>(|plugin| plugin.query(&request, &state))?
     }
+}
+
+/// Fold `batch` into `state`; the state's cached writes reach the host
+/// only when every event (and `end_batch`) succeeded. (On failure the host
+/// discards whatever this call wrote anyway.)
+fn apply_batch<T: Projection>(
+    plugin: &mut T,
+    batch: &Batch,
+    state: &mut State,
+) -> Result<(), types::Failure> {
+    for event in batch.events() {
+        if let Err(message) = plugin.apply(&event, state) {
+            return Err(failure(message, Some(event.index())));
+        }
+    }
+    plugin
+        .end_batch(state)
+        .map_err(|message| failure(message, None))?;
+    state.flush();
+    Ok(())
 }
 
 #[doc(hidden)]
@@ -210,5 +232,61 @@ impl<T: CommandHandler + PluginMeta> command_handler::exports::weir::plugin::ser
             Ok(bytes) => bytes,
             Err(e) => panic!("cannot serialise aggregate state: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::batch;
+    use crate::state::tests::{FakeHost, state_over};
+    use std::rc::Rc;
+
+    /// Counts events per key; an event whose value is "fail" fails it.
+    struct Counter {
+        ended: u32,
+    }
+
+    impl Projection for Counter {
+        fn init(_config: &str) -> Result<Self, String> {
+            Ok(Counter { ended: 0 })
+        }
+        fn apply(&mut self, event: &Event<'_>, state: &mut State) -> Result<(), String> {
+            if event.value() == b"fail" {
+                return Err("bad event".into());
+            }
+            let n: u64 = state.get_json(event.key())?.unwrap_or(0);
+            state.put_json(event.key(), &(n + 1))
+        }
+        fn end_batch(&mut self, _state: &mut State) -> Result<(), String> {
+            self.ended += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_sends_one_write_per_key_after_its_last_event() {
+        let host = Rc::new(FakeHost::default());
+        host.entries.borrow_mut().insert(b"a".to_vec(), b"5".to_vec());
+        let mut plugin = Counter::init("").unwrap();
+        let b = batch(&[("a", "", &[]), ("b", "", &[]), ("a", "", &[]), ("a", "", &[])]);
+        apply_batch(&mut plugin, &b, &mut state_over(&host)).unwrap();
+        assert_eq!(plugin.ended, 1);
+        assert_eq!(*host.gets.borrow(), 2);
+        assert_eq!(*host.writes.borrow(), 2);
+        assert_eq!(host.entries.borrow().get(&b"a"[..]), Some(&b"8".to_vec()));
+        assert_eq!(host.entries.borrow().get(&b"b"[..]), Some(&b"1".to_vec()));
+    }
+
+    #[test]
+    fn a_failed_batch_sends_nothing_and_names_the_event() {
+        let host = Rc::new(FakeHost::default());
+        let mut plugin = Counter::init("").unwrap();
+        let b = batch(&[("a", "", &[]), ("b", "", &[]), ("c", "fail", &[])]);
+        let err = apply_batch(&mut plugin, &b, &mut state_over(&host)).unwrap_err();
+        assert_eq!(err.event_index, Some(2));
+        assert_eq!(plugin.ended, 0);
+        assert_eq!(*host.writes.borrow(), 0);
+        assert!(host.entries.borrow().is_empty());
     }
 }

@@ -11,6 +11,7 @@
 //!   CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench processor
 //!   WEIR_BENCH_QUICK=1 …                     (small N everywhere)
 //!   WEIR_BENCH_REPLAY_EVENTS=20000000 …      (replay size; default 20 M, quick 1 M)
+//!   WEIR_BENCH_ONLY=replay …                 (one section: enricher, replay or commands)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -409,8 +410,17 @@ fn main() {
         if quick { 1_000_000 } else { 20_000_000 },
     );
     let commands = env_usize("WEIR_BENCH_COMMANDS", if quick { 500 } else { 2_000 });
-    bench_enricher(&runtime, enrich_n);
-    bench_replay(&runtime, replay_n);
-    bench_commands(&runtime, commands, FsyncPolicy::Never);
-    bench_commands(&runtime, commands / 4, FsyncPolicy::Always);
+    // WEIR_BENCH_ONLY=replay (or enricher, commands) runs one section.
+    let only = std::env::var("WEIR_BENCH_ONLY").ok();
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    if run("enricher") {
+        bench_enricher(&runtime, enrich_n);
+    }
+    if run("replay") {
+        bench_replay(&runtime, replay_n);
+    }
+    if run("commands") {
+        bench_commands(&runtime, commands, FsyncPolicy::Never);
+        bench_commands(&runtime, commands / 4, FsyncPolicy::Always);
+    }
 }
