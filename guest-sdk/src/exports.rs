@@ -267,9 +267,16 @@ mod tests {
     #[test]
     fn a_batch_sends_one_write_per_key_after_its_last_event() {
         let host = Rc::new(FakeHost::default());
-        host.entries.borrow_mut().insert(b"a".to_vec(), b"5".to_vec());
+        host.entries
+            .borrow_mut()
+            .insert(b"a".to_vec(), b"5".to_vec());
         let mut plugin = Counter::init("").unwrap();
-        let b = batch(&[("a", "", &[]), ("b", "", &[]), ("a", "", &[]), ("a", "", &[])]);
+        let b = batch(&[
+            ("a", "", &[]),
+            ("b", "", &[]),
+            ("a", "", &[]),
+            ("a", "", &[]),
+        ]);
         apply_batch(&mut plugin, &b, &mut state_over(&host)).unwrap();
         assert_eq!(plugin.ended, 1);
         assert_eq!(*host.gets.borrow(), 2);

@@ -31,8 +31,12 @@ pub(crate) trait Backing {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
     fn put(&self, key: &[u8], value: &[u8]);
     fn delete(&self, key: &[u8]);
-    fn scan(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: u32)
-    -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
 
 /// The host's `state` import.
@@ -134,7 +138,8 @@ impl Cache {
             self.make_room(backing);
             let value = value.map(<[u8]>::to_vec);
             self.bytes += Cache::size(key, &value);
-            self.entries.insert(key.to_vec(), Cached { value, dirty: true });
+            self.entries
+                .insert(key.to_vec(), Cached { value, dirty: true });
             self.dirty += 1;
         }
     }
@@ -213,9 +218,7 @@ impl State {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.cache
-            .get_mut()
-            .store(&*self.backing, key, Some(value));
+        self.cache.get_mut().store(&*self.backing, key, Some(value));
     }
 
     pub fn put_json<T: serde::Serialize + ?Sized>(
@@ -283,7 +286,9 @@ pub(crate) mod tests {
         }
         fn put(&self, key: &[u8], value: &[u8]) {
             *self.writes.borrow_mut() += 1;
-            self.entries.borrow_mut().insert(key.to_vec(), value.to_vec());
+            self.entries
+                .borrow_mut()
+                .insert(key.to_vec(), value.to_vec());
         }
         fn delete(&self, key: &[u8]) {
             *self.writes.borrow_mut() += 1;
@@ -312,7 +317,9 @@ pub(crate) mod tests {
     #[test]
     fn reads_see_writes_of_the_batch_and_the_host_gets_one_call_per_key() {
         let host = Rc::new(FakeHost::default());
-        host.entries.borrow_mut().insert(b"a".to_vec(), b"1".to_vec());
+        host.entries
+            .borrow_mut()
+            .insert(b"a".to_vec(), b"1".to_vec());
         let mut state = state_over(&host);
         for i in 2..10 {
             let v = state.get(b"a").unwrap();
@@ -362,7 +369,9 @@ pub(crate) mod tests {
     #[test]
     fn json_reads_parse_cached_values() {
         let host = Rc::new(FakeHost::default());
-        host.entries.borrow_mut().insert(b"bad".to_vec(), b"{".to_vec());
+        host.entries
+            .borrow_mut()
+            .insert(b"bad".to_vec(), b"{".to_vec());
         let mut state = state_over(&host);
         state.put_json(b"k", &serde_json::json!({"n": 1})).unwrap();
         let v: serde_json::Value = state.get_json(b"k").unwrap().unwrap();

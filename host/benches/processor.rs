@@ -11,6 +11,7 @@
 //!   CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench processor
 //!   WEIR_BENCH_QUICK=1 …                     (small N everywhere)
 //!   WEIR_BENCH_REPLAY_EVENTS=20000000 …      (replay size; default 20 M, quick 1 M)
+//!   WEIR_BENCH_REPLAY_BATCH=10000 …         (the replay manifest's max_batch; default unset)
 //!   WEIR_BENCH_ONLY=replay …                 (one section: enricher, replay or commands)
 
 use std::collections::HashMap;
@@ -109,6 +110,16 @@ fn plugin(name: &str) -> Vec<u8> {
     weir_testkit::plugins::plugin_bytes(name)
 }
 
+/// CPU time used by this process so far (all threads): the machine is
+/// shared, so wall time alone says little about the work done.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn rate(n: usize, d: Duration) -> String {
     format!("{:.2} M events/s", n as f64 / d.as_secs_f64() / 1e6)
 }
@@ -175,7 +186,7 @@ fn bench_enricher(runtime: &Runtime, n: usize) {
     );
 }
 
-fn bench_replay(runtime: &Runtime, n: usize) {
+fn bench_replay(runtime: &Runtime, n: usize, replay_batch: Option<usize>) {
     let keys = 10_000;
     let s = setup(FsyncPolicy::Never, runtime);
     s.log
@@ -193,7 +204,7 @@ fn bench_replay(runtime: &Runtime, n: usize) {
         customer: &'a str,
         amount: i64,
     }
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_time());
     let mut totals: HashMap<String, (u64, i64)> = HashMap::new();
     for p in 0..2 {
         let mut offset = 0;
@@ -214,7 +225,7 @@ fn bench_replay(runtime: &Runtime, n: usize) {
             offset = batch.offsets[batch.len() - 1] + 1;
         }
     }
-    let native = start.elapsed();
+    let (native, native_cpu) = (start.elapsed(), cpu_time() - cpu_start);
     // Plugin alone: the same batches through `apply` over an in-memory map (no store, no log writes).
     let loaded = runtime
         .load(PluginKind::Projection, &plugin("projection_totals"))
@@ -223,13 +234,19 @@ fn bench_replay(runtime: &Runtime, n: usize) {
         .projection("alone", runtime.default_limits(), "{}")
         .expect("instance");
     let mut memory = MemoryState::default();
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_time());
     for p in 0..2 {
         let mut offset = 0;
         loop {
             let batch = s
                 .log
-                .read("orders", p, offset, 10_000, 8 << 20)
+                .read(
+                    "orders",
+                    p,
+                    offset,
+                    replay_batch.unwrap_or(100_000),
+                    16 << 20,
+                )
                 .expect("read");
             if batch.is_empty() {
                 break;
@@ -240,14 +257,19 @@ fn bench_replay(runtime: &Runtime, n: usize) {
             offset = batch.offsets[batch.len() - 1] + 1;
         }
     }
-    let alone = start.elapsed();
-    let manifest = serde_json::json!({"name": "totals", "kind": "projection", "inputs": ["orders"], "max_batch": 10000});
-    let start = Instant::now();
+    let (alone, alone_cpu) = (start.elapsed(), cpu_time() - cpu_start);
+    let mut manifest =
+        serde_json::json!({"name": "totals", "kind": "projection", "inputs": ["orders"]});
+    if let Some(b) = replay_batch {
+        manifest["max_batch"] = b.into();
+    }
+    let (start, cpu_start) = (Instant::now(), cpu_time());
     s.engine
         .deploy(manifest, &plugin("projection_totals"))
         .expect("deploy");
     let deployed = start.elapsed();
     let took = wait_caught_up(&s.engine, "totals", Duration::from_secs(1800)) + deployed;
+    let took_cpu = cpu_time() - cpu_start;
     // Check against the native fold.
     let mut checked = 0;
     for (customer, (count, sum)) in totals.iter().take(100) {
@@ -268,20 +290,24 @@ fn bench_replay(runtime: &Runtime, n: usize) {
         "replay count+sum projection, {n} events from offset 0 to caught up ({checked} keys verified):"
     );
     println!(
-        "  weir projection      : {:>8.3} s  {}  ({} store commits)",
+        "  weir projection      : {:>8.3} s  {}  CPU {:.3} s  ({} store commits, max_batch {})",
         took.as_secs_f64(),
         rate(n, took),
-        status.metrics.commits
+        took_cpu.as_secs_f64(),
+        status.metrics.commits,
+        replay_batch.map_or("default".to_string(), |b| b.to_string())
     );
     println!(
-        "  plugin alone (memory state, no store): {:>8.3} s  {}",
+        "  plugin alone (memory state, no store): {:>8.3} s  {}  CPU {:.3} s",
         alone.as_secs_f64(),
-        rate(n, alone)
+        rate(n, alone),
+        alone_cpu.as_secs_f64()
     );
     println!(
-        "  native fold (ref.)   : {:>8.3} s  {}",
+        "  native fold (ref.)   : {:>8.3} s  {}  CPU {:.3} s",
         native.as_secs_f64(),
-        rate(n, native)
+        rate(n, native),
+        native_cpu.as_secs_f64()
     );
     println!(
         "  ratio weir / native  : {:.2}x",
@@ -409,6 +435,10 @@ fn main() {
         "WEIR_BENCH_REPLAY_EVENTS",
         if quick { 1_000_000 } else { 20_000_000 },
     );
+    // Unset: the engine's default (large batches while catching up).
+    let replay_batch = std::env::var("WEIR_BENCH_REPLAY_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let commands = env_usize("WEIR_BENCH_COMMANDS", if quick { 500 } else { 2_000 });
     // WEIR_BENCH_ONLY=replay (or enricher, commands) runs one section.
     let only = std::env::var("WEIR_BENCH_ONLY").ok();
@@ -417,7 +447,7 @@ fn main() {
         bench_enricher(&runtime, enrich_n);
     }
     if run("replay") {
-        bench_replay(&runtime, replay_n);
+        bench_replay(&runtime, replay_n, replay_batch);
     }
     if run("commands") {
         bench_commands(&runtime, commands, FsyncPolicy::Never);

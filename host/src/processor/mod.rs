@@ -136,6 +136,9 @@ pub struct EngineConfig {
     pub idle_wait: Duration,
     /// Most payload bytes read per batch.
     pub max_batch_bytes: usize,
+    /// Most payload bytes read per batch while a task is behind its input
+    /// (the previous read was full).
+    pub catch_up_batch_bytes: usize,
     /// Projections commit pending writes as soon as a task has caught up,
     /// and while catching up at least this often (default 500 ms: the
     /// longest a busy pond's reads lag its input)...
@@ -157,6 +160,7 @@ impl EngineConfig {
             fsync,
             idle_wait: Duration::from_millis(100),
             max_batch_bytes: 4 << 20,
+            catch_up_batch_bytes: 16 << 20,
             commit_interval: Duration::from_millis(500),
             commit_max_writes: 200_000,
             commit_max_bytes: 64 << 20,

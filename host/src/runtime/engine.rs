@@ -126,6 +126,11 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeErro
     wasm.wasm_component_model(true);
     wasm.epoch_interruption(true);
     wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // For profiling plugins with `perf`: name compiled wasm functions in
+    // /tmp/perf-<pid>.map (e.g. `WEIR_WASM_PERFMAP=1 perf record -p <pid>`).
+    if std::env::var_os("WEIR_WASM_PERFMAP").is_some() {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(pool) = &config.pool {
         if config.default_limits.memory_bytes > pool.max_memory_bytes {
             return Err(RuntimeError::Config(format!(
