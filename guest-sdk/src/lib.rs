@@ -153,7 +153,7 @@ pub use emit::Emitter;
 pub use event::{Batch, Event};
 pub use exports::{Enricher, PluginMeta, Projection};
 pub use host::{log, lookup, lookup_json};
-pub use state::State;
+pub use state::{Fnv, KeyHasher, State};
 
 /// Parse a plugin's JSON config; an empty or `null` config gives `T::default()`.
 pub fn parse_config<T: serde::de::DeserializeOwned + Default>(config: &str) -> Result<T, String> {

@@ -62,10 +62,15 @@ impl Backing for HostState {
     }
 }
 
-/// FNV-1a: keys are short byte strings, and the cache must not depend on
-/// the sandbox's randomness (plugin runs are deterministic).
+/// A fast, deterministic hasher for short keys (FNV-1a), for plugins'
+/// per-batch maps: `HashMap<String, T, KeyHasher>`. std's default SipHash
+/// costs more than the rest of a small event's work, and its seed comes
+/// from the sandbox's randomness.
+pub type KeyHasher = BuildHasherDefault<Fnv>;
+
+/// The [`Hasher`] of [`KeyHasher`].
 #[derive(Default)]
-struct Fnv(u64);
+pub struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -94,7 +99,7 @@ struct Cached {
 
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<Vec<u8>, Cached, BuildHasherDefault<Fnv>>,
+    entries: HashMap<Vec<u8>, Cached, KeyHasher>,
     dirty: usize,
     bytes: usize,
 }

@@ -12,8 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-use weir_guest::{Event, Projection, State};
+use weir_guest::{Event, KeyHasher, Projection, State};
 
 #[derive(Deserialize)]
 struct Order<'a> {
@@ -28,27 +27,9 @@ struct Totals {
     sum: i64,
 }
 
-/// FNV-1a: customer ids are short, and std's SipHash costs more than the
-/// rest of an event's work here.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 struct CustomerTotals {
     /// This batch's orders per customer, not yet in the state.
-    deltas: HashMap<String, Totals, BuildHasherDefault<Fnv>>,
+    deltas: HashMap<String, Totals, KeyHasher>,
 }
 
 impl Projection for CustomerTotals {
