@@ -779,3 +779,39 @@ fn enricher_joins_with_a_pond() {
     );
     assert_eq!(by_customer("c9")["customer_info"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_task_that_is_behind_reads_large_batches_unless_max_batch_is_set() {
+    let h = Harness::new();
+    h.topic("orders", 1);
+    let records: Vec<Record> = (0..5000u32)
+        .map(|i| Record {
+            key: format!("c{}", i % 7).into_bytes(),
+            value: order_for(i, &format!("c{}", i % 7)),
+            headers: vec![],
+            timestamp: i64::from(i),
+        })
+        .collect();
+    h.log().append("orders", 0, &records).expect("append");
+    for (name, max_batch, most_batches) in [("adaptive", None, 2), ("fixed", Some(1000), 5)] {
+        let mut manifest = json!({"name": name, "kind": "projection", "inputs": ["orders"]});
+        if let Some(b) = max_batch {
+            manifest["max_batch"] = json!(b);
+        }
+        h.deploy(manifest, "projection_totals");
+        let status = h.wait_caught_up(name);
+        // Live-sized first read (1000, full), then the rest in one catch-up read.
+        assert!(
+            status.metrics.batches <= most_batches && status.metrics.batches >= 2,
+            "{name}: {} batches",
+            status.metrics.batches
+        );
+        let v = h
+            .engine()
+            .pond_get(name, b"c0")
+            .expect("get")
+            .expect("present");
+        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        assert_eq!(v["count"].as_u64(), Some(715), "{name}");
+    }
+}
