@@ -239,8 +239,7 @@ impl<T: CommandHandler + PluginMeta> command_handler::exports::weir::plugin::ser
 mod tests {
     use super::*;
     use crate::event::tests::batch;
-    use crate::state::tests::{FakeHost, state_over};
-    use std::rc::Rc;
+    use crate::state::tests::{host_with, state_over};
 
     /// Counts events per key; an event whose value is "fail" fails it.
     struct Counter {
@@ -266,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_batch_sends_one_write_per_key_after_its_last_event() {
-        let host = Rc::new(FakeHost::default());
+        let host = host_with(&[]);
         host.entries
             .borrow_mut()
             .insert(b"a".to_vec(), b"5".to_vec());
@@ -287,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_sends_nothing_and_names_the_event() {
-        let host = Rc::new(FakeHost::default());
+        let host = host_with(&[]);
         let mut plugin = Counter::init("").unwrap();
         let b = batch(&[("a", "", &[]), ("b", "", &[]), ("c", "fail", &[])]);
         let err = apply_batch(&mut plugin, &b, &mut state_over(&host)).unwrap_err();

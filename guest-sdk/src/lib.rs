@@ -83,6 +83,13 @@
 //! weir_guest::projection!(CustomerTotals);
 //! ```
 //!
+//! [`State`] caches reads and writes for the length of a batch: a key
+//! costs at most one host read and one host write per batch, however often
+//! the events touch it. A projection that would rather fold its own
+//! per-batch aggregate (e.g. deltas per key in a `HashMap<String, T,
+//! KeyHasher>`) writes it in [`Projection::end_batch`], after the batch's
+//! last event.
+//!
 //! ## A command handler
 //!
 //! Commands and events are serde enums in serde's default ("externally

@@ -315,16 +315,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// A fake host holding `entries`.
+    pub(crate) fn host_with(entries: &[(&str, &str)]) -> Rc<FakeHost> {
+        let host = Rc::new(FakeHost::default());
+        for (k, v) in entries {
+            host.entries
+                .borrow_mut()
+                .insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        host
+    }
+
     pub(crate) fn state_over(host: &Rc<FakeHost>) -> State {
         State::with_backing(Box::new(host.clone()))
     }
 
     #[test]
     fn reads_see_writes_of_the_batch_and_the_host_gets_one_call_per_key() {
-        let host = Rc::new(FakeHost::default());
-        host.entries
-            .borrow_mut()
-            .insert(b"a".to_vec(), b"1".to_vec());
+        let host = host_with(&[("a", "1")]);
         let mut state = state_over(&host);
         for i in 2..10 {
             let v = state.get(b"a").unwrap();
@@ -348,10 +356,7 @@ pub(crate) mod tests {
 
     #[test]
     fn scan_sees_pending_puts_and_deletes() {
-        let host = Rc::new(FakeHost::default());
-        for k in ["p1", "p2", "p3", "q1"] {
-            host.entries.borrow_mut().insert(k.into(), b"old".to_vec());
-        }
+        let host = host_with(&[("p1", "old"), ("p2", "old"), ("p3", "old"), ("q1", "old")]);
         let mut state = state_over(&host);
         state.put(b"p4", b"new");
         state.delete(b"p2");
@@ -373,10 +378,7 @@ pub(crate) mod tests {
 
     #[test]
     fn json_reads_parse_cached_values() {
-        let host = Rc::new(FakeHost::default());
-        host.entries
-            .borrow_mut()
-            .insert(b"bad".to_vec(), b"{".to_vec());
+        let host = host_with(&[("bad", "{")]);
         let mut state = state_over(&host);
         state.put_json(b"k", &serde_json::json!({"n": 1})).unwrap();
         let v: serde_json::Value = state.get_json(b"k").unwrap().unwrap();
