@@ -1,0 +1,1 @@
+//! The ports of [`super::backend`] over the real log and processor engine.
