@@ -9,31 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// When the log makes appends durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// An acknowledged append is on disk (concurrent appends share one fsync).
-    Always,
-    /// At most this long between fsyncs.
-    Interval(Duration),
-    /// Survives a process crash, not a power loss.
-    Never,
-}
-
-impl std::str::FromStr for Fsync {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "always" => Ok(Fsync::Always),
-            "never" => Ok(Fsync::Never),
-            other => other
-                .strip_prefix("interval:")
-                .and_then(|ms| ms.trim_end_matches("ms").parse::<u64>().ok())
-                .map(|ms| Fsync::Interval(Duration::from_millis(ms)))
-                .ok_or_else(|| format!("fsync must be always, never or interval:<ms>, not {other:?}")),
-        }
-    }
-}
+pub use crate::log::FsyncPolicy as Fsync;
 
 /// Everything `weir serve` can be told, all optional: the same shape for the
 /// TOML file and for the flags / environment.
@@ -129,7 +105,7 @@ impl ServeConfig {
         let o = cli.over(from_file);
         let fsync = match o.fsync.as_deref() {
             None => Fsync::Always,
-            Some(s) => s.parse().map_err(ConfigError::Invalid)?,
+            Some(s) => s.parse().map_err(|e: crate::log::LogError| ConfigError::Invalid(e.to_string()))?,
         };
         let log_json = match o.log_format.as_deref() {
             None | Some("text") => false,

@@ -1,1 +1,4 @@
-//! Shared helpers for weir's end-to-end tests.
+//! Test support for weir: helpers that start the real server for
+//! end-to-end tests.
+
+pub mod server;

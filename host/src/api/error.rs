@@ -168,3 +168,23 @@ mod tests {
         assert_eq!(e.body()["tracking_id"], "t-1");
     }
 }
+
+impl From<crate::log::LogError> for ApiError {
+    fn from(err: crate::log::LogError) -> Self {
+        use crate::log::LogError as E;
+        let message = err.to_string();
+        match err {
+            E::UnknownTopic(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", message),
+            E::TopicExists(_) => ApiError::conflict("topic_exists", message),
+            E::InvalidName { .. } => ApiError::bad_request("invalid_name", message),
+            E::InvalidPartition { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_partition", message),
+            E::OffsetOutOfRange { .. } => ApiError::invalid_offset(message),
+            E::InvalidConfig(_) => ApiError::bad_request("invalid_config", message),
+            E::InvalidArgument(_) => ApiError::bad_request("invalid_argument", message),
+            E::BatchTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message),
+            E::Corrupt { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log", message),
+            E::Io { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
+            E::Closed => ApiError::unavailable(message),
+        }
+    }
+}

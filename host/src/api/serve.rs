@@ -103,3 +103,42 @@ pub async fn serve_with(
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
 }
+
+/// Open everything under `config.data_dir` and serve until SIGINT/SIGTERM.
+pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let mut log_config = crate::log::LogConfig::new(config.data_dir.join("log"));
+    log_config.default_fsync = config.fsync;
+    log_config.repair = repair;
+    let dir = log_config.dir.clone();
+    let log = tokio::task::spawn_blocking(move || crate::log::Log::open(log_config))
+        .await
+        .map_err(|e| ServeError::Log(e.to_string()))?
+        .map_err(|e| ServeError::Log(format!("{} ({e})", dir.display())))?;
+    let log: Arc<crate::log::Log> = Arc::new(log);
+    let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(log.clone()));
+    let engine: Arc<dyn Engine> = Arc::new(super::adapters::NoEngine);
+
+    let listener = bind(config.listen).await?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    // Tests and scripts read this line to find a port chosen with :0.
+    println!("weir listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir serving");
+    let result = serve_with(
+        listener,
+        rapids,
+        engine,
+        api_config(&config),
+        config.shutdown_timeout,
+        shutdown_signal(),
+    )
+    .await;
+    let closing = tokio::task::spawn_blocking(move || log.close()).await;
+    if let Ok(Err(e)) = closing {
+        tracing::error!("closing the log: {e}");
+    }
+    result
+}
