@@ -383,7 +383,7 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
                     r["partition"] = json!(p);
                 }
                 if !headers.is_empty() {
-                    r["headers"] = json!(headers.iter().cloned().collect::<serde_json::Map<String, Value>>());
+                    r["headers"] = Value::Object(headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect());
                 }
                 Ok(r)
             };

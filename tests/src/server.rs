@@ -5,7 +5,7 @@
 //! parallel. The server's log goes to `server.log` next to its data dir and
 //! is printed when a helper fails.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -119,17 +119,17 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { return };
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if let Some(addr) = line.strip_prefix("weir listening on ") {
                     let _ = tx.send(addr.trim().to_owned());
                     break;
                 }
+                line.clear();
             }
             // Keep draining so the server never blocks on a full pipe.
-            let mut sink = Vec::new();
-            let _ = lines.into_inner().read_to_end(&mut sink);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let url = match rx.recv_timeout(STARTUP) {
             Ok(url) => url,
