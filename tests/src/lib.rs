@@ -1,4 +1,6 @@
-//! Test support for weir: helpers that start the real server for
-//! end-to-end tests.
+//! Test support for weir: the example and fault-test plugins (built once
+//! per test run by this crate's build script) and helpers that start the
+//! real server for end-to-end tests.
 
+pub mod plugins;
 pub mod server;

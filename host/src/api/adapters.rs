@@ -152,6 +152,9 @@ impl super::Engine for NoEngine {
     fn command_result(&self, service: &str, _: &str) -> Result<Option<super::backend::CommandOutcome>, ApiError> {
         Err(ApiError::unknown_plugin(service))
     }
+    fn owner_of(&self, _: &str) -> Option<String> {
+        None
+    }
     fn metrics(&self) -> Vec<super::backend::MetricFamily> {
         Vec::new()
     }

@@ -114,8 +114,11 @@ pub struct PluginView {
     pub name: String,
     /// `enricher`, `projection` or `command-handler`.
     pub kind: String,
-    /// `running`, `paused`, `stopped` (error policy `stop` tripped), ...
+    /// `running`, `paused`, `stopped` (error policy `stop` tripped) or
+    /// `failed` (its component could not be loaded).
     pub state: String,
+    /// Why it is stopped or failed.
+    pub state_reason: Option<String>,
     pub active_version: u32,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
@@ -123,6 +126,10 @@ pub struct PluginView {
     pub manifest: serde_json::Value,
     pub versions: Vec<VersionView>,
     pub partitions: Vec<ProcessorPartitionView>,
+    /// Events handed to the plugin since start.
+    pub events_in: u64,
+    /// Records it emitted since start.
+    pub events_out: u64,
     /// Failed plugin calls (traps, timeouts, failures) since start.
     pub error_count: u64,
     /// Events sent to the dead-letter topic since start.
@@ -219,6 +226,10 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<CommandOutcome, ApiError>>;
     /// The result of an earlier command, if it has been handled.
     fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>, ApiError>;
+
+    /// The processor that is the sole writer of `topic`, if any: clients
+    /// may not produce there (it would break exactly-once).
+    fn owner_of(&self, topic: &str) -> Option<String>;
 
     fn metrics(&self) -> Vec<MetricFamily>;
     /// Stop every processor at a batch boundary and commit (graceful shutdown).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -149,12 +149,19 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     )
 }
 
-pub(super) async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": if *state.shutting_down.borrow() { "shutting_down" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-    }))
+/// `200 {"status": "ok"}`, or `503` once shutdown began (so load balancers
+/// stop sending traffic while the server drains).
+pub(super) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let stopping = *state.shutting_down.borrow();
+    let status = if stopping { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (
+        status,
+        Json(json!({
+            "status": if stopping { "shutting_down" } else { "ok" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+        })),
+    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::codec::bytes_field;
-use super::{ApiError, AppState, names};
+use super::{ApiError, AppState, blocking, names};
 
 /// Most entries one scan returns.
 const MAX_SCAN: u32 = 10_000;
@@ -34,7 +34,9 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let Path((pond, key)) = path?;
     names::validate("pond", &pond)?;
-    match state.engine.pond_get(&pond, key.as_bytes())? {
+    let engine = state.engine.clone();
+    let (p, k) = (pond.clone(), key.clone());
+    match blocking(move || engine.pond_get(&p, k.as_bytes())).await? {
         Some(value) => {
             let mut v = entry_json(key.as_bytes(), &value);
             v["pond"] = json!(pond);
@@ -66,12 +68,9 @@ pub(super) async fn scan(
     names::validate("pond", &pond)?;
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_SCAN);
-    let entries = state.engine.pond_scan(
-        &pond,
-        q.prefix.as_bytes(),
-        q.start_after.as_deref().map(str::as_bytes),
-        limit,
-    )?;
+    let engine = state.engine.clone();
+    let p = pond.clone();
+    let entries = blocking(move || engine.pond_scan(&p, q.prefix.as_bytes(), q.start_after.as_deref().map(str::as_bytes), limit)).await?;
     let next = (entries.len() as u32 == limit)
         .then(|| entries.last().map(|(k, _)| String::from_utf8_lossy(k).into_owned()))
         .flatten();

@@ -123,6 +123,12 @@ pub(super) async fn produce(
         (false, vec![(query.partition, raw_record(&headers, query.key, body)?)])
     };
     let view = state.rapids.topic(&topic)?;
+    if let Some(owner) = state.engine.owner_of(&topic) {
+        return Err(ApiError::conflict(
+            "topic_owned",
+            format!("topic {topic:?} is written only by processor {owner:?}; producing into it would break exactly-once"),
+        ));
+    }
     let count = records.len() as u64;
     let bytes: u64 = records.iter().map(|(_, r)| (r.key.len() + r.value.len()) as u64).sum();
 

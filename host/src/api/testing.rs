@@ -132,6 +132,7 @@ impl Engine for FakeEngine {
                 name: name.clone(),
                 kind: manifest["kind"].as_str().unwrap_or_default().to_owned(),
                 state: "running".into(),
+                state_reason: None,
                 active_version: version,
                 inputs: vec![],
                 outputs: vec![],
@@ -143,6 +144,8 @@ impl Engine for FakeEngine {
                     active: true,
                 }],
                 partitions: vec![],
+                events_in: 0,
+                events_out: 0,
                 error_count: 0,
                 dead_lettered: 0,
                 last_error: None,
@@ -223,6 +226,9 @@ impl Engine for FakeEngine {
     }
     fn command_result(&self, _service: &str, _id: &str) -> Result<Option<CommandOutcome>, ApiError> {
         Ok(None)
+    }
+    fn owner_of(&self, topic: &str) -> Option<String> {
+        (topic == "owned").then(|| "writer".to_owned())
     }
     fn metrics(&self) -> Vec<MetricFamily> {
         vec![]

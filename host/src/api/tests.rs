@@ -373,3 +373,13 @@ async fn tail_streams_records_as_server_sent_events() {
     let (s, v) = call(&app, "GET", "/topics/orders/tail?partition=5", Body::empty(), &[]).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_partition"));
 }
+
+#[tokio::test]
+async fn producing_into_a_processor_owned_topic_is_refused() {
+    let app = app();
+    json_call(&app, "POST", "/topics", json!({"name": "owned", "partitions": 1})).await;
+    let (s, v) = json_call(&app, "POST", "/topics/owned/records", json!({"value": 1})).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "topic_owned"));
+    let (_, v) = call(&app, "GET", "/topics/owned", Body::empty(), &[]).await;
+    assert_eq!(v["partitions"][0]["end_offset"], 0);
+}

@@ -298,13 +298,6 @@ impl<'a> FrameView<'a> {
         copy_column(&mut hs.value_ends, &mut hs.values, self.hvalue_ends, self.hvalues, h0, h1);
     }
 
-    /// Record `i` as an owned [`Record`] (tests, compaction bookkeeping).
-    #[cfg(test)]
-    pub fn record(&self, i: usize) -> Record {
-        let mut b = RecordBatch::default();
-        self.copy_into(&mut b, i, i + 1);
-        b.record(0)
-    }
 }
 
 /// Copy ends `from..to` (rebased onto `out_blob`) and their blob bytes.
