@@ -296,11 +296,16 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
-/// The readable form of a record's value field (value / value_text / value_base64).
+/// The readable form of a field given as `field` (JSON, or text for keys
+/// and headers), `field_text` or `field_base64`.
 fn shown(record: &Value, field: &str) -> String {
+    shown_as(record, field, field == "key")
+}
+
+fn shown_as(record: &Value, field: &str, text: bool) -> String {
     if let Some(v) = record.get(field) {
         return match v {
-            Value::String(s) if field == "key" => s.clone(),
+            Value::String(s) if text => s.clone(),
             other => other.to_string(),
         };
     }
@@ -323,7 +328,7 @@ fn print_record(partition: u64, r: &Value) {
         .as_array()
         .map(|hs| {
             hs.iter()
-                .map(|h| format!("{}={}", h["name"].as_str().unwrap_or(""), shown(h, "value")))
+                .map(|h| format!("{}={}", h["name"].as_str().unwrap_or(""), shown_as(h, "value", true)))
                 .collect()
         })
         .unwrap_or_default();

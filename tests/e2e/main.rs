@@ -2,6 +2,7 @@
 //! loopback port and temp data dir, drives it over HTTP and stops it.
 
 mod auth;
+mod cli;
 mod errors;
 mod lifecycle;
 mod records;
