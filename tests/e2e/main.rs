@@ -4,7 +4,9 @@
 mod auth;
 mod cli;
 mod errors;
+mod hotswap;
 mod lifecycle;
+mod plugins;
 mod records;
 
 use weir_testkit::server::Server;

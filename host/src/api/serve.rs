@@ -120,7 +120,18 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Log(format!("{} ({e})", dir.display())))?;
     let log: Arc<crate::log::Log> = Arc::new(log);
     let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(log.clone()));
-    let engine: Arc<dyn Engine> = Arc::new(super::adapters::NoEngine);
+    let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        ..crate::runtime::RuntimeConfig::default()
+    })
+    .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine_config = crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync);
+    let event_log: Arc<dyn crate::log::EventLog> = log.clone();
+    let processors = tokio::task::spawn_blocking(move || crate::processor::Engine::open(engine_config, event_log, runtime))
+        .await
+        .map_err(|e| ServeError::Engine(e.to_string()))?
+        .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine: Arc<dyn Engine> = Arc::new(super::adapters::ProcessorEngine::new(Arc::new(processors)));
 
     let listener = bind(config.listen).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
