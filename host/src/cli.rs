@@ -16,7 +16,11 @@ use serde_json::{Value, json};
 use crate::config::ServeOptions;
 
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about = "An event log that runs stream processors as sandboxed WebAssembly components")]
+#[command(
+    name = "weir",
+    version,
+    about = "An event log that runs stream processors as sandboxed WebAssembly components"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub client: ClientOptions,
@@ -28,7 +32,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct ClientOptions {
     /// Server base URL
-    #[arg(long, global = true, env = "WEIR_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     /// Bearer token for admin routes
     #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
@@ -94,7 +103,10 @@ pub enum Command {
         limit: Option<usize>,
     },
     /// Deploy a plugin version: a manifest (JSON) and a component (.wasm)
-    Deploy { manifest: PathBuf, component: PathBuf },
+    Deploy {
+        manifest: PathBuf,
+        component: PathBuf,
+    },
     /// Manage plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -147,9 +159,15 @@ pub enum PluginsCommand {
     /// List plugins
     List,
     /// Versions, per-partition offsets and lag, errors
-    Inspect { name: String },
-    Pause { name: String },
-    Resume { name: String },
+    Inspect {
+        name: String,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
     /// Move the input position
     Reset {
         name: String,
@@ -168,7 +186,9 @@ pub enum PluginsCommand {
         #[arg(long)]
         version: Option<u32>,
     },
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,8 +250,12 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer> {
-        let mut resp = result.with_context(|| format!("cannot reach the weir server at {}", self.base))?;
+    fn finish(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Answer> {
+        let mut resp =
+            result.with_context(|| format!("cannot reach the weir server at {}", self.base))?;
         let status = resp.status().as_u16();
         let text = resp
             .body_mut()
@@ -259,7 +283,14 @@ impl Client {
         self.finish(req.call())
     }
 
-    pub fn send(&self, method: &str, path: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Answer> {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer> {
         let mut req = match method {
             "PUT" => self.agent.put(self.url(path)),
             _ => self.agent.post(self.url(path)),
@@ -275,7 +306,13 @@ impl Client {
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Answer> {
-        self.send("POST", path, "application/json", &[], body.to_string().as_bytes())
+        self.send(
+            "POST",
+            path,
+            "application/json",
+            &[],
+            body.to_string().as_bytes(),
+        )
     }
 }
 
@@ -293,7 +330,10 @@ fn ok(answer: Answer) -> Result<Value> {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
 }
 
 /// The readable form of a field given as `field` (JSON, or text for keys
@@ -328,12 +368,26 @@ fn print_record(partition: u64, r: &Value) {
         .as_array()
         .map(|hs| {
             hs.iter()
-                .map(|h| format!("{}={}", h["name"].as_str().unwrap_or(""), shown_as(h, "value", true)))
+                .map(|h| {
+                    format!(
+                        "{}={}",
+                        h["name"].as_str().unwrap_or(""),
+                        shown_as(h, "value", true)
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
-    let headers = if headers.is_empty() { String::new() } else { format!(" [{}]", headers.join(" ")) };
-    println!("{partition}@{} key={key}{headers} {}", r["offset"], shown(r, "value"));
+    let headers = if headers.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", headers.join(" "))
+    };
+    println!(
+        "{partition}@{} key={key}{headers} {}",
+        r["offset"],
+        shown(r, "value")
+    );
 }
 
 fn value_field(text: &str, json_value: bool, plain: bool) -> Result<(&'static str, Value)> {
@@ -359,12 +413,17 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
             let plugins = ok(client.get("/plugins")?);
             if json_out {
                 let plugins = plugins.unwrap_or_else(|e| json!({"error": e.to_string()}));
-                print_json(&json!({"health": health, "topics": topics["topics"], "plugins": plugins["plugins"]}));
+                print_json(
+                    &json!({"health": health, "topics": topics["topics"], "plugins": plugins["plugins"]}),
+                );
                 return Ok(());
             }
             println!(
                 "server {} — {} (weir {}, up {}s)",
-                client.base, health["status"].as_str().unwrap_or("?"), health["version"].as_str().unwrap_or("?"), health["uptime_seconds"]
+                client.base,
+                health["status"].as_str().unwrap_or("?"),
+                health["version"].as_str().unwrap_or("?"),
+                health["uptime_seconds"]
             );
             print_topics(&topics);
             match plugins {
@@ -373,10 +432,23 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
             }
         }
         Command::Topics(cmd) => topics(&client, json_out, cmd)?,
-        Command::Produce { topic, value, key, partition, headers, json_value, text, idempotency_key } => {
+        Command::Produce {
+            topic,
+            value,
+            key,
+            partition,
+            headers,
+            json_value,
+            text,
+            idempotency_key,
+        } => {
             let headers: Vec<(String, String)> = headers
                 .iter()
-                .map(|h| h.split_once('=').map(|(n, v)| (n.to_owned(), v.to_owned())).ok_or_else(|| anyhow!("header {h:?} is not name=value")))
+                .map(|h| {
+                    h.split_once('=')
+                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                        .ok_or_else(|| anyhow!("header {h:?} is not name=value"))
+                })
                 .collect::<Result<_>>()?;
             let record = |text_value: &str| -> Result<Value> {
                 let (field, v) = value_field(text_value, json_value, text)?;
@@ -388,15 +460,25 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
                     r["partition"] = json!(p);
                 }
                 if !headers.is_empty() {
-                    r["headers"] = Value::Object(headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect());
+                    r["headers"] =
+                        Value::Object(headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect());
                 }
                 Ok(r)
             };
             let path = format!("/topics/{}/records", encode_path(&topic));
-            let idem: Vec<(&str, &str)> = idempotency_key.as_deref().map(|k| vec![("idempotency-key", k)]).unwrap_or_default();
+            let idem: Vec<(&str, &str)> = idempotency_key
+                .as_deref()
+                .map(|k| vec![("idempotency-key", k)])
+                .unwrap_or_default();
             match value {
                 Some(v) => {
-                    let answer = ok(client.send("POST", &path, "application/json", &idem, record(&v)?.to_string().as_bytes())?)?;
+                    let answer = ok(client.send(
+                        "POST",
+                        &path,
+                        "application/json",
+                        &idem,
+                        record(&v)?.to_string().as_bytes(),
+                    )?)?;
                     if json_out {
                         print_json(&answer);
                     } else {
@@ -436,31 +518,60 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
                 }
             }
         }
-        Command::Tail { topic, partition, from, follow, limit } => tail(&client, json_out, &topic, partition, &from, follow, limit)?,
-        Command::Deploy { manifest, component } => {
-            let manifest_text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-            let manifest_json: Value = serde_json::from_str(&manifest_text).with_context(|| format!("{} is not JSON", manifest.display()))?;
-            let wasm = std::fs::read(&component).with_context(|| format!("reading {}", component.display()))?;
+        Command::Tail {
+            topic,
+            partition,
+            from,
+            follow,
+            limit,
+        } => tail(&client, json_out, &topic, partition, &from, follow, limit)?,
+        Command::Deploy {
+            manifest,
+            component,
+        } => {
+            let manifest_text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let manifest_json: Value = serde_json::from_str(&manifest_text)
+                .with_context(|| format!("{} is not JSON", manifest.display()))?;
+            let wasm = std::fs::read(&component)
+                .with_context(|| format!("reading {}", component.display()))?;
             let body = json!({"manifest": manifest_json, "component_base64": B64.encode(&wasm)});
             let answer = ok(client.post_json("/plugins", &body)?)?;
             if json_out {
                 print_json(&answer);
             } else {
-                println!("deployed {} version {} ({})", answer["name"].as_str().unwrap_or("?"), answer["active_version"], answer["kind"].as_str().unwrap_or("?"));
+                println!(
+                    "deployed {} version {} ({})",
+                    answer["name"].as_str().unwrap_or("?"),
+                    answer["active_version"],
+                    answer["kind"].as_str().unwrap_or("?")
+                );
             }
         }
         Command::Plugins(cmd) => plugins(&client, json_out, cmd)?,
         Command::Pond(cmd) => {
             let answer = match &cmd {
-                PondCommand::Get { pond, key } => ok(client.get(&format!("/ponds/{}/keys/{}", encode_path(pond), encode_path(key)))?)?,
-                PondCommand::Scan { pond, prefix, limit } => ok(client.get(&format!(
+                PondCommand::Get { pond, key } => ok(client.get(&format!(
+                    "/ponds/{}/keys/{}",
+                    encode_path(pond),
+                    encode_path(key)
+                ))?)?,
+                PondCommand::Scan {
+                    pond,
+                    prefix,
+                    limit,
+                } => ok(client.get(&format!(
                     "/ponds/{}/keys?prefix={}&limit={limit}",
                     encode_path(pond),
                     encode_path(prefix)
                 ))?)?,
-                PondCommand::Query { pond, request } => {
-                    ok(client.send("POST", &format!("/ponds/{}/query", encode_path(pond)), "application/json", &[], request.as_bytes())?)?
-                }
+                PondCommand::Query { pond, request } => ok(client.send(
+                    "POST",
+                    &format!("/ponds/{}/query", encode_path(pond)),
+                    "application/json",
+                    &[],
+                    request.as_bytes(),
+                )?)?,
             };
             if json_out {
                 print_json(&answer);
@@ -476,7 +587,15 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
                 }
             }
         }
-        Command::Command { service, aggregate, name, data, no_wait, expected_version, id } => {
+        Command::Command {
+            service,
+            aggregate,
+            name,
+            data,
+            no_wait,
+            expected_version,
+            id,
+        } => {
             let mut body = json!({"aggregate": aggregate, "name": name});
             if let Some(d) = data {
                 let (field, v) = value_field(&d, false, false)?;
@@ -488,7 +607,11 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
             if let Some(i) = id {
                 body["id"] = json!(i);
             }
-            let path = format!("/services/{}/commands{}", encode_path(&service), if no_wait { "" } else { "?wait=true" });
+            let path = format!(
+                "/services/{}/commands{}",
+                encode_path(&service),
+                if no_wait { "" } else { "?wait=true" }
+            );
             let answer = client.post_json(&path, &body)?;
             let status = answer.status;
             if json_out {
@@ -498,9 +621,17 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
             if !json_out {
                 match answer["status"].as_str() {
                     Some("applied") => {
-                        println!("applied (tracking id {}) → version {}", answer["tracking_id"].as_str().unwrap_or("?"), answer["version"]);
+                        println!(
+                            "applied (tracking id {}) → version {}",
+                            answer["tracking_id"].as_str().unwrap_or("?"),
+                            answer["version"]
+                        );
                         for e in answer["events"].as_array().into_iter().flatten() {
-                            println!("  {} {}", e["name"].as_str().unwrap_or("?"), shown(e, "data"));
+                            println!(
+                                "  {} {}",
+                                e["name"].as_str().unwrap_or("?"),
+                                shown(e, "data")
+                            );
                         }
                     }
                     _ => println!(
@@ -528,9 +659,16 @@ fn print_topics(topics: &Value) {
         let parts = t["partitions"].as_array().cloned().unwrap_or_default();
         let records: u64 = parts
             .iter()
-            .map(|p| p["end_offset"].as_u64().unwrap_or(0) - p["start_offset"].as_u64().unwrap_or(0))
+            .map(|p| {
+                p["end_offset"].as_u64().unwrap_or(0) - p["start_offset"].as_u64().unwrap_or(0)
+            })
             .sum();
-        println!("{:<40} {:>10} {:>14}", t["name"].as_str().unwrap_or("?"), parts.len(), records);
+        println!(
+            "{:<40} {:>10} {:>14}",
+            t["name"].as_str().unwrap_or("?"),
+            parts.len(),
+            records
+        );
     }
 }
 
@@ -540,9 +678,17 @@ fn print_plugins(plugins: &Value) {
         println!("no plugins");
         return;
     }
-    println!("{:<30} {:<16} {:<8} {:>7} {:>10} {:>7}", "PLUGIN", "KIND", "STATE", "VERSION", "LAG", "ERRORS");
+    println!(
+        "{:<30} {:<16} {:<8} {:>7} {:>10} {:>7}",
+        "PLUGIN", "KIND", "STATE", "VERSION", "LAG", "ERRORS"
+    );
     for p in list {
-        let lag: u64 = p["partitions"].as_array().into_iter().flatten().map(|x| x["lag"].as_u64().unwrap_or(0)).sum();
+        let lag: u64 = p["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x["lag"].as_u64().unwrap_or(0))
+            .sum();
         println!(
             "{:<30} {:<16} {:<8} {:>7} {:>10} {:>7}",
             p["name"].as_str().unwrap_or("?"),
@@ -564,9 +710,15 @@ fn print_plugin(p: &Value) {
         p["active_version"]
     );
     println!("  inputs: {}  outputs: {}", p["inputs"], p["outputs"]);
-    println!("  errors: {}  dead-lettered: {}", p["error_count"], p["dead_lettered"]);
+    println!(
+        "  errors: {}  dead-lettered: {}",
+        p["error_count"], p["dead_lettered"]
+    );
     if let Some(e) = p["last_error"].as_object() {
-        println!("  last error: {}", e.get("message").and_then(Value::as_str).unwrap_or("?"));
+        println!(
+            "  last error: {}",
+            e.get("message").and_then(Value::as_str).unwrap_or("?")
+        );
     }
     println!("  versions:");
     for v in p["versions"].as_array().into_iter().flatten() {
@@ -574,7 +726,11 @@ fn print_plugin(p: &Value) {
         println!(
             "    {}{} sha256:{}",
             v["version"],
-            if v["active"].as_bool() == Some(true) { " (active)" } else { "" },
+            if v["active"].as_bool() == Some(true) {
+                " (active)"
+            } else {
+                ""
+            },
             &sha[..sha.len().min(12)]
         );
     }
@@ -594,7 +750,13 @@ fn print_plugin(p: &Value) {
 fn topics(client: &Client, json_out: bool, cmd: TopicsCommand) -> Result<()> {
     let answer = match &cmd {
         TopicsCommand::List => ok(client.get("/topics")?)?,
-        TopicsCommand::Create { name, partitions, retention_ms, retention_bytes, compact } => {
+        TopicsCommand::Create {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            compact,
+        } => {
             let mut body = json!({"name": name, "partitions": partitions, "compact": compact});
             if let Some(r) = retention_ms {
                 body["retention_ms"] = json!(r);
@@ -604,8 +766,12 @@ fn topics(client: &Client, json_out: bool, cmd: TopicsCommand) -> Result<()> {
             }
             ok(client.post_json("/topics", &body)?)?
         }
-        TopicsCommand::Inspect { name } => ok(client.get(&format!("/topics/{}", encode_path(name)))?)?,
-        TopicsCommand::Delete { name } => ok(client.delete(&format!("/topics/{}", encode_path(name)))?)?,
+        TopicsCommand::Inspect { name } => {
+            ok(client.get(&format!("/topics/{}", encode_path(name)))?)?
+        }
+        TopicsCommand::Delete { name } => {
+            ok(client.delete(&format!("/topics/{}", encode_path(name)))?)?
+        }
     };
     if json_out {
         print_json(&answer);
@@ -613,11 +779,16 @@ fn topics(client: &Client, json_out: bool, cmd: TopicsCommand) -> Result<()> {
     }
     match cmd {
         TopicsCommand::List => print_topics(&answer),
-        TopicsCommand::Create { name, partitions, .. } => println!("created topic {name} with {partitions} partition(s)"),
+        TopicsCommand::Create {
+            name, partitions, ..
+        } => println!("created topic {name} with {partitions} partition(s)"),
         TopicsCommand::Inspect { .. } => {
             println!("{}", answer["name"].as_str().unwrap_or("?"));
             for p in answer["partitions"].as_array().into_iter().flatten() {
-                println!("  partition {}: offsets {}..{}", p["partition"], p["start_offset"], p["end_offset"]);
+                println!(
+                    "  partition {}: offsets {}..{}",
+                    p["partition"], p["start_offset"], p["end_offset"]
+                );
             }
         }
         TopicsCommand::Delete { name } => println!("deleted topic {name}"),
@@ -631,8 +802,16 @@ fn plugins(client: &Client, json_out: bool, cmd: PluginsCommand) -> Result<()> {
         PluginsCommand::List => ok(client.get("/plugins")?)?,
         PluginsCommand::Inspect { name } => ok(client.get(&path(name, ""))?)?,
         PluginsCommand::Pause { name } => ok(client.post_json(&path(name, "/pause"), &json!({}))?)?,
-        PluginsCommand::Resume { name } => ok(client.post_json(&path(name, "/resume"), &json!({}))?)?,
-        PluginsCommand::Reset { name, beginning, end, offset, timestamp } => {
+        PluginsCommand::Resume { name } => {
+            ok(client.post_json(&path(name, "/resume"), &json!({}))?)?
+        }
+        PluginsCommand::Reset {
+            name,
+            beginning,
+            end,
+            offset,
+            timestamp,
+        } => {
             let body = match (beginning, end, offset, timestamp) {
                 (true, _, _, _) => json!({"to": "beginning"}),
                 (_, true, _, _) => json!({"to": "end"}),
@@ -660,7 +839,15 @@ fn plugins(client: &Client, json_out: bool, cmd: PluginsCommand) -> Result<()> {
     Ok(())
 }
 
-fn tail(client: &Client, json_out: bool, topic: &str, partition: Option<u32>, from: &str, follow: bool, limit: Option<usize>) -> Result<()> {
+fn tail(
+    client: &Client,
+    json_out: bool,
+    topic: &str,
+    partition: Option<u32>,
+    from: &str,
+    follow: bool,
+    limit: Option<usize>,
+) -> Result<()> {
     let mut printed = 0usize;
     let mut emit = |p: u64, r: &Value| -> bool {
         if json_out {
@@ -675,7 +862,11 @@ fn tail(client: &Client, json_out: bool, topic: &str, partition: Option<u32>, fr
         limit.is_none_or(|l| printed < l)
     };
     if follow {
-        let mut url = format!("/topics/{}/tail?from={}", encode_path(topic), encode_path(from));
+        let mut url = format!(
+            "/topics/{}/tail?from={}",
+            encode_path(topic),
+            encode_path(from)
+        );
         if let Some(p) = partition {
             url.push_str(&format!("&partition={p}"));
         }
@@ -683,7 +874,9 @@ fn tail(client: &Client, json_out: bool, topic: &str, partition: Option<u32>, fr
         if let Some(t) = &client.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = req.call().with_context(|| format!("cannot reach the weir server at {}", client.base))?;
+        let resp = req
+            .call()
+            .with_context(|| format!("cannot reach the weir server at {}", client.base))?;
         if resp.status() != 200 {
             return ok(client.finish(Ok(resp))?).map(|_| ());
         }
@@ -693,7 +886,12 @@ fn tail(client: &Client, json_out: bool, topic: &str, partition: Option<u32>, fr
             if let Some(data) = line.strip_prefix("data: ") {
                 let r: Value = serde_json::from_str(data).context("bad tail event")?;
                 if r.get("error").is_some() {
-                    bail!("{}", r["error"]["message"].as_str().unwrap_or("tail ended with an error"));
+                    bail!(
+                        "{}",
+                        r["error"]["message"]
+                            .as_str()
+                            .unwrap_or("tail ended with an error")
+                    );
                 }
                 let p = r["partition"].as_u64().unwrap_or(0);
                 if !emit(p, &r) {
@@ -706,7 +904,12 @@ fn tail(client: &Client, json_out: bool, topic: &str, partition: Option<u32>, fr
     let info = ok(client.get(&format!("/topics/{}", encode_path(topic)))?)?;
     let partitions: Vec<u64> = match partition {
         Some(p) => vec![p as u64],
-        None => info["partitions"].as_array().into_iter().flatten().filter_map(|p| p["partition"].as_u64()).collect(),
+        None => info["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["partition"].as_u64())
+            .collect(),
     };
     for p in partitions {
         let mut offset = from.to_owned();
@@ -733,17 +936,43 @@ fn tail(client: &Client, json_out: bool, topic: &str, partition: Option<u32>, fr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_commands() {
-        let cli = Cli::try_parse_from(["weir", "--json", "produce", "orders", "{\"a\":1}", "-k", "k1", "-H", "x=y"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "weir",
+            "--json",
+            "produce",
+            "orders",
+            "{\"a\":1}",
+            "-k",
+            "k1",
+            "-H",
+            "x=y",
+        ])
+        .unwrap();
         assert!(cli.client.json);
-        assert!(matches!(cli.command, Command::Produce { ref topic, ref key, .. } if topic == "orders" && key.as_deref() == Some("k1")));
-        let cli = Cli::try_parse_from(["weir", "serve", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"]).unwrap();
-        assert!(matches!(cli.command, Command::Serve { ref options, .. } if options.listen.is_some()));
-        assert!(Cli::try_parse_from(["weir", "plugins", "reset", "p", "--beginning", "--end"]).is_err());
+        assert!(
+            matches!(cli.command, Command::Produce { ref topic, ref key, .. } if topic == "orders" && key.as_deref() == Some("k1"))
+        );
+        let cli = Cli::try_parse_from([
+            "weir",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Serve { ref options, .. } if options.listen.is_some())
+        );
+        assert!(
+            Cli::try_parse_from(["weir", "plugins", "reset", "p", "--beginning", "--end"]).is_err()
+        );
         assert!(Cli::try_parse_from(["weir", "topics", "create", "t", "-p", "3"]).is_ok());
     }
 
@@ -756,8 +985,17 @@ mod tests {
         assert_eq!(value_field("1", false, true).unwrap().0, "value_text");
         let r = json!({"offset": 1, "key": null, "value_text": "hi", "headers": []});
         assert_eq!(shown(&r, "value"), "hi");
-        assert_eq!(shown(&json!({"value_base64": "AA=="}), "value"), "base64:AA==");
-        let answer = Answer { status: 404, body: json!({"error": {"code": "unknown_topic", "message": "no topic"}}) };
-        assert_eq!(ok(answer).unwrap_err().to_string(), "unknown_topic (404): no topic");
+        assert_eq!(
+            shown(&json!({"value_base64": "AA=="}), "value"),
+            "base64:AA=="
+        );
+        let answer = Answer {
+            status: 404,
+            body: json!({"error": {"code": "unknown_topic", "message": "no topic"}}),
+        };
+        assert_eq!(
+            ok(answer).unwrap_err().to_string(),
+            "unknown_topic (404): no topic"
+        );
     }
 }

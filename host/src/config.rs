@@ -79,7 +79,10 @@ pub struct ServeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid setting: {0}")]
@@ -105,19 +108,29 @@ impl ServeConfig {
         let o = cli.over(from_file);
         let fsync = match o.fsync.as_deref() {
             None => Fsync::Always,
-            Some(s) => s.parse().map_err(|e: crate::log::LogError| ConfigError::Invalid(e.to_string()))?,
+            Some(s) => s
+                .parse()
+                .map_err(|e: crate::log::LogError| ConfigError::Invalid(e.to_string()))?,
         };
         let log_json = match o.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
-            Some(other) => return Err(ConfigError::Invalid(format!("log_format must be text or json, not {other:?}"))),
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "log_format must be text or json, not {other:?}"
+                )));
+            }
         };
         let admin_token = o.admin_token.filter(|t| !t.is_empty());
         if admin_token.as_ref().is_some_and(|t| t.len() < 8) {
-            return Err(ConfigError::Invalid("admin_token must be at least 8 characters".into()));
+            return Err(ConfigError::Invalid(
+                "admin_token must be at least 8 characters".into(),
+            ));
         }
         Ok(ServeConfig {
-            listen: o.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: o
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./weir-data")),
             admin_token,
             fsync,
@@ -131,6 +144,7 @@ impl ServeConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -168,14 +182,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, "listne = \"x\"\n").unwrap();
-        assert!(matches!(ServeConfig::resolve(ServeOptions::default(), Some(&path)), Err(ConfigError::Parse { .. })));
         assert!(matches!(
-            ServeConfig::resolve(ServeOptions::default(), Some(&dir.path().join("missing.toml"))),
+            ServeConfig::resolve(ServeOptions::default(), Some(&path)),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            ServeConfig::resolve(
+                ServeOptions::default(),
+                Some(&dir.path().join("missing.toml"))
+            ),
             Err(ConfigError::Read { .. })
         ));
-        let bad = ServeOptions { fsync: Some("sometimes".into()), ..Default::default() };
-        assert!(matches!(ServeConfig::resolve(bad, None), Err(ConfigError::Invalid(_))));
-        let short = ServeOptions { admin_token: Some("abc".into()), ..Default::default() };
-        assert!(matches!(ServeConfig::resolve(short, None), Err(ConfigError::Invalid(_))));
+        let bad = ServeOptions {
+            fsync: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(bad, None),
+            Err(ConfigError::Invalid(_))
+        ));
+        let short = ServeOptions {
+            admin_token: Some("abc".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(short, None),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 }

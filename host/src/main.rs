@@ -11,7 +11,9 @@ use weir::config::ServeConfig;
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -32,9 +34,13 @@ fn serve(config: ServeConfig, repair: bool) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, repair, options } => {
-            ServeConfig::resolve(options, config.as_deref()).map_err(anyhow::Error::from).and_then(|c| serve(c, repair))
-        }
+        Command::Serve {
+            config,
+            repair,
+            options,
+        } => ServeConfig::resolve(options, config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|c| serve(c, repair)),
         command => run_client(&cli.client, command),
     };
     match result {

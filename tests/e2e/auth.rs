@@ -17,14 +17,22 @@ fn admin_routes_require_the_token() {
     s.set_token(Some("wrong-token-123"));
     assert_eq!(s.post_json("/topics", &create).status, 401);
     assert_eq!(s.get("/plugins").status, 401);
-    assert_eq!(s.get("/topics").json["topics"], json!([]), "an unauthorized request changed state");
+    assert_eq!(
+        s.get("/topics").json["topics"],
+        json!([]),
+        "an unauthorized request changed state"
+    );
 
     s.set_token(Some(TOKEN));
     assert_eq!(s.post_json("/topics", &create).status, 201);
     assert_eq!(s.get("/plugins").status, 200);
 
     s.set_token(None);
-    assert_eq!(s.post_json("/topics/t/records", &json!({"value": 1})).status, 200);
+    assert_eq!(
+        s.post_json("/topics/t/records", &json!({"value": 1}))
+            .status,
+        200
+    );
     assert_eq!(s.get("/topics/t/partitions/0/records").status, 200);
     assert_eq!(s.get("/healthz").status, 200);
     assert_eq!(s.delete("/topics/t").status, 401);

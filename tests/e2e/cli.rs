@@ -17,14 +17,23 @@ fn weir(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("run weir");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("weir output")
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "weir failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "weir failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -32,11 +41,31 @@ fn ok(out: &Output) -> String {
 fn cli_topics_produce_tail_status() {
     let s = start(&[]);
     let url = s.url.as_str();
-    let out = ok(&weir(url, &["topics", "create", "orders", "--partitions", "2"], None));
+    let out = ok(&weir(
+        url,
+        &["topics", "create", "orders", "--partitions", "2"],
+        None,
+    ));
     assert!(out.contains("created topic orders"), "{out}");
-    let out = ok(&weir(url, &["produce", "orders", "{\"id\":1}", "--key", "c1", "-H", "src=cli"], None));
+    let out = ok(&weir(
+        url,
+        &[
+            "produce",
+            "orders",
+            "{\"id\":1}",
+            "--key",
+            "c1",
+            "-H",
+            "src=cli",
+        ],
+        None,
+    ));
     assert!(out.starts_with("orders/"), "{out}");
-    let out = ok(&weir(url, &["produce", "orders", "--key", "c1"], Some("{\"id\":2}\nplain text\n\n{\"id\":3}\n")));
+    let out = ok(&weir(
+        url,
+        &["produce", "orders", "--key", "c1"],
+        Some("{\"id\":2}\nplain text\n\n{\"id\":3}\n"),
+    ));
     assert!(out.contains("produced 3 records"), "{out}");
 
     let out = ok(&weir(url, &["tail", "orders"], None));

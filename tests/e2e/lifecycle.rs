@@ -10,10 +10,21 @@ fn graceful_stop_and_restart_keep_topics_and_records() {
     let mut s = start(&[]);
     s.create_topic("keep", 2);
     for i in 0..50 {
-        assert_eq!(s.post_json("/topics/keep/records", &json!({"key": format!("k{i}"), "value": i})).status, 200);
+        assert_eq!(
+            s.post_json(
+                "/topics/keep/records",
+                &json!({"key": format!("k{i}"), "value": i})
+            )
+            .status,
+            200
+        );
     }
     let status = s.stop();
-    assert!(status.success(), "weir exited with {status:?}; log:\n{}", s.logs());
+    assert!(
+        status.success(),
+        "weir exited with {status:?}; log:\n{}",
+        s.logs()
+    );
     s.restart();
     let total: usize = (0..2).map(|p| s.read_all("keep", p).len()).sum();
     assert_eq!(total, 50);
@@ -25,13 +36,25 @@ fn acknowledged_records_survive_kill_9() {
     s.create_topic("durable", 1);
     let batch: Vec<_> = (0..100).map(|i| json!({"value": i})).collect();
     for _ in 0..5 {
-        assert_eq!(s.post_json("/topics/durable/records", &json!({"records": batch})).status, 200);
+        assert_eq!(
+            s.post_json("/topics/durable/records", &json!({"records": batch}))
+                .status,
+            200
+        );
     }
     s.kill();
     s.restart();
     let all = s.read_all("durable", 0);
     assert_eq!(all.len(), 500);
-    assert!(all.iter().enumerate().all(|(i, r)| r["offset"] == i as u64 && r["value"] == (i % 100) as u64));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, r)| r["offset"] == i as u64 && r["value"] == (i % 100) as u64)
+    );
     // And the log keeps going from there.
-    assert_eq!(s.post_json("/topics/durable/records", &json!({"value": "after"})).json["offset"], 500);
+    assert_eq!(
+        s.post_json("/topics/durable/records", &json!({"value": "after"}))
+            .json["offset"],
+        500
+    );
 }

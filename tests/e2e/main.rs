@@ -1,6 +1,8 @@
 //! End-to-end tests: each starts the real `weir` binary on its own free
 //! loopback port and temp data dir, drives it over HTTP and stops it.
 
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod cli;
 mod errors;

@@ -33,7 +33,10 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -60,7 +63,10 @@ fn agent() -> ureq::Agent {
 impl Server {
     /// Start `bin serve` with `extra` arguments on a fresh data dir.
     pub fn start(bin: impl AsRef<Path>, extra: &[&str]) -> Server {
-        let dir = tempfile::Builder::new().prefix("weir-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("weir-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let mut server = Server {
             bin: bin.as_ref().to_owned(),
             args: extra.iter().map(|s| s.to_string()).collect(),
@@ -110,7 +116,10 @@ impl Server {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -136,7 +145,10 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                panic!("weir serve did not start (exit {status:?}); log:\n{}", self.logs());
+                panic!(
+                    "weir serve did not start (exit {status:?}); log:\n{}",
+                    self.logs()
+                );
             }
         };
         self.child = Some(child);
@@ -147,17 +159,27 @@ impl Server {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
-            if let Ok(r) = self.try_request("GET", "/healthz", None, &[]) {
-                if r.status == 200 {
-                    return;
-                }
+            if let Ok(r) = self.try_request("GET", "/healthz", None, &[])
+                && r.status == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("weir serve at {} never became healthy; log:\n{}", self.url, self.logs());
+        panic!(
+            "weir serve at {} never became healthy; log:\n{}",
+            self.url,
+            self.logs()
+        );
     }
 
-    fn try_request(&self, method: &str, path: &str, body: Option<(&str, &[u8])>, headers: &[(&str, &str)]) -> Result<Resp, ureq::Error> {
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, ureq::Error> {
         let url = format!("{}{path}", self.url);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         macro_rules! with_headers {
@@ -193,12 +215,24 @@ impl Server {
             .collect();
         let mut body = resp.into_body();
         let bytes = body.with_config().limit(1 << 30).read_to_vec()?;
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok(Resp { status, json, bytes, headers })
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(Resp {
+            status,
+            json,
+            bytes,
+            headers,
+        })
     }
 
     /// Any request; panics (with the server log) if the server cannot be reached.
-    pub fn request(&self, method: &str, path: &str, body: Option<(&str, &[u8])>, headers: &[(&str, &str)]) -> Resp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         self.try_request(method, path, body, headers)
             .unwrap_or_else(|e| panic!("{method} {path} failed: {e}; log:\n{}", self.logs()))
     }
@@ -212,7 +246,12 @@ impl Server {
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Resp {
-        self.request("POST", path, Some(("application/json", body.to_string().as_bytes())), &[])
+        self.request(
+            "POST",
+            path,
+            Some(("application/json", body.to_string().as_bytes())),
+            &[],
+        )
     }
 
     pub fn post_bytes(&self, path: &str, content_type: &str, body: &[u8]) -> Resp {
@@ -221,7 +260,10 @@ impl Server {
 
     /// Create a topic, panicking unless it was created.
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let r = self.post_json("/topics", &serde_json::json!({"name": name, "partitions": partitions}));
+        let r = self.post_json(
+            "/topics",
+            &serde_json::json!({"name": name, "partitions": partitions}),
+        );
         assert_eq!(r.status, 201, "create topic {name}: {}", r.json);
     }
 
@@ -242,7 +284,9 @@ impl Server {
         let mut out = Vec::new();
         let mut offset = 0u64;
         loop {
-            let r = self.get(&format!("/topics/{topic}/partitions/{partition}/records?offset={offset}&limit=10000"));
+            let r = self.get(&format!(
+                "/topics/{topic}/partitions/{partition}/records?offset={offset}&limit=10000"
+            ));
             assert_eq!(r.status, 200, "read {topic}/{partition}: {}", r.json);
             let records = r.json["records"].as_array().cloned().unwrap_or_default();
             if records.is_empty() {
@@ -254,7 +298,12 @@ impl Server {
     }
 
     /// Poll `check` until it is true or `timeout` passes (then panic with `what`).
-    pub fn wait_until(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Server) -> bool) {
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Server) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if check(self) {
@@ -295,7 +344,10 @@ impl Server {
 
     /// Start again on the same data dir with the same arguments.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill the server before restarting it");
+        assert!(
+            self.child.is_none(),
+            "stop or kill the server before restarting it"
+        );
         self.spawn();
     }
 }

@@ -9,8 +9,8 @@ use futures::future::BoxFuture;
 
 use super::ApiError;
 use super::backend::{
-    CommandOutcome, CommandRequest, Engine, EventView, LastErrorView, MetricFamily, PartitionView, PluginView,
-    ProcessorPartitionView, Rapids, ResetTo, TopicSpec, TopicView, VersionView,
+    CommandOutcome, CommandRequest, Engine, EventView, LastErrorView, MetricFamily, PartitionView,
+    PluginView, ProcessorPartitionView, Rapids, ResetTo, TopicSpec, TopicView, VersionView,
 };
 use crate::batch::{Record, RecordBatch};
 use crate::log::{EventLog, TopicConfig, TopicInfo};
@@ -84,10 +84,18 @@ impl Rapids for LogRapids {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<RecordBatch, ApiError> {
-        Ok(self.log.read(topic, partition, offset, max_records, max_bytes)?)
+        Ok(self
+            .log
+            .read(topic, partition, offset, max_records, max_bytes)?)
     }
 
-    fn wait_for<'a>(&'a self, topic: &'a str, partition: u32, offset: u64, timeout: Duration) -> BoxFuture<'a, ()> {
+    fn wait_for<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ()> {
         async move {
             let Ok(mut end) = self.log.watch_end(topic, partition) else {
                 return;
@@ -126,11 +134,17 @@ impl ProcessorEngine {
 
 fn plugin_view(s: processor::ProcessorStatus) -> PluginView {
     let (inputs, outputs, manifest) = match &s.manifest {
-        Some(m) => (m.inputs.clone(), m.outputs.clone(), serde_json::to_value(m).unwrap_or_default()),
+        Some(m) => (
+            m.inputs.clone(),
+            m.outputs.clone(),
+            serde_json::to_value(m).unwrap_or_default(),
+        ),
         None => (Vec::new(), Vec::new(), serde_json::Value::Null),
     };
     let state_reason = match &s.state {
-        processor::RunState::Stopped { reason } | processor::RunState::Failed { reason } => Some(reason.clone()),
+        processor::RunState::Stopped { reason } | processor::RunState::Failed { reason } => {
+            Some(reason.clone())
+        }
         _ => None,
     };
     PluginView {
@@ -179,13 +193,31 @@ fn plugin_view(s: processor::ProcessorStatus) -> PluginView {
 
 fn outcome(o: processor::CommandOutcome) -> CommandOutcome {
     match o {
-        processor::CommandOutcome::Accepted { topic, partition, offset } => CommandOutcome::Accepted { topic, partition, offset },
+        processor::CommandOutcome::Accepted {
+            topic,
+            partition,
+            offset,
+        } => CommandOutcome::Accepted {
+            topic,
+            partition,
+            offset,
+        },
         processor::CommandOutcome::Applied { events, version } => CommandOutcome::Applied {
-            events: events.into_iter().map(|e| EventView { name: e.name, data: e.data }).collect(),
+            events: events
+                .into_iter()
+                .map(|e| EventView {
+                    name: e.name,
+                    data: e.data,
+                })
+                .collect(),
             version,
         },
-        processor::CommandOutcome::Conflict { expected, actual } => CommandOutcome::Conflict { expected, actual },
-        processor::CommandOutcome::Rejected { code, message } => CommandOutcome::Rejected { code, message },
+        processor::CommandOutcome::Conflict { expected, actual } => {
+            CommandOutcome::Conflict { expected, actual }
+        }
+        processor::CommandOutcome::Rejected { code, message } => {
+            CommandOutcome::Rejected { code, message }
+        }
     }
 }
 
@@ -202,12 +234,16 @@ fn reset_to(to: ResetTo) -> processor::ResetTo {
 /// input partition, and the plugin call latency histogram.
 fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
     let p = |s: &processor::ProcessorStatus| vec![("processor".to_owned(), s.name.clone())];
-    let counter = |name: &str, help: &str, get: fn(&processor::MetricsSnapshot) -> u64| MetricFamily {
-        name: name.into(),
-        help: help.into(),
-        kind: "counter",
-        samples: list.iter().map(|s| (String::new(), p(s), get(&s.metrics) as f64)).collect(),
-    };
+    let counter =
+        |name: &str, help: &str, get: fn(&processor::MetricsSnapshot) -> u64| MetricFamily {
+            name: name.into(),
+            help: help.into(),
+            kind: "counter",
+            samples: list
+                .iter()
+                .map(|s| (String::new(), p(s), get(&s.metrics) as f64))
+                .collect(),
+        };
     let partition_labels = |s: &processor::ProcessorStatus, x: &processor::PartitionStatus| {
         vec![
             ("processor".to_owned(), s.name.clone()),
@@ -221,7 +257,11 @@ fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
         for (i, bound) in processor::LATENCY_BUCKETS_US.iter().enumerate() {
             let mut labels = p(s);
             labels.push(("le".into(), format!("{}", *bound as f64 / 1e6)));
-            latency.push(("_bucket".to_owned(), labels, m.latency_buckets.get(i).copied().unwrap_or(0) as f64));
+            latency.push((
+                "_bucket".to_owned(),
+                labels,
+                m.latency_buckets.get(i).copied().unwrap_or(0) as f64,
+            ));
         }
         let mut labels = p(s);
         labels.push(("le".into(), "+Inf".into()));
@@ -230,20 +270,50 @@ fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
         latency.push(("_count".to_owned(), p(s), m.latency_count as f64));
     }
     vec![
-        counter("weir_processor_events_in_total", "Events handed to the plugin", |m| m.events_in),
-        counter("weir_processor_events_out_total", "Records the processor emitted", |m| m.events_out),
-        counter("weir_processor_batches_total", "Batches processed", |m| m.batches),
-        counter("weir_processor_errors_total", "Failed plugin calls (traps, timeouts, failures), retries included", |m| m.errors),
-        counter("weir_processor_dead_lettered_total", "Events sent to the dead-letter topic", |m| m.dead_lettered),
-        counter("weir_processor_skipped_total", "Events dropped by error policy skip", |m| m.skipped),
-        counter("weir_processor_commits_total", "Store commits (outputs + state + checkpoint)", |m| m.commits),
+        counter(
+            "weir_processor_events_in_total",
+            "Events handed to the plugin",
+            |m| m.events_in,
+        ),
+        counter(
+            "weir_processor_events_out_total",
+            "Records the processor emitted",
+            |m| m.events_out,
+        ),
+        counter("weir_processor_batches_total", "Batches processed", |m| {
+            m.batches
+        }),
+        counter(
+            "weir_processor_errors_total",
+            "Failed plugin calls (traps, timeouts, failures), retries included",
+            |m| m.errors,
+        ),
+        counter(
+            "weir_processor_dead_lettered_total",
+            "Events sent to the dead-letter topic",
+            |m| m.dead_lettered,
+        ),
+        counter(
+            "weir_processor_skipped_total",
+            "Events dropped by error policy skip",
+            |m| m.skipped,
+        ),
+        counter(
+            "weir_processor_commits_total",
+            "Store commits (outputs + state + checkpoint)",
+            |m| m.commits,
+        ),
         MetricFamily {
             name: "weir_processor_lag".into(),
             help: "Records not yet processed, per processor input partition".into(),
             kind: "gauge",
             samples: list
                 .iter()
-                .flat_map(|s| s.partitions.iter().map(move |x| (String::new(), partition_labels(s, x), x.lag as f64)))
+                .flat_map(|s| {
+                    s.partitions
+                        .iter()
+                        .map(move |x| (String::new(), partition_labels(s, x), x.lag as f64))
+                })
                 .collect(),
         },
         MetricFamily {
@@ -252,7 +322,15 @@ fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
             kind: "gauge",
             samples: list
                 .iter()
-                .flat_map(|s| s.partitions.iter().map(move |x| (String::new(), partition_labels(s, x), x.committed_offset as f64)))
+                .flat_map(|s| {
+                    s.partitions.iter().map(move |x| {
+                        (
+                            String::new(),
+                            partition_labels(s, x),
+                            x.committed_offset as f64,
+                        )
+                    })
+                })
                 .collect(),
         },
         MetricFamily {
@@ -261,7 +339,13 @@ fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
             kind: "gauge",
             samples: list
                 .iter()
-                .map(|s| (String::new(), p(s), f64::from(u8::from(s.state == processor::RunState::Running))))
+                .map(|s| {
+                    (
+                        String::new(),
+                        p(s),
+                        f64::from(u8::from(s.state == processor::RunState::Running)),
+                    )
+                })
                 .collect(),
         },
         MetricFamily {
@@ -274,7 +358,11 @@ fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
 }
 
 impl Engine for ProcessorEngine {
-    fn deploy(&self, manifest: serde_json::Value, component: Vec<u8>) -> BoxFuture<'_, Result<PluginView, ApiError>> {
+    fn deploy(
+        &self,
+        manifest: serde_json::Value,
+        component: Vec<u8>,
+    ) -> BoxFuture<'_, Result<PluginView, ApiError>> {
         let fut = self.call(move |e| e.deploy(manifest, &component));
         async move { Ok(plugin_view(fut.await?)) }.boxed()
     }
@@ -294,12 +382,20 @@ impl Engine for ProcessorEngine {
         let fut = self.call(move |e| e.resume(&name));
         async move { Ok(plugin_view(fut.await?)) }.boxed()
     }
-    fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<PluginView, ApiError>> {
+    fn reset<'a>(
+        &'a self,
+        name: &'a str,
+        to: ResetTo,
+    ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         let name = name.to_owned();
         let fut = self.call(move |e| e.reset(&name, reset_to(to)));
         async move { Ok(plugin_view(fut.await?)) }.boxed()
     }
-    fn rollback<'a>(&'a self, name: &'a str, version: Option<u32>) -> BoxFuture<'a, Result<PluginView, ApiError>> {
+    fn rollback<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<u32>,
+    ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         let name = name.to_owned();
         let fut = self.call(move |e| e.rollback(&name, version));
         async move { Ok(plugin_view(fut.await?)) }.boxed()
@@ -318,14 +414,24 @@ impl Engine for ProcessorEngine {
         start_after: Option<&[u8]>,
         limit: u32,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ApiError> {
-        Ok(self.engine.pond_scan(pond, prefix, start_after, limit as usize)?)
+        Ok(self
+            .engine
+            .pond_scan(pond, prefix, start_after, limit as usize)?)
     }
-    fn pond_query<'a>(&'a self, pond: &'a str, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, ApiError>> {
+    fn pond_query<'a>(
+        &'a self,
+        pond: &'a str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ApiError>> {
         let pond = pond.to_owned();
         let fut = self.call(move |e| e.pond_query(&pond, &request));
         async move {
             fut.await?.map_err(|message| {
-                ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "query_failed", message)
+                ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "query_failed",
+                    message,
+                )
             })
         }
         .boxed()
@@ -345,7 +451,14 @@ impl Engine for ProcessorEngine {
             reply_topic: command.reply_topic,
         };
         match wait {
-            Some(timeout) => async move { Ok(outcome(self.engine.submit_and_wait(service, request, timeout).await?)) }.boxed(),
+            Some(timeout) => async move {
+                Ok(outcome(
+                    self.engine
+                        .submit_and_wait(service, request, timeout)
+                        .await?,
+                ))
+            }
+            .boxed(),
             None => {
                 let service = service.to_owned();
                 let fut = self.call(move |e| e.submit(&service, &request));

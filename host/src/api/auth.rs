@@ -13,7 +13,11 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(token) = state.config.admin_token.as_deref() else {
         return next.run(request).await;
     };
@@ -21,15 +25,20 @@ pub(super) async fn require_admin(State(state): State<AppState>, request: Reques
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     match given {
         Some(g) if same_secret(g.trim().as_bytes(), token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
-        None => ApiError::unauthorized("this admin route needs 'Authorization: Bearer <token>'").into_response(),
+        None => ApiError::unauthorized("this admin route needs 'Authorization: Bearer <token>'")
+            .into_response(),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::same_secret;
 

@@ -71,7 +71,13 @@ pub trait Rapids: Send + Sync + 'static {
     ) -> Result<RecordBatch, ApiError>;
     /// Resolves when `partition` has a committed record at `offset` (or the
     /// topic goes away), or when `timeout` passes, whichever is first.
-    fn wait_for<'a>(&'a self, topic: &'a str, partition: u32, offset: u64, timeout: Duration) -> BoxFuture<'a, ()>;
+    fn wait_for<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ()>;
     /// Make everything appended so far durable (blocking); used at shutdown.
     fn sync(&self) -> Result<(), ApiError>;
 }
@@ -172,14 +178,27 @@ pub struct EventView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandOutcome {
     /// Durably in the service's command topic; not handled yet.
-    Accepted { topic: String, partition: u32, offset: u64 },
+    Accepted {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
     /// Handled: these events were appended and the aggregate is at `version`.
-    Applied { events: Vec<EventView>, version: u64 },
+    Applied {
+        events: Vec<EventView>,
+        version: u64,
+    },
     /// The aggregate was not at the expected version.
     Conflict { expected: u64, actual: u64 },
     /// The service refused the command.
     Rejected { code: String, message: String },
 }
+
+/// Metric labels as (name, value) pairs.
+pub type Labels = Vec<(String, String)>;
+
+/// Key-value entries of a pond, in key order.
+pub type PondEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A Prometheus metric family the engine reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,21 +208,33 @@ pub struct MetricFamily {
     /// `counter`, `gauge`, `histogram` or `summary`.
     pub kind: &'static str,
     /// (sample name suffix such as `""`, `"_bucket"`, `"_sum"`; labels; value)
-    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+    pub samples: Vec<(String, Labels, f64)>,
 }
 
 /// The processor engine, as the API uses it.
 pub trait Engine: Send + Sync + 'static {
     /// Validate, compile (off the data path) and activate a plugin version.
     /// `manifest` is the client's JSON manifest; `component` the wasm bytes.
-    fn deploy(&self, manifest: serde_json::Value, component: Vec<u8>) -> BoxFuture<'_, Result<PluginView, ApiError>>;
+    fn deploy(
+        &self,
+        manifest: serde_json::Value,
+        component: Vec<u8>,
+    ) -> BoxFuture<'_, Result<PluginView, ApiError>>;
     fn plugins(&self) -> Result<Vec<PluginView>, ApiError>;
     fn plugin(&self, name: &str) -> Result<PluginView, ApiError>;
     fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>>;
     fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>>;
-    fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<PluginView, ApiError>>;
+    fn reset<'a>(
+        &'a self,
+        name: &'a str,
+        to: ResetTo,
+    ) -> BoxFuture<'a, Result<PluginView, ApiError>>;
     /// Make `version` (default: the one before the active one) active again.
-    fn rollback<'a>(&'a self, name: &'a str, version: Option<u32>) -> BoxFuture<'a, Result<PluginView, ApiError>>;
+    fn rollback<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<u32>,
+    ) -> BoxFuture<'a, Result<PluginView, ApiError>>;
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
 
     fn pond_get(&self, pond: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApiError>;
@@ -213,8 +244,12 @@ pub trait Engine: Send + Sync + 'static {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ApiError>;
-    fn pond_query<'a>(&'a self, pond: &'a str, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, ApiError>>;
+    ) -> Result<PondEntries, ApiError>;
+    fn pond_query<'a>(
+        &'a self,
+        pond: &'a str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ApiError>>;
 
     /// Put a command durably into the service's command topic; with `wait`,
     /// also wait (up to that long) for its result.

@@ -48,8 +48,12 @@ pub struct HeaderIn {
 }
 
 fn b64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
-    B64.decode(text)
-        .map_err(|e| ApiError::bad_request("invalid_record", format!("{field} is not valid base64: {e}")))
+    B64.decode(text).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_record",
+            format!("{field} is not valid base64: {e}"),
+        )
+    })
 }
 
 fn one_of<T>(field: &str, options: [Option<T>; 3]) -> Result<Option<T>, ApiError> {
@@ -69,7 +73,10 @@ impl RecordIn {
     pub fn into_record(self, now_ms: i64) -> Result<(Option<u32>, Record), ApiError> {
         let key = match (self.key, self.key_base64) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request("invalid_record", "give only one of key, key_base64"));
+                return Err(ApiError::bad_request(
+                    "invalid_record",
+                    "give only one of key, key_base64",
+                ));
             }
             (Some(k), None) => k.into_bytes(),
             (None, Some(k)) => b64("key_base64", &k)?,
@@ -83,7 +90,12 @@ impl RecordIn {
                 self.value_base64.map(|t| b64("value_base64", &t)),
             ],
         )?
-        .ok_or_else(|| ApiError::bad_request("invalid_record", "a record needs value, value_text or value_base64"))??;
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_record",
+                "a record needs value, value_text or value_base64",
+            )
+        })??;
         let headers = match self.headers {
             None => Vec::new(),
             Some(HeadersIn::Map(map)) => map
@@ -103,7 +115,10 @@ impl RecordIn {
                     (None, Some(v)) => Ok((h.name, b64("header value_base64", &v)?)),
                     _ => Err(ApiError::bad_request(
                         "invalid_record",
-                        format!("header {:?} needs exactly one of value, value_base64", h.name),
+                        format!(
+                            "header {:?} needs exactly one of value, value_base64",
+                            h.name
+                        ),
                     )),
                 })
                 .collect::<Result<_, _>>()?,
@@ -172,7 +187,10 @@ pub fn record_json(batch: &RecordBatch, i: usize) -> Value {
         .map(|(name, value)| {
             let (suffix, v) = show_bytes(value, false);
             let mut h = Map::new();
-            h.insert("name".into(), Value::String(String::from_utf8_lossy(name).into_owned()));
+            h.insert(
+                "name".into(),
+                Value::String(String::from_utf8_lossy(name).into_owned()),
+            );
             h.insert(format!("value{suffix}"), v);
             Value::Object(h)
         })
@@ -196,6 +214,7 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -208,7 +227,10 @@ mod tests {
         ]}"#;
         let (batch, recs) = parse_produce_body(body).unwrap();
         assert!(batch);
-        let records: Vec<Record> = recs.into_iter().map(|r| r.into_record(9).unwrap().1).collect();
+        let records: Vec<Record> = recs
+            .into_iter()
+            .map(|r| r.into_record(9).unwrap().1)
+            .collect();
         assert_eq!(records[0].value, br#"{"n":1}"#);
         assert_eq!(records[0].headers, vec![("h".to_string(), b"x".to_vec())]);
         assert_eq!(records[0].timestamp, 9);
@@ -237,9 +259,18 @@ mod tests {
 
     #[test]
     fn bad_records_are_rejected() {
-        assert_eq!(parse_produce_body(b"{not json").unwrap_err().code, "malformed_json");
-        assert_eq!(parse_produce_body(br#"{"records": []}"#).unwrap_err().code, "invalid_record");
-        assert_eq!(parse_produce_body(br#"{"valeu": 1}"#).unwrap_err().code, "malformed_json");
+        assert_eq!(
+            parse_produce_body(b"{not json").unwrap_err().code,
+            "malformed_json"
+        );
+        assert_eq!(
+            parse_produce_body(br#"{"records": []}"#).unwrap_err().code,
+            "invalid_record"
+        );
+        assert_eq!(
+            parse_produce_body(br#"{"valeu": 1}"#).unwrap_err().code,
+            "malformed_json"
+        );
         let (_, recs) = parse_produce_body(br#"{"value": 1, "value_text": "x"}"#).unwrap();
         let err = recs.into_iter().next().unwrap().into_record(0).unwrap_err();
         assert_eq!(err.code, "invalid_record");

@@ -23,7 +23,13 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.status.as_u16(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.status.as_u16(),
+            self.message
+        )
     }
 }
 
@@ -49,19 +55,33 @@ impl ApiError {
     }
 
     pub fn malformed_json(err: impl std::fmt::Display) -> Self {
-        Self::bad_request("malformed_json", format!("request body is not valid JSON for this route: {err}"))
+        Self::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON for this route: {err}"),
+        )
     }
 
     pub fn invalid_name(what: &str, name: &str, why: &str) -> Self {
-        Self::bad_request("invalid_name", format!("invalid {what} name {name:?}: {why}"))
+        Self::bad_request(
+            "invalid_name",
+            format!("invalid {what} name {name:?}: {why}"),
+        )
     }
 
     pub fn unknown_topic(name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown_topic", format!("no topic named {name:?}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+            format!("no topic named {name:?}"),
+        )
     }
 
     pub fn unknown_plugin(name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown_plugin", format!("no plugin named {name:?}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!("no plugin named {name:?}"),
+        )
     }
 
     pub fn unknown_partition(topic: &str, partition: u32, partitions: u32) -> Self {
@@ -85,7 +105,11 @@ impl ApiError {
     }
 
     pub fn not_found_route(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "no_such_route", format!("no route for {path}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_such_route",
+            format!("no route for {path}"),
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -113,9 +137,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"weir\""));
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"weir\""),
+            );
         }
         response
     }
@@ -153,22 +178,6 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_has_stable_shape() {
-        let e = ApiError::unknown_topic("orders");
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
-        assert_eq!(e.body()["error"]["code"], "unknown_topic");
-        assert!(e.body()["error"]["message"].as_str().is_some_and(|m| m.contains("orders")));
-        assert!(e.body().get("tracking_id").is_none());
-        let e = e.with_tracking_id("t-1");
-        assert_eq!(e.body()["tracking_id"], "t-1");
-    }
-}
-
 impl From<crate::log::LogError> for ApiError {
     fn from(err: crate::log::LogError) -> Self {
         use crate::log::LogError as E;
@@ -177,12 +186,18 @@ impl From<crate::log::LogError> for ApiError {
             E::UnknownTopic(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", message),
             E::TopicExists(_) => ApiError::conflict("topic_exists", message),
             E::InvalidName { .. } => ApiError::bad_request("invalid_name", message),
-            E::InvalidPartition { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_partition", message),
+            E::InvalidPartition { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_partition", message)
+            }
             E::OffsetOutOfRange { .. } => ApiError::invalid_offset(message),
             E::InvalidConfig(_) => ApiError::bad_request("invalid_config", message),
             E::InvalidArgument(_) => ApiError::bad_request("invalid_argument", message),
-            E::BatchTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message),
-            E::Corrupt { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log", message),
+            E::BatchTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
+            }
+            E::Corrupt { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log", message)
+            }
             E::Io { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
             E::Closed => ApiError::unavailable(message),
         }
@@ -194,11 +209,14 @@ impl From<crate::processor::EngineError> for ApiError {
         use crate::processor::EngineError as E;
         use crate::runtime::LoadError as L;
         let message = err.to_string();
-        let unprocessable = |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone());
+        let unprocessable =
+            |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone());
         match err {
             E::Manifest(_) => ApiError::bad_request("invalid_manifest", message),
             E::Load(load) => match load {
-                L::NotWasm | L::CoreModule | L::Invalid { .. } => ApiError::bad_request("invalid_component", message),
+                L::NotWasm | L::CoreModule | L::Invalid { .. } => {
+                    ApiError::bad_request("invalid_component", message)
+                }
                 L::WrongWorld { .. } => unprocessable("wrong_world"),
                 L::IncompatibleVersion { .. } => unprocessable("incompatible_contract"),
                 L::MissingExport { .. } => unprocessable("missing_export"),
@@ -209,7 +227,9 @@ impl From<crate::processor::EngineError> for ApiError {
             E::Plugin(_) => unprocessable("plugin_failed"),
             // The engine names what is missing; a topic (e.g. a reply topic)
             // or else a plugin / pond / service.
-            E::NotFound(m) if m.contains("topic") => ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", m),
+            E::NotFound(m) if m.contains("topic") => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", m)
+            }
             E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", m),
             E::Conflict(m) => ApiError::conflict("conflict", m),
             E::Invalid(m) => ApiError::bad_request("invalid_request", m),
@@ -217,5 +237,26 @@ impl From<crate::processor::EngineError> for ApiError {
             E::Store(_) => ApiError::internal(message),
             E::Io(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_stable_shape() {
+        let e = ApiError::unknown_topic("orders");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.body()["error"]["code"], "unknown_topic");
+        assert!(
+            e.body()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("orders"))
+        );
+        assert!(e.body().get("tracking_id").is_none());
+        let e = e.with_tracking_id("t-1");
+        assert_eq!(e.body()["tracking_id"], "t-1");
     }
 }

@@ -51,7 +51,12 @@ impl IdempotencyCache {
 
     /// Run `produce` once per (topic, key); later calls get its answer.
     /// Returns the answer and whether it was replayed.
-    pub(crate) async fn run<F, E>(&self, topic: &str, key: &str, produce: F) -> Result<(serde_json::Value, bool), E>
+    pub(crate) async fn run<F, E>(
+        &self,
+        topic: &str,
+        key: &str,
+        produce: F,
+    ) -> Result<(serde_json::Value, bool), E>
     where
         F: Future<Output = Result<serde_json::Value, E>>,
     {
@@ -68,25 +73,46 @@ impl IdempotencyCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn replays_first_answer_and_retries_failures() {
         let cache = IdempotencyCache::new(2);
-        let (a, replayed) = cache.run::<_, ()>("t", "k", async { Ok(serde_json::json!(1)) }).await.unwrap();
+        let (a, replayed) = cache
+            .run::<_, ()>("t", "k", async { Ok(serde_json::json!(1)) })
+            .await
+            .unwrap();
         assert_eq!((a, replayed), (serde_json::json!(1), false));
-        let (a, replayed) = cache.run::<_, ()>("t", "k", async { Ok(serde_json::json!(2)) }).await.unwrap();
+        let (a, replayed) = cache
+            .run::<_, ()>("t", "k", async { Ok(serde_json::json!(2)) })
+            .await
+            .unwrap();
         assert_eq!((a, replayed), (serde_json::json!(1), true));
         // Another topic is another key space.
-        let (a, _) = cache.run::<_, ()>("u", "k", async { Ok(serde_json::json!(3)) }).await.unwrap();
+        let (a, _) = cache
+            .run::<_, ()>("u", "k", async { Ok(serde_json::json!(3)) })
+            .await
+            .unwrap();
         assert_eq!(a, serde_json::json!(3));
         // A failed attempt leaves the key free.
-        assert!(cache.run("t", "f", async { Err::<serde_json::Value, _>("boom") }).await.is_err());
-        let (a, replayed) = cache.run::<_, ()>("t", "f", async { Ok(serde_json::json!(4)) }).await.unwrap();
+        assert!(
+            cache
+                .run("t", "f", async { Err::<serde_json::Value, _>("boom") })
+                .await
+                .is_err()
+        );
+        let (a, replayed) = cache
+            .run::<_, ()>("t", "f", async { Ok(serde_json::json!(4)) })
+            .await
+            .unwrap();
         assert_eq!((a, replayed), (serde_json::json!(4), false));
         // Capacity bounds memory: the oldest keys are forgotten.
-        let (a, _) = cache.run::<_, ()>("t", "k", async { Ok(serde_json::json!(5)) }).await.unwrap();
+        let (a, _) = cache
+            .run::<_, ()>("t", "k", async { Ok(serde_json::json!(5)) })
+            .await
+            .unwrap();
         assert_eq!(a, serde_json::json!(5));
     }
 }

@@ -63,32 +63,47 @@ impl HttpMetrics {
                 name: "weir_http_requests_total".into(),
                 help: "HTTP requests answered, by route and status".into(),
                 kind: "counter",
-                samples: requests.iter().map(|(k, s)| (String::new(), labels(k), s.count as f64)).collect(),
+                samples: requests
+                    .iter()
+                    .map(|(k, s)| (String::new(), labels(k), s.count as f64))
+                    .collect(),
             },
             MetricFamily {
                 name: "weir_http_request_seconds_total".into(),
                 help: "Time spent answering HTTP requests, by route and status".into(),
                 kind: "counter",
-                samples: requests.iter().map(|(k, s)| (String::new(), labels(k), s.seconds)).collect(),
+                samples: requests
+                    .iter()
+                    .map(|(k, s)| (String::new(), labels(k), s.seconds))
+                    .collect(),
             },
             MetricFamily {
                 name: "weir_produced_records_total".into(),
                 help: "Records appended through the HTTP API, by topic".into(),
                 kind: "counter",
-                samples: produced.iter().map(|(t, (n, _))| (String::new(), topic(t), *n as f64)).collect(),
+                samples: produced
+                    .iter()
+                    .map(|(t, (n, _))| (String::new(), topic(t), *n as f64))
+                    .collect(),
             },
             MetricFamily {
                 name: "weir_produced_bytes_total".into(),
                 help: "Key and value bytes appended through the HTTP API, by topic".into(),
                 kind: "counter",
-                samples: produced.iter().map(|(t, (_, b))| (String::new(), topic(t), *b as f64)).collect(),
+                samples: produced
+                    .iter()
+                    .map(|(t, (_, b))| (String::new(), topic(t), *b as f64))
+                    .collect(),
             },
         ]
     }
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Render families in the Prometheus text format.
@@ -129,7 +144,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 t.partitions.iter().map(|p| {
                     (
                         String::new(),
-                        vec![("topic".to_owned(), t.name.clone()), ("partition".to_owned(), p.partition.to_string())],
+                        vec![
+                            ("topic".to_owned(), t.name.clone()),
+                            ("partition".to_owned(), p.partition.to_string()),
+                        ],
                         p.end_offset as f64,
                     )
                 })
@@ -144,7 +162,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     });
     families.extend(state.engine.metrics());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(&families),
     )
 }
@@ -153,7 +174,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 /// stop sending traffic while the server drains).
 pub(super) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let stopping = *state.shutting_down.borrow();
-    let status = if stopping { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if stopping {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (
         status,
         Json(json!({
@@ -165,6 +190,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -130,12 +130,18 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{name}/resume", post(plugins::resume))
         .route("/plugins/{name}/reset", post(plugins::reset))
         .route("/plugins/{name}/rollback", post(plugins::rollback))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
 
     let admin_reads = Router::new()
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}", get(plugins::inspect))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
 
     let data = Router::new()
         .route("/healthz", get(metrics::healthz))
@@ -144,7 +150,10 @@ pub fn router(state: AppState) -> Router {
         .route("/topics", get(topics::list))
         .route("/topics/{topic}", get(topics::inspect))
         .route("/topics/{topic}/records", post(records::produce))
-        .route("/topics/{topic}/partitions/{partition}/records", get(records::read))
+        .route(
+            "/topics/{topic}/partitions/{partition}/records",
+            get(records::read),
+        )
         .route("/topics/{topic}/tail", get(records::tail))
         .route("/ponds/{pond}/keys", get(ponds::scan))
         .route("/ponds/{pond}/keys/{*key}", get(ponds::get))
@@ -170,7 +179,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
 }
 
@@ -192,9 +205,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let method = request.method().clone();
     let start = Instant::now();
     let mut response = next.run(request).await.into_response();
-    state
-        .http
-        .observe(method.as_str(), &route, response.status().as_u16(), start.elapsed());
+    state.http.observe(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        start.elapsed(),
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().entry("x-request-id").or_insert(v);
     }

@@ -20,7 +20,10 @@ pub fn validate(what: &str, name: &str) -> Result<(), ApiError> {
             &format!("longer than {MAX_NAME_LEN} characters"),
         ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(ApiError::invalid_name(
             what,
             name,
@@ -28,12 +31,17 @@ pub fn validate(what: &str, name: &str) -> Result<(), ApiError> {
         ));
     }
     if name.starts_with('.') || name.starts_with('-') {
-        return Err(ApiError::invalid_name(what, name, "it must not start with '.' or '-'"));
+        return Err(ApiError::invalid_name(
+            what,
+            name,
+            "it must not start with '.' or '-'",
+        ));
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -47,7 +55,10 @@ mod tests {
     #[test]
     fn rejects_traversal_and_junk() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        for n in ["", ".", "..", "../etc", "a/b", "a\\b", ".hidden", "-flag", "sp ace", "é", "a\0b", &long] {
+        for n in [
+            "", ".", "..", "../etc", "a/b", "a\\b", ".hidden", "-flag", "sp ace", "é", "a\0b",
+            &long,
+        ] {
             let err = validate("topic", n).expect_err(n);
             assert_eq!(err.code, "invalid_name");
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);

@@ -40,9 +40,9 @@ fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
 /// Check the parts of a manifest the API owns (name, kind); the engine
 /// validates the rest against the component.
 fn check_manifest(manifest: &Value, name_in_path: Option<&str>) -> Result<String, ApiError> {
-    let obj = manifest
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid_manifest", "the manifest must be a JSON object"))?;
+    let obj = manifest.as_object().ok_or_else(|| {
+        ApiError::bad_request("invalid_manifest", "the manifest must be a JSON object")
+    })?;
     let name = match (obj.get("name"), name_in_path) {
         (Some(Value::String(n)), Some(p)) if n != p => {
             return Err(ApiError::bad_request(
@@ -52,7 +52,12 @@ fn check_manifest(manifest: &Value, name_in_path: Option<&str>) -> Result<String
         }
         (Some(Value::String(n)), _) => n.clone(),
         (None, Some(p)) => p.to_owned(),
-        _ => return Err(ApiError::bad_request("invalid_manifest", "the manifest needs a string 'name'")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_manifest",
+                "the manifest needs a string 'name'",
+            ));
+        }
     };
     names::validate("plugin", &name)?;
     match obj.get("kind").and_then(Value::as_str) {
@@ -64,7 +69,12 @@ fn check_manifest(manifest: &Value, name_in_path: Option<&str>) -> Result<String
     }
 }
 
-async fn deploy(state: AppState, mut manifest: Value, component: Vec<u8>, name_in_path: Option<&str>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn deploy(
+    state: AppState,
+    mut manifest: Value,
+    component: Vec<u8>,
+    name_in_path: Option<&str>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = check_manifest(&manifest, name_in_path)?;
     manifest["name"] = json!(name);
     check_component(&component)?;
@@ -84,9 +94,12 @@ pub(super) async fn deploy_json(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: DeployBody = json_body(body)?;
-    let component = B64
-        .decode(req.component_base64.as_bytes())
-        .map_err(|e| ApiError::bad_request("invalid_component", format!("component_base64 is not valid base64: {e}")))?;
+    let component = B64.decode(req.component_base64.as_bytes()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_component",
+            format!("component_base64 is not valid base64: {e}"),
+        )
+    })?;
     deploy(state, req.manifest, component, None).await
 }
 
@@ -109,11 +122,19 @@ pub(super) async fn deploy_raw(
     let text = match (headers.get("weir-manifest"), query.manifest) {
         (Some(h), None) => h
             .to_str()
-            .map_err(|_| ApiError::bad_request("invalid_manifest", "the Weir-Manifest header must be ASCII JSON"))?
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_manifest",
+                    "the Weir-Manifest header must be ASCII JSON",
+                )
+            })?
             .to_owned(),
         (None, Some(q)) => q,
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("invalid_manifest", "give the manifest in the header or the query, not both"));
+            return Err(ApiError::bad_request(
+                "invalid_manifest",
+                "give the manifest in the header or the query, not both",
+            ));
         }
         (None, None) => {
             return Err(ApiError::bad_request(
@@ -212,7 +233,9 @@ pub(super) async fn rollback(
     } else {
         serde_json::from_slice(&body).map_err(ApiError::malformed_json)?
     };
-    Ok(Json(json!(state.engine.rollback(&name, req.version).await?)))
+    Ok(Json(json!(
+        state.engine.rollback(&name, req.version).await?
+    )))
 }
 
 pub(super) async fn delete(
@@ -225,14 +248,23 @@ pub(super) async fn delete(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn components_are_sniffed() {
         assert_eq!(check_component(b"").unwrap_err().code, "invalid_component");
-        assert_eq!(check_component(b"hello world").unwrap_err().code, "invalid_component");
-        assert!(check_component(b"\0asm\x01\0\0\0").unwrap_err().message.contains("core"));
+        assert_eq!(
+            check_component(b"hello world").unwrap_err().code,
+            "invalid_component"
+        );
+        assert!(
+            check_component(b"\0asm\x01\0\0\0")
+                .unwrap_err()
+                .message
+                .contains("core")
+        );
         assert!(check_component(b"\0asm\x0d\0\x01\0").is_ok());
     }
 
@@ -242,7 +274,10 @@ mod tests {
         assert_eq!(check_manifest(&m, None).unwrap(), "up");
         assert_eq!(check_manifest(&m, Some("up")).unwrap(), "up");
         assert!(check_manifest(&m, Some("other")).is_err());
-        assert_eq!(check_manifest(&json!({"kind": "projection"}), Some("p")).unwrap(), "p");
+        assert_eq!(
+            check_manifest(&json!({"kind": "projection"}), Some("p")).unwrap(),
+            "p"
+        );
         assert!(check_manifest(&json!({"name": "../x", "kind": "enricher"}), None).is_err());
         assert!(check_manifest(&json!({"name": "x", "kind": "river"}), None).is_err());
         assert!(check_manifest(&json!([1]), None).is_err());
@@ -250,10 +285,23 @@ mod tests {
 
     #[test]
     fn reset_targets() {
-        let b = |to: Option<&str>, offset, timestamp| ResetBody { to: to.map(str::to_owned), offset, timestamp };
-        assert_eq!(reset_target(&b(Some("beginning"), None, None)).unwrap(), ResetTo::Beginning);
-        assert_eq!(reset_target(&b(None, Some(4), None)).unwrap(), ResetTo::Offset(4));
-        assert_eq!(reset_target(&b(None, None, Some(9))).unwrap(), ResetTo::Timestamp(9));
+        let b = |to: Option<&str>, offset, timestamp| ResetBody {
+            to: to.map(str::to_owned),
+            offset,
+            timestamp,
+        };
+        assert_eq!(
+            reset_target(&b(Some("beginning"), None, None)).unwrap(),
+            ResetTo::Beginning
+        );
+        assert_eq!(
+            reset_target(&b(None, Some(4), None)).unwrap(),
+            ResetTo::Offset(4)
+        );
+        assert_eq!(
+            reset_target(&b(None, None, Some(9))).unwrap(),
+            ResetTo::Timestamp(9)
+        );
         assert!(reset_target(&b(Some("beginning"), Some(1), None)).is_err());
         assert!(reset_target(&b(None, None, None)).is_err());
     }

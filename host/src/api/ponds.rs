@@ -70,12 +70,26 @@ pub(super) async fn scan(
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_SCAN);
     let engine = state.engine.clone();
     let p = pond.clone();
-    let entries = blocking(move || engine.pond_scan(&p, q.prefix.as_bytes(), q.start_after.as_deref().map(str::as_bytes), limit)).await?;
+    let entries = blocking(move || {
+        engine.pond_scan(
+            &p,
+            q.prefix.as_bytes(),
+            q.start_after.as_deref().map(str::as_bytes),
+            limit,
+        )
+    })
+    .await?;
     let next = (entries.len() as u32 == limit)
-        .then(|| entries.last().map(|(k, _)| String::from_utf8_lossy(k).into_owned()))
+        .then(|| {
+            entries
+                .last()
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        })
         .flatten();
     let entries: Vec<Value> = entries.iter().map(|(k, v)| entry_json(k, v)).collect();
-    Ok(Json(json!({"pond": pond, "entries": entries, "next_start_after": next})))
+    Ok(Json(
+        json!({"pond": pond, "entries": entries, "next_start_after": next}),
+    ))
 }
 
 /// The plugin's own query: the body goes to its `query` export as bytes and

@@ -42,7 +42,13 @@ fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
 }
 
@@ -51,12 +57,12 @@ fn is_json(headers: &HeaderMap) -> bool {
 fn raw_record(headers: &HeaderMap, key: Option<String>, body: Bytes) -> Result<Record, ApiError> {
     let mut record_headers = Vec::new();
     for h in headers.get_all("weir-header") {
-        let text = h
-            .to_str()
-            .map_err(|_| ApiError::bad_request("invalid_record", "Weir-Header must be visible ASCII"))?;
-        let (name, value) = text
-            .split_once('=')
-            .ok_or_else(|| ApiError::bad_request("invalid_record", "Weir-Header must be name=value"))?;
+        let text = h.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_record", "Weir-Header must be visible ASCII")
+        })?;
+        let (name, value) = text.split_once('=').ok_or_else(|| {
+            ApiError::bad_request("invalid_record", "Weir-Header must be name=value")
+        })?;
         record_headers.push((name.trim().to_owned(), value.as_bytes().to_vec()));
     }
     Ok(Record {
@@ -78,9 +84,14 @@ fn append_all(
     let mut groups: BTreeMap<u32, Vec<(usize, Record)>> = BTreeMap::new();
     for (i, (forced, record)) in records.into_iter().enumerate() {
         let p = match forced {
-            Some(p) if p >= partitions => return Err(ApiError::unknown_partition(&topic.name, p, partitions)),
+            Some(p) if p >= partitions => {
+                return Err(ApiError::unknown_partition(&topic.name, p, partitions));
+            }
             Some(p) => p,
-            None => rapids.partition_for(&topic.name, (!record.key.is_empty()).then_some(&record.key[..]))?,
+            None => rapids.partition_for(
+                &topic.name,
+                (!record.key.is_empty()).then_some(&record.key[..]),
+            )?,
         };
         groups.entry(p).or_default().push((i, record));
     }
@@ -88,7 +99,12 @@ fn append_all(
     for (p, group) in groups {
         let (indexes, recs): (Vec<usize>, Vec<Record>) = group.into_iter().unzip();
         let first = rapids.append(&topic.name, p, &recs)?;
-        placed.extend(indexes.into_iter().enumerate().map(|(j, i)| (i, (p, first + j as u64))));
+        placed.extend(
+            indexes
+                .into_iter()
+                .enumerate()
+                .map(|(j, i)| (i, (p, first + j as u64))),
+        );
     }
     placed.sort_by_key(|(i, _)| *i);
     Ok(placed.into_iter().map(|(_, at)| at).collect())
@@ -120,17 +136,25 @@ pub(super) async fn produce(
             .collect::<Result<Vec<_>, _>>()?;
         (batch, records)
     } else {
-        (false, vec![(query.partition, raw_record(&headers, query.key, body)?)])
+        (
+            false,
+            vec![(query.partition, raw_record(&headers, query.key, body)?)],
+        )
     };
     let view = state.rapids.topic(&topic)?;
     if let Some(owner) = state.engine.owner_of(&topic) {
         return Err(ApiError::conflict(
             "topic_owned",
-            format!("topic {topic:?} is written only by processor {owner:?}; producing into it would break exactly-once"),
+            format!(
+                "topic {topic:?} is written only by processor {owner:?}; producing into it would break exactly-once"
+            ),
         ));
     }
     let count = records.len() as u64;
-    let bytes: u64 = records.iter().map(|(_, r)| (r.key.len() + r.value.len()) as u64).sum();
+    let bytes: u64 = records
+        .iter()
+        .map(|(_, r)| (r.key.len() + r.value.len()) as u64)
+        .sum();
 
     let rapids = state.rapids.clone();
     let topic_name = topic.clone();
@@ -153,7 +177,12 @@ pub(super) async fn produce(
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 256)
                 .map(str::to_owned)
-                .ok_or_else(|| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1..=256 visible ASCII characters"))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1..=256 visible ASCII characters",
+                    )
+                })
         })
         .transpose()?;
     let (answer, replayed) = match idempotency_key {
@@ -206,22 +235,35 @@ pub(super) async fn read(
     names::validate("topic", &topic)?;
     let Query(q) = query?;
     let view = state.rapids.topic(&topic)?;
-    let partition: u32 = partition
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_partition", format!("partition must be a number, not {partition:?}")))?;
-    let p = view
-        .partitions
-        .get(partition as usize)
-        .ok_or_else(|| ApiError::unknown_partition(&topic, partition, view.partitions.len() as u32))?;
-    let offset = resolve_offset(q.offset.as_deref(), p.start_offset, p.end_offset, p.start_offset)?;
+    let partition: u32 = partition.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_partition",
+            format!("partition must be a number, not {partition:?}"),
+        )
+    })?;
+    let p = view.partitions.get(partition as usize).ok_or_else(|| {
+        ApiError::unknown_partition(&topic, partition, view.partitions.len() as u32)
+    })?;
+    let offset = resolve_offset(
+        q.offset.as_deref(),
+        p.start_offset,
+        p.end_offset,
+        p.start_offset,
+    )?;
     if offset > p.end_offset || offset < p.start_offset {
         return Err(ApiError::invalid_offset(format!(
             "offset {offset} is outside {}..={} of {topic}/{partition}",
             p.start_offset, p.end_offset
         )));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, state.config.max_read_records);
-    let max_bytes = q.max_bytes.unwrap_or(DEFAULT_READ_BYTES).clamp(1, MAX_READ_BYTES);
+    let limit = q
+        .limit
+        .unwrap_or(100)
+        .clamp(1, state.config.max_read_records);
+    let max_bytes = q
+        .max_bytes
+        .unwrap_or(DEFAULT_READ_BYTES)
+        .clamp(1, MAX_READ_BYTES);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_wait);
     if offset == p.end_offset && !wait.is_zero() {
         let mut shutting_down = state.shutting_down.clone();
@@ -233,7 +275,9 @@ pub(super) async fn read(
     let rapids = state.rapids.clone();
     let t = topic.clone();
     let batch = blocking(move || rapids.read(&t, partition, offset, limit, max_bytes)).await?;
-    let records: Vec<Value> = (0..batch.len()).map(|i| codec::record_json(&batch, i)).collect();
+    let records: Vec<Value> = (0..batch.len())
+        .map(|i| codec::record_json(&batch, i))
+        .collect();
     let next_offset = batch.offsets.last().map_or(offset, |o| o + 1);
     let end_offset = state
         .rapids
@@ -261,16 +305,26 @@ pub(super) struct TailQuery {
 
 /// Follow one partition, sending each record as an SSE event until the
 /// client goes away or the server shuts down.
-async fn follow_partition(state: AppState, topic: String, partition: u32, mut offset: u64, tx: mpsc::Sender<Event>) {
+async fn follow_partition(
+    state: AppState,
+    topic: String,
+    partition: u32,
+    mut offset: u64,
+    tx: mpsc::Sender<Event>,
+) {
     let mut shutting_down = state.shutting_down.clone();
     loop {
         let rapids = state.rapids.clone();
         let t = topic.clone();
-        let read = blocking(move || rapids.read(&t, partition, offset, TAIL_CHUNK, DEFAULT_READ_BYTES)).await;
+        let read =
+            blocking(move || rapids.read(&t, partition, offset, TAIL_CHUNK, DEFAULT_READ_BYTES))
+                .await;
         let batch = match read {
             Ok(batch) => batch,
             Err(e) => {
-                let _ = tx.send(Event::default().event("error").data(e.body().to_string())).await;
+                let _ = tx
+                    .send(Event::default().event("error").data(e.body().to_string()))
+                    .await;
                 return;
             }
         };
@@ -320,21 +374,37 @@ pub(super) async fn tail(
     }
     let (tx, rx) = mpsc::channel::<Event>(256);
     for p in chosen {
-        let offset = resolve_offset(q.from.as_deref(), p.start_offset, p.end_offset, p.end_offset)?;
+        let offset = resolve_offset(
+            q.from.as_deref(),
+            p.start_offset,
+            p.end_offset,
+            p.end_offset,
+        )?;
         if offset > p.end_offset || offset < p.start_offset {
             return Err(ApiError::invalid_offset(format!(
                 "offset {offset} is outside {}..={} of {topic}/{}",
                 p.start_offset, p.end_offset, p.partition
             )));
         }
-        tokio::spawn(follow_partition(state.clone(), topic.clone(), p.partition, offset, tx.clone()));
+        tokio::spawn(follow_partition(
+            state.clone(),
+            topic.clone(),
+            p.partition,
+            offset,
+            tx.clone(),
+        ));
     }
     drop(tx);
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::resolve_offset;
 
@@ -344,6 +414,9 @@ mod tests {
         assert_eq!(resolve_offset(Some("earliest"), 3, 9, 0).unwrap(), 3);
         assert_eq!(resolve_offset(Some("latest"), 3, 9, 0).unwrap(), 9);
         assert_eq!(resolve_offset(Some("7"), 3, 9, 0).unwrap(), 7);
-        assert_eq!(resolve_offset(Some("-1"), 3, 9, 0).unwrap_err().code, "invalid_offset");
+        assert_eq!(
+            resolve_offset(Some("-1"), 3, 9, 0).unwrap_err().code,
+            "invalid_offset"
+        );
     }
 }

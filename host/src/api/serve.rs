@@ -16,13 +16,19 @@ use crate::config::ServeConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the log: {0}")]
     Log(String),
     #[error("cannot start the processor engine: {0}")]
     Engine(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -87,8 +93,13 @@ pub async fn serve_with(
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
     let result = server.await.map_err(ServeError::Http);
-    if tokio::time::timeout(shutdown_timeout, engine.shutdown()).await.is_err() {
-        tracing::warn!("processors did not drain within {shutdown_timeout:?}; uncommitted batches will be redone on restart");
+    if tokio::time::timeout(shutdown_timeout, engine.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "processors did not drain within {shutdown_timeout:?}; uncommitted batches will be redone on restart"
+        );
     }
     match tokio::task::spawn_blocking(move || rapids.sync()).await {
         Ok(Ok(())) => tracing::info!("log synced; bye"),
@@ -101,7 +112,9 @@ pub async fn serve_with(
 /// Bind the configured address. The bound address is printed as
 /// `weir listening on http://ADDR` (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Open everything under `config.data_dir` and serve until SIGINT/SIGTERM.
@@ -127,14 +140,20 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     .map_err(|e| ServeError::Engine(e.to_string()))?;
     let engine_config = crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync);
     let event_log: Arc<dyn crate::log::EventLog> = log.clone();
-    let processors = tokio::task::spawn_blocking(move || crate::processor::Engine::open(engine_config, event_log, runtime))
-        .await
-        .map_err(|e| ServeError::Engine(e.to_string()))?
-        .map_err(|e| ServeError::Engine(e.to_string()))?;
-    let engine: Arc<dyn Engine> = Arc::new(super::adapters::ProcessorEngine::new(Arc::new(processors)));
+    let processors = tokio::task::spawn_blocking(move || {
+        crate::processor::Engine::open(engine_config, event_log, runtime)
+    })
+    .await
+    .map_err(|e| ServeError::Engine(e.to_string()))?
+    .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine: Arc<dyn Engine> =
+        Arc::new(super::adapters::ProcessorEngine::new(Arc::new(processors)));
 
     let listener = bind(config.listen).await?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     // Tests and scripts read this line to find a port chosen with :0.
     println!("weir listening on http://{addr}");
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir serving");

@@ -46,23 +46,41 @@ pub(super) struct SubmitQuery {
 }
 
 fn command_data(body: &mut CommandBody) -> Result<Vec<u8>, ApiError> {
-    match (body.data.take(), body.data_text.take(), body.data_base64.take()) {
+    match (
+        body.data.take(),
+        body.data_text.take(),
+        body.data_base64.take(),
+    ) {
         (Some(v), None, None) => Ok(v.to_string().into_bytes()),
         (None, Some(t), None) => Ok(t.into_bytes()),
-        (None, None, Some(b)) => B64
-            .decode(b.as_bytes())
-            .map_err(|e| ApiError::bad_request("invalid_command", format!("data_base64 is not valid base64: {e}"))),
+        (None, None, Some(b)) => B64.decode(b.as_bytes()).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_command",
+                format!("data_base64 is not valid base64: {e}"),
+            )
+        }),
         (None, None, None) => Ok(b"{}".to_vec()),
-        _ => Err(ApiError::bad_request("invalid_command", "give only one of data, data_text, data_base64")),
+        _ => Err(ApiError::bad_request(
+            "invalid_command",
+            "give only one of data, data_text, data_base64",
+        )),
     }
 }
 
 fn tracking_id(body_id: Option<String>, headers: &HeaderMap) -> Result<String, ApiError> {
     let id = body_id
-        .or_else(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_command", "the command id must be 1..=256 printable characters"));
+        return Err(ApiError::bad_request(
+            "invalid_command",
+            "the command id must be 1..=256 printable characters",
+        ));
     }
     Ok(id)
 }
@@ -70,7 +88,11 @@ fn tracking_id(body_id: Option<String>, headers: &HeaderMap) -> Result<String, A
 /// The HTTP answer for a command outcome.
 fn answer(service: &str, id: &str, outcome: CommandOutcome) -> Response {
     match outcome {
-        CommandOutcome::Accepted { topic, partition, offset } => (
+        CommandOutcome::Accepted {
+            topic,
+            partition,
+            offset,
+        } => (
             StatusCode::ACCEPTED,
             Json(json!({
                 "tracking_id": id, "service": service, "status": "accepted",
@@ -106,9 +128,13 @@ fn answer(service: &str, id: &str, outcome: CommandOutcome) -> Response {
             (StatusCode::CONFLICT, Json(body)).into_response()
         }
         CommandOutcome::Rejected { code, message } => {
-            let mut body = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "command_rejected", message)
-                .with_tracking_id(id)
-                .body();
+            let mut body = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "command_rejected",
+                message,
+            )
+            .with_tracking_id(id)
+            .body();
             body["error"]["reason"] = json!(code);
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
@@ -130,7 +156,10 @@ pub(super) async fn submit(
     let id = tracking_id(cmd.id.take(), &headers)?;
     let fail = |e: ApiError| e.with_tracking_id(id.clone());
     if cmd.aggregate.is_empty() || cmd.name.is_empty() {
-        return Err(fail(ApiError::bad_request("invalid_command", "aggregate and name must not be empty")));
+        return Err(fail(ApiError::bad_request(
+            "invalid_command",
+            "aggregate and name must not be empty",
+        )));
     }
     if let Some(t) = &cmd.reply_topic {
         names::validate("topic", t).map_err(fail)?;
@@ -147,7 +176,11 @@ pub(super) async fn submit(
         expected_version: cmd.expected_version,
         reply_topic: cmd.reply_topic,
     };
-    let outcome = state.engine.submit(&service, request, wait).await.map_err(fail)?;
+    let outcome = state
+        .engine
+        .submit(&service, request, wait)
+        .await
+        .map_err(fail)?;
     Ok(answer(&service, &id, outcome))
 }
 
@@ -157,7 +190,11 @@ pub(super) async fn result(
 ) -> Result<Response, ApiError> {
     let Path((service, id)) = path?;
     names::validate("service", &service)?;
-    match state.engine.command_result(&service, &id).map_err(|e| e.with_tracking_id(id.clone()))? {
+    match state
+        .engine
+        .command_result(&service, &id)
+        .map_err(|e| e.with_tracking_id(id.clone()))?
+    {
         Some(outcome) => Ok(answer(&service, &id, outcome)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1,5 +1,7 @@
 //! In-memory doubles of the two ports, for the router's unit tests.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -48,14 +50,25 @@ impl Rapids for MemoryRapids {
         Ok(view)
     }
     fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
-        self.topics.lock().remove(name).map(|_| ()).ok_or_else(|| ApiError::unknown_topic(name))
+        self.topics
+            .lock()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| ApiError::unknown_topic(name))
     }
     fn topics(&self) -> Vec<TopicView> {
-        self.topics.lock().iter().map(|(n, p)| Self::view(n, p)).collect()
+        self.topics
+            .lock()
+            .iter()
+            .map(|(n, p)| Self::view(n, p))
+            .collect()
     }
     fn topic(&self, name: &str) -> Result<TopicView, ApiError> {
         let topics = self.topics.lock();
-        topics.get(name).map(|p| Self::view(name, p)).ok_or_else(|| ApiError::unknown_topic(name))
+        topics
+            .get(name)
+            .map(|p| Self::view(name, p))
+            .ok_or_else(|| ApiError::unknown_topic(name))
     }
     fn partition_for(&self, topic: &str, key: Option<&[u8]>) -> Result<u32, ApiError> {
         let n = self.topic(topic)?.partitions.len() as u32;
@@ -80,7 +93,14 @@ impl Rapids for MemoryRapids {
         self.appended.notify_waiters();
         Ok(first)
     }
-    fn read(&self, topic: &str, partition: u32, offset: u64, max: usize, _bytes: usize) -> Result<RecordBatch, ApiError> {
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        _bytes: usize,
+    ) -> Result<RecordBatch, ApiError> {
         let topics = self.topics.lock();
         let p = topics
             .get(topic)
@@ -93,13 +113,25 @@ impl Rapids for MemoryRapids {
         let end = (offset as usize + max).min(p.len());
         Ok(RecordBatch::from_records(offset, &p[offset as usize..end]))
     }
-    fn wait_for<'a>(&'a self, topic: &'a str, partition: u32, offset: u64, timeout: Duration) -> BoxFuture<'a, ()> {
+    fn wait_for<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ()> {
         async move {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 let notified = self.appended.notified();
                 match self.topic(topic) {
-                    Ok(v) if v.partitions.get(partition as usize).is_some_and(|p| p.end_offset > offset) => return,
+                    Ok(v)
+                        if v.partitions
+                            .get(partition as usize)
+                            .is_some_and(|p| p.end_offset > offset) =>
+                    {
+                        return;
+                    }
                     Err(_) => return,
                     _ => {}
                 }
@@ -123,7 +155,11 @@ pub(crate) struct FakeEngine {
 }
 
 impl Engine for FakeEngine {
-    fn deploy(&self, manifest: serde_json::Value, component: Vec<u8>) -> BoxFuture<'_, Result<PluginView, ApiError>> {
+    fn deploy(
+        &self,
+        manifest: serde_json::Value,
+        component: Vec<u8>,
+    ) -> BoxFuture<'_, Result<PluginView, ApiError>> {
         async move {
             let name = manifest["name"].as_str().unwrap_or_default().to_owned();
             let mut plugins = self.plugins.lock();
@@ -159,12 +195,18 @@ impl Engine for FakeEngine {
         Ok(self.plugins.lock().values().cloned().collect())
     }
     fn plugin(&self, name: &str) -> Result<PluginView, ApiError> {
-        self.plugins.lock().get(name).cloned().ok_or_else(|| ApiError::unknown_plugin(name))
+        self.plugins
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::unknown_plugin(name))
     }
     fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         async move {
             let mut plugins = self.plugins.lock();
-            let p = plugins.get_mut(name).ok_or_else(|| ApiError::unknown_plugin(name))?;
+            let p = plugins
+                .get_mut(name)
+                .ok_or_else(|| ApiError::unknown_plugin(name))?;
             p.state = "paused".into();
             Ok(p.clone())
         }
@@ -173,21 +215,35 @@ impl Engine for FakeEngine {
     fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         async move {
             let mut plugins = self.plugins.lock();
-            let p = plugins.get_mut(name).ok_or_else(|| ApiError::unknown_plugin(name))?;
+            let p = plugins
+                .get_mut(name)
+                .ok_or_else(|| ApiError::unknown_plugin(name))?;
             p.state = "running".into();
             Ok(p.clone())
         }
         .boxed()
     }
-    fn reset<'a>(&'a self, name: &'a str, _to: ResetTo) -> BoxFuture<'a, Result<PluginView, ApiError>> {
+    fn reset<'a>(
+        &'a self,
+        name: &'a str,
+        _to: ResetTo,
+    ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         async move { self.plugin(name) }.boxed()
     }
-    fn rollback<'a>(&'a self, name: &'a str, _v: Option<u32>) -> BoxFuture<'a, Result<PluginView, ApiError>> {
+    fn rollback<'a>(
+        &'a self,
+        name: &'a str,
+        _v: Option<u32>,
+    ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         async move { self.plugin(name) }.boxed()
     }
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         async move {
-            self.plugins.lock().remove(name).map(|_| ()).ok_or_else(|| ApiError::unknown_plugin(name))
+            self.plugins
+                .lock()
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| ApiError::unknown_plugin(name))
         }
         .boxed()
     }
@@ -197,34 +253,71 @@ impl Engine for FakeEngine {
         }
         Ok((key == b"acc-1").then(|| b"{\"balance\":10}".to_vec()))
     }
-    fn pond_scan(&self, pond: &str, prefix: &[u8], _after: Option<&[u8]>, _limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ApiError> {
-        Ok(self.pond_get(pond, b"acc-1")?.into_iter().map(|v| (b"acc-1".to_vec(), v)).filter(|(k, _)| k.starts_with(prefix)).collect())
+    fn pond_scan(
+        &self,
+        pond: &str,
+        prefix: &[u8],
+        _after: Option<&[u8]>,
+        _limit: u32,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ApiError> {
+        Ok(self
+            .pond_get(pond, b"acc-1")?
+            .into_iter()
+            .map(|v| (b"acc-1".to_vec(), v))
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
     }
-    fn pond_query<'a>(&'a self, pond: &'a str, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, ApiError>> {
+    fn pond_query<'a>(
+        &'a self,
+        pond: &'a str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ApiError>> {
         async move {
             self.pond_get(pond, b"")?;
             Ok(request)
         }
         .boxed()
     }
-    fn submit<'a>(&'a self, service: &'a str, command: CommandRequest, wait: Option<Duration>) -> BoxFuture<'a, Result<CommandOutcome, ApiError>> {
+    fn submit<'a>(
+        &'a self,
+        service: &'a str,
+        command: CommandRequest,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<CommandOutcome, ApiError>> {
         async move {
             if service != "bank" {
                 return Err(ApiError::unknown_plugin(service));
             }
             Ok(match (command.name.as_str(), wait) {
-                (_, None) => CommandOutcome::Accepted { topic: "bank.commands".into(), partition: 0, offset: 7 },
-                ("conflict", _) => CommandOutcome::Conflict { expected: 1, actual: 2 },
-                ("reject", _) => CommandOutcome::Rejected { code: "insufficient-funds".into(), message: "no".into() },
+                (_, None) => CommandOutcome::Accepted {
+                    topic: "bank.commands".into(),
+                    partition: 0,
+                    offset: 7,
+                },
+                ("conflict", _) => CommandOutcome::Conflict {
+                    expected: 1,
+                    actual: 2,
+                },
+                ("reject", _) => CommandOutcome::Rejected {
+                    code: "insufficient-funds".into(),
+                    message: "no".into(),
+                },
                 _ => CommandOutcome::Applied {
-                    events: vec![EventView { name: "deposited".into(), data: command.data }],
+                    events: vec![EventView {
+                        name: "deposited".into(),
+                        data: command.data,
+                    }],
                     version: 1,
                 },
             })
         }
         .boxed()
     }
-    fn command_result(&self, _service: &str, _id: &str) -> Result<Option<CommandOutcome>, ApiError> {
+    fn command_result(
+        &self,
+        _service: &str,
+        _id: &str,
+    ) -> Result<Option<CommandOutcome>, ApiError> {
         Ok(None)
     }
     fn owner_of(&self, topic: &str) -> Option<String> {

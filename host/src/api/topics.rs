@@ -39,7 +39,10 @@ pub(super) async fn create(
     if req.partitions == 0 || req.partitions > MAX_PARTITIONS {
         return Err(ApiError::bad_request(
             "invalid_partitions",
-            format!("partitions must be 1..={MAX_PARTITIONS}, not {}", req.partitions),
+            format!(
+                "partitions must be 1..={MAX_PARTITIONS}, not {}",
+                req.partitions
+            ),
         ));
     }
     let spec = TopicSpec {

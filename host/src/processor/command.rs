@@ -22,16 +22,22 @@ use crate::runtime::{CallError, Command, CommandHandlerInstance, Event};
 use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
 
 use super::EngineError;
-use super::metrics::ProcessorMetrics;
-use super::task::{FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers};
 use super::manifest::ErrorPolicy;
+use super::metrics::ProcessorMetrics;
+use super::task::{
+    FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers,
+};
 
 /// What became of a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum CommandOutcome {
     /// Durably in the service's commands topic; not handled yet.
-    Accepted { topic: String, partition: u32, offset: u64 },
+    Accepted {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
     /// Handled: these events were appended; the aggregate is at `version`.
     Applied { events: Vec<Event>, version: u64 },
     /// The aggregate was not at the expected version.
@@ -45,8 +51,9 @@ impl CommandOutcome {
     /// The reply-topic rendering: event bodies as JSON when they are JSON.
     pub fn to_reply_json(&self, id: &str) -> serde_json::Value {
         let body = |data: &[u8]| {
-            serde_json::from_slice::<serde_json::Value>(data)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()))
+            serde_json::from_slice::<serde_json::Value>(data).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(data).into_owned())
+            })
         };
         match self {
             CommandOutcome::Applied { events, version } => serde_json::json!({
@@ -87,16 +94,27 @@ pub fn encode_command(
         (headers::COMMAND.to_string(), name.as_bytes().to_vec()),
     ];
     if let Some(v) = expected_version {
-        h.push((headers::EXPECTED_VERSION.to_string(), v.to_string().into_bytes()));
+        h.push((
+            headers::EXPECTED_VERSION.to_string(),
+            v.to_string().into_bytes(),
+        ));
     }
     if let Some(t) = reply_topic {
         h.push((headers::REPLY_TOPIC.to_string(), t.as_bytes().to_vec()));
     }
-    Record { key: aggregate.as_bytes().to_vec(), value: data.to_vec(), headers: h, timestamp }
+    Record {
+        key: aggregate.as_bytes().to_vec(),
+        value: data.to_vec(),
+        headers: h,
+        timestamp,
+    }
 }
 
 fn header<'a>(batch: &'a RecordBatch, i: usize, name: &str) -> Option<&'a [u8]> {
-    batch.headers(i).find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+    batch
+        .headers(i)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| v)
 }
 
 fn header_str(batch: &RecordBatch, i: usize, name: &str) -> Option<String> {
@@ -107,7 +125,8 @@ fn header_str(batch: &RecordBatch, i: usize, name: &str) -> Option<String> {
 /// gets its position as id, so a replay still recognises it.
 pub fn decode_command(topic: &str, partition: u32, batch: &RecordBatch, i: usize) -> CommandRecord {
     let offset = batch.offsets[i];
-    let id = header_str(batch, i, headers::COMMAND_ID).unwrap_or_else(|| format!("{topic}/{partition}/{offset}"));
+    let id = header_str(batch, i, headers::COMMAND_ID)
+        .unwrap_or_else(|| format!("{topic}/{partition}/{offset}"));
     CommandRecord {
         command: Command {
             id: id.clone(),
@@ -116,7 +135,8 @@ pub fn decode_command(topic: &str, partition: u32, batch: &RecordBatch, i: usize
             data: batch.value(i).to_vec(),
         },
         id,
-        expected_version: header_str(batch, i, headers::EXPECTED_VERSION).and_then(|v| v.parse().ok()),
+        expected_version: header_str(batch, i, headers::EXPECTED_VERSION)
+            .and_then(|v| v.parse().ok()),
         reply_topic: header_str(batch, i, headers::REPLY_TOPIC).filter(|t| !t.is_empty()),
     }
 }
@@ -137,7 +157,10 @@ impl CommandWorker {
             .plugin
             .command_handler(&ctx.proc.name, limits, &ctx.manifest.config_json())
             .map_err(|e| EngineError::Plugin(e.to_string()))?;
-        Ok(CommandWorker { instance, cache: HashMap::new() })
+        Ok(CommandWorker {
+            instance,
+            cache: HashMap::new(),
+        })
     }
 
     /// The aggregate's current state, rebuilt when made by another build.
@@ -146,11 +169,18 @@ impl CommandWorker {
             return Ok(s.clone());
         }
         let digest = ctx.plugin.digest();
-        let snap = ctx.shared.store.aggregate(&ctx.proc.name, aggregate)?.unwrap_or_default();
+        let snap = ctx
+            .shared
+            .store
+            .aggregate(&ctx.proc.name, aggregate)?
+            .unwrap_or_default();
         let snap = if snap.version > 0 && snap.plugin_sha256 != digest {
             self.rebuild(ctx, aggregate, snap.version)?
         } else {
-            AggregateSnapshot { plugin_sha256: digest.to_string(), ..snap }
+            AggregateSnapshot {
+                plugin_sha256: digest.to_string(),
+                ..snap
+            }
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
@@ -161,7 +191,12 @@ impl CommandWorker {
 
     /// Fold the aggregate's events (its events-topic partition, filtered by
     /// key) with this build's `evolve`, up to `version` events.
-    fn rebuild(&mut self, ctx: &TaskCtx, aggregate: &str, version: u64) -> Result<AggregateSnapshot, TaskError> {
+    fn rebuild(
+        &mut self,
+        ctx: &TaskCtx,
+        aggregate: &str,
+        version: u64,
+    ) -> Result<AggregateSnapshot, TaskError> {
         let topic = &ctx.manifest.outputs[0];
         let log = ctx.log();
         let partition = log.partition_for(topic, aggregate.as_bytes())?;
@@ -185,14 +220,17 @@ impl CommandWorker {
             }
             if !events.is_empty() {
                 seen += events.len() as u64;
-                state = self
-                    .instance
-                    .evolve(&state, &events)
-                    .map_err(|e| TaskError::Infra(format!("rebuilding {aggregate} with evolve failed: {e}")))?;
+                state = self.instance.evolve(&state, &events).map_err(|e| {
+                    TaskError::Infra(format!("rebuilding {aggregate} with evolve failed: {e}"))
+                })?;
             }
             offset = batch.offsets.last().map_or(end, |o| o + 1);
         }
-        Ok(AggregateSnapshot { version: seen, plugin_sha256: ctx.plugin.digest().to_string(), state })
+        Ok(AggregateSnapshot {
+            version: seen,
+            plugin_sha256: ctx.plugin.digest().to_string(),
+            state,
+        })
     }
 
     /// decide + evolve with the processor's retry policy.
@@ -205,19 +243,25 @@ impl CommandWorker {
         let mut tries = 0;
         loop {
             let start = std::time::Instant::now();
-            let result = self.instance.decide(command, state).and_then(|decided| match decided {
-                Ok(events) if events.is_empty() => Ok(Ok((events, state.to_vec()))),
-                Ok(events) => {
-                    let next = self.instance.evolve(state, &events)?;
-                    Ok(Ok((events, next)))
-                }
-                Err(r) => Ok(Err(r)),
-            });
+            let result = self
+                .instance
+                .decide(command, state)
+                .and_then(|decided| match decided {
+                    Ok(events) if events.is_empty() => Ok(Ok((events, state.to_vec()))),
+                    Ok(events) => {
+                        let next = self.instance.evolve(state, &events)?;
+                        Ok(Ok((events, next)))
+                    }
+                    Err(r) => Ok(Err(r)),
+                });
             ctx.metrics().observe_call(start.elapsed());
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    ctx.note_error(format!("plugin v{} on command {}: {e}", ctx.version, command.id), None);
+                    ctx.note_error(
+                        format!("plugin v{} on command {}: {e}", ctx.version, command.id),
+                        None,
+                    );
                     if tries >= ctx.manifest.retries || ctx.sleep(ctx.manifest.backoff(tries)) {
                         return Err(e);
                     }
@@ -241,7 +285,13 @@ impl Worker for CommandWorker {
         let mut stopped = None;
         for i in 0..batch.len() {
             let rec = decode_command(&ctx.topic, ctx.partition, batch, i);
-            if results.iter().any(|(id, _, _)| *id == rec.id) || ctx.shared.store.command_result(&service, &rec.id)?.is_some() {
+            if results.iter().any(|(id, _, _)| *id == rec.id)
+                || ctx
+                    .shared
+                    .store
+                    .command_result(&service, &rec.id)?
+                    .is_some()
+            {
                 continue; // handled before: its first result stands
             }
             let aggregate = rec.command.aggregate.clone();
@@ -249,39 +299,63 @@ impl Worker for CommandWorker {
             if let Some(expected) = rec.expected_version
                 && expected != snap.version
             {
-                results.push((rec.id, CommandOutcome::Conflict { expected, actual: snap.version }, rec.reply_topic));
+                results.push((
+                    rec.id,
+                    CommandOutcome::Conflict {
+                        expected,
+                        actual: snap.version,
+                    },
+                    rec.reply_topic,
+                ));
                 continue;
             }
             let outcome = match self.decide(ctx, &rec.command, &snap.state) {
                 Ok(Ok((events, state))) => {
-                    let partition = ctx.log().partition_for(&events_topic, aggregate.as_bytes())?;
-                    let list = outputs.entry((events_topic.clone(), partition)).or_default();
+                    let partition = ctx
+                        .log()
+                        .partition_for(&events_topic, aggregate.as_bytes())?;
+                    let list = outputs
+                        .entry((events_topic.clone(), partition))
+                        .or_default();
                     for (n, e) in events.iter().enumerate() {
                         list.push(Record {
                             key: aggregate.as_bytes().to_vec(),
                             value: e.data.clone(),
                             headers: vec![
                                 (headers::EVENT.into(), e.name.as_bytes().to_vec()),
-                                (headers::VERSION.into(), (snap.version + 1 + n as u64).to_string().into_bytes()),
+                                (
+                                    headers::VERSION.into(),
+                                    (snap.version + 1 + n as u64).to_string().into_bytes(),
+                                ),
                                 (headers::COMMAND_ID.into(), rec.id.as_bytes().to_vec()),
                             ],
                             timestamp: batch.timestamps[i],
                         });
                     }
                     let version = snap.version + events.len() as u64;
-                    let updated = AggregateSnapshot { version, plugin_sha256: snap.plugin_sha256.clone(), state };
+                    let updated = AggregateSnapshot {
+                        version,
+                        plugin_sha256: snap.plugin_sha256.clone(),
+                        state,
+                    };
                     self.cache.insert(aggregate.clone(), updated.clone());
                     dirty.insert(aggregate, updated);
                     CommandOutcome::Applied { events, version }
                 }
-                Ok(Err(rejection)) => CommandOutcome::Rejected { code: rejection.code, message: rejection.message },
+                Ok(Err(rejection)) => CommandOutcome::Rejected {
+                    code: rejection.code,
+                    message: rejection.message,
+                },
                 Err(e) => {
                     let message = e.to_string();
                     match ctx.manifest.error_policy {
                         ErrorPolicy::Stop => {
                             // Commit what came before; stop at this command.
                             next = batch.offsets[i];
-                            stopped = Some(format!("{}/{} offset {next}: {message}", ctx.topic, ctx.partition));
+                            stopped = Some(format!(
+                                "{}/{} offset {next}: {message}",
+                                ctx.topic, ctx.partition
+                            ));
                             break;
                         }
                         ErrorPolicy::Skip => ProcessorMetrics::add(&ctx.metrics().skipped, 1),
@@ -293,18 +367,29 @@ impl Worker for CommandWorker {
                             error: message.clone(),
                         }),
                     }
-                    CommandOutcome::Rejected { code: "handler-failed".into(), message }
+                    CommandOutcome::Rejected {
+                        code: "handler-failed".into(),
+                        message,
+                    }
                 }
             };
             results.push((rec.id, outcome, rec.reply_topic));
         }
         add_dead_letters(ctx, &failed, &mut outputs);
         let mut set = CommitSet::new(ctx.consumer.clone());
-        set.checkpoints.push(PartitionPos { topic: ctx.topic.clone(), partition: ctx.partition, offset: next });
-        set.aggregates = dirty.into_iter().map(|(a, s)| (service.clone(), a, s)).collect();
+        set.checkpoints.push(PartitionPos {
+            topic: ctx.topic.clone(),
+            partition: ctx.partition,
+            offset: next,
+        });
+        set.aggregates = dirty
+            .into_iter()
+            .map(|(a, s)| (service.clone(), a, s))
+            .collect();
         for (id, outcome, _) in &results {
             let bytes = serde_json::to_vec(outcome).map_err(|e| TaskError::Infra(e.to_string()))?;
-            set.command_results.push((service.clone(), id.clone(), bytes));
+            set.command_results
+                .push((service.clone(), id.clone(), bytes));
         }
         // Replies go out before the commit: at-least-once (a crash repeats them).
         for (id, outcome, reply) in &results {
@@ -315,9 +400,15 @@ impl Worker for CommandWorker {
                     headers: vec![(headers::CORRELATION_ID.into(), id.as_bytes().to_vec())],
                     timestamp: super::now_ms(),
                 };
-                let sent = ctx.log().partition_for(topic, id.as_bytes()).and_then(|p| ctx.log().append(topic, p, &[record]));
+                let sent = ctx
+                    .log()
+                    .partition_for(topic, id.as_bytes())
+                    .and_then(|p| ctx.log().append(topic, p, &[record]));
                 if let Err(e) = sent {
-                    ctx.note_error(format!("reply to {topic} for command {id} failed: {e}"), None);
+                    ctx.note_error(
+                        format!("reply to {topic} for command {id} failed: {e}"),
+                        None,
+                    );
                 }
             }
         }

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use crate::batch::{Record, RecordBatch};
-use crate::runtime::{EnricherInstance, Emitted};
+use crate::runtime::{Emitted, EnricherInstance};
 use crate::store::{CommitSet, PartitionPos};
 
-use super::task::{Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy};
+use super::task::{
+    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy,
+};
 use super::{EngineError, PondLookupImpl};
 
 pub struct EnricherWorker {
@@ -19,7 +21,9 @@ pub struct EnricherWorker {
 impl EnricherWorker {
     pub fn new(ctx: &TaskCtx) -> Result<Self, EngineError> {
         let limits = ctx.manifest.limits(&ctx.shared.runtime.default_limits());
-        let lookup = Arc::new(PondLookupImpl { shared: Arc::downgrade(&ctx.shared) });
+        let lookup = Arc::new(PondLookupImpl {
+            shared: Arc::downgrade(&ctx.shared),
+        });
         let mut instance = ctx
             .plugin
             .enricher(&ctx.proc.name, limits, &ctx.manifest.config_json(), lookup)
@@ -60,14 +64,23 @@ impl Worker for EnricherWorker {
         let mut outputs = Outputs::new();
         for (output, record) in std::mem::take(&mut outcome.done).into_iter().flatten() {
             let Some(topic) = ctx.manifest.outputs.get(output as usize) else {
-                return Err(TaskError::Infra(format!("plugin named output {output}, which does not exist")));
+                return Err(TaskError::Infra(format!(
+                    "plugin named output {output}, which does not exist"
+                )));
             };
             let partition = ctx.log().partition_for(topic, &record.key)?;
-            outputs.entry((topic.clone(), partition)).or_default().push(record);
+            outputs
+                .entry((topic.clone(), partition))
+                .or_default()
+                .push(record);
         }
         add_dead_letters(ctx, &outcome.failed, &mut outputs);
         let mut set = CommitSet::new(ctx.consumer.clone());
-        set.checkpoints.push(PartitionPos { topic: ctx.topic.clone(), partition: ctx.partition, offset: next });
+        set.checkpoints.push(PartitionPos {
+            topic: ctx.topic.clone(),
+            partition: ctx.partition,
+            offset: next,
+        });
         commit_step(ctx, &outputs, set)?;
         outcome.finish()?;
         Ok(next)

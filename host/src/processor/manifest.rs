@@ -103,15 +103,22 @@ pub struct ManifestError(pub String);
 
 /// Check a processor (plugin) name: `[a-z0-9][a-z0-9._-]*`, at most 100 bytes.
 pub fn validate_name(name: &str) -> Result<(), ManifestError> {
-    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let ok_rest = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_first || !ok_rest {
         return Err(ManifestError(format!(
             "name {name:?} must be 1–{MAX_NAME_LEN} characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
         )));
     }
     if name.ends_with(".dlq") || name.ends_with(".events") || name.ends_with(".commands") {
-        return Err(ManifestError(format!("name {name:?} must not end in .dlq, .events or .commands")));
+        return Err(ManifestError(format!(
+            "name {name:?} must not end in .dlq, .events or .commands"
+        )));
     }
     Ok(())
 }
@@ -120,7 +127,8 @@ impl Manifest {
     /// Parse and validate a client's manifest, filling in the defaults a
     /// kind implies (a command handler's topics).
     pub fn parse(value: serde_json::Value) -> Result<Manifest, ManifestError> {
-        let mut m: Manifest = serde_json::from_value(value).map_err(|e| ManifestError(e.to_string()))?;
+        let mut m: Manifest =
+            serde_json::from_value(value).map_err(|e| ManifestError(e.to_string()))?;
         validate_name(&m.name)?;
         if m.kind == PluginKind::CommandHandler {
             if m.inputs.is_empty() {
@@ -145,7 +153,10 @@ impl Manifest {
     fn validate(&self) -> Result<(), ManifestError> {
         let err = |s: String| Err(ManifestError(s));
         if self.inputs.is_empty() {
-            return err(format!("a {} needs at least one input topic", self.kind.world()));
+            return err(format!(
+                "a {} needs at least one input topic",
+                self.kind.world()
+            ));
         }
         match self.kind {
             PluginKind::Enricher if self.outputs.is_empty() => {
@@ -165,14 +176,22 @@ impl Manifest {
                 return err(format!("topic name {t:?} must be 1–249 characters"));
             }
             if !seen.insert(t) {
-                return err(format!("topic {t:?} is listed twice (a processor may not read its own output)"));
+                return err(format!(
+                    "topic {t:?} is listed twice (a processor may not read its own output)"
+                ));
             }
         }
         if self.outputs.iter().any(|t| *t == self.dlq_topic()) {
-            return err(format!("{} is the processor's dead-letter topic, not an output", self.dlq_topic()));
+            return err(format!(
+                "{} is the processor's dead-letter topic, not an output",
+                self.dlq_topic()
+            ));
         }
         if self.retries > MAX_RETRIES {
-            return err(format!("retries {} exceeds the maximum of {MAX_RETRIES}", self.retries));
+            return err(format!(
+                "retries {} exceeds the maximum of {MAX_RETRIES}",
+                self.retries
+            ));
         }
         if self.retry_backoff_ms > 600_000 {
             return err("retry_backoff_ms exceeds 10 minutes".into());
@@ -214,7 +233,11 @@ impl Manifest {
 
     /// The config as the JSON text `init` receives (`{}` when absent).
     pub fn config_json(&self) -> String {
-        if self.config.is_null() { "{}".to_string() } else { self.config.to_string() }
+        if self.config.is_null() {
+            "{}".to_string()
+        } else {
+            self.config.to_string()
+        }
     }
 
     pub fn limits(&self, defaults: &Limits) -> Limits {
@@ -233,7 +256,10 @@ impl Manifest {
     }
 
     pub fn backoff(&self, attempt: u32) -> Duration {
-        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1u64 << attempt.min(10)))
+        Duration::from_millis(
+            self.retry_backoff_ms
+                .saturating_mul(1u64 << attempt.min(10)),
+        )
     }
 }
 
@@ -244,12 +270,17 @@ mod tests {
 
     #[test]
     fn parses_with_defaults() {
-        let m = Manifest::parse(json!({"name": "e1", "kind": "enricher", "inputs": ["a"], "outputs": ["b"]}))
-            .expect("valid");
+        let m = Manifest::parse(
+            json!({"name": "e1", "kind": "enricher", "inputs": ["a"], "outputs": ["b"]}),
+        )
+        .expect("valid");
         assert_eq!(m.error_policy, ErrorPolicy::Dlq);
         assert_eq!(m.retries, 3);
         assert_eq!(m.config_json(), "{}");
-        assert_eq!(m.owned_topics(), vec!["b".to_string(), "e1.dlq".to_string()]);
+        assert_eq!(
+            m.owned_topics(),
+            vec!["b".to_string(), "e1.dlq".to_string()]
+        );
     }
 
     #[test]
@@ -262,18 +293,47 @@ mod tests {
     #[test]
     fn refuses_bad_manifests_with_reasons() {
         let cases = [
-            (json!({"name": "E", "kind": "enricher", "inputs": ["a"], "outputs": ["b"]}), "must be 1"),
-            (json!({"name": "e", "kind": "river", "inputs": ["a"], "outputs": ["b"]}), "unknown variant"),
-            (json!({"name": "e", "kind": "enricher", "inputs": ["a"]}), "at least one output"),
-            (json!({"name": "p", "kind": "projection", "inputs": ["a"], "outputs": ["b"]}), "no output topics"),
-            (json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["a"]}), "listed twice"),
-            (json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["b"], "retries": 1000}), "retries"),
-            (json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["b"], "bogus": 1}), "unknown field"),
-            (json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["e.dlq"]}), "dead-letter"),
-            (json!({"name": "x.dlq", "kind": "projection", "inputs": ["a"]}), "must not end"),
+            (
+                json!({"name": "E", "kind": "enricher", "inputs": ["a"], "outputs": ["b"]}),
+                "must be 1",
+            ),
+            (
+                json!({"name": "e", "kind": "river", "inputs": ["a"], "outputs": ["b"]}),
+                "unknown variant",
+            ),
+            (
+                json!({"name": "e", "kind": "enricher", "inputs": ["a"]}),
+                "at least one output",
+            ),
+            (
+                json!({"name": "p", "kind": "projection", "inputs": ["a"], "outputs": ["b"]}),
+                "no output topics",
+            ),
+            (
+                json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["a"]}),
+                "listed twice",
+            ),
+            (
+                json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["b"], "retries": 1000}),
+                "retries",
+            ),
+            (
+                json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["b"], "bogus": 1}),
+                "unknown field",
+            ),
+            (
+                json!({"name": "e", "kind": "enricher", "inputs": ["a"], "outputs": ["e.dlq"]}),
+                "dead-letter",
+            ),
+            (
+                json!({"name": "x.dlq", "kind": "projection", "inputs": ["a"]}),
+                "must not end",
+            ),
         ];
         for (manifest, want) in cases {
-            let err = Manifest::parse(manifest.clone()).expect_err("must be refused").to_string();
+            let err = Manifest::parse(manifest.clone())
+                .expect_err("must be refused")
+                .to_string();
             assert!(err.contains(want), "{manifest}: {err} lacks {want:?}");
         }
     }

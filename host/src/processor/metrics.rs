@@ -7,7 +7,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 /// Upper bounds (µs) of the latency histogram buckets; the last is +Inf.
-pub const LATENCY_BUCKETS_US: [u64; 12] = [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000];
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000,
+];
 
 /// The last error a processor ran into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +56,10 @@ pub struct MetricsSnapshot {
 impl ProcessorMetrics {
     pub fn observe_call(&self, took: Duration) {
         let us = took.as_micros().min(u64::MAX as u128) as u64;
-        let i = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);

@@ -68,7 +68,9 @@ use crate::runtime::{LoadError, Plugin, PluginKind, PondLookup, ProjectionInstan
 use crate::store::{PartitionPos, PluginRecord, Store, StoreDurability, StoreError, VersionRecord};
 
 pub use command::{CommandOutcome, decode_command, encode_command};
-pub use manifest::{ErrorPolicy, Manifest, ManifestError, ManifestLimits, StartFrom, validate_name};
+pub use manifest::{
+    ErrorPolicy, Manifest, ManifestError, ManifestLimits, StartFrom, validate_name,
+};
 pub use metrics::{LATENCY_BUCKETS_US, LastError, MetricsSnapshot};
 pub use task::headers;
 
@@ -78,7 +80,9 @@ use projection::PondPending;
 use task::TaskCtx;
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Errors of the engine's API. Each names what is wrong; none leaves a
@@ -161,7 +165,9 @@ impl EngineConfig {
         match self.fsync {
             FsyncPolicy::Always => StoreDurability::Immediate,
             FsyncPolicy::Interval(d) => StoreDurability::Lazy { sync_every: d },
-            FsyncPolicy::Never => StoreDurability::Lazy { sync_every: Duration::from_secs(1) },
+            FsyncPolicy::Never => StoreDurability::Lazy {
+                sync_every: Duration::from_secs(1),
+            },
         }
     }
 }
@@ -183,9 +189,13 @@ pub enum RunState {
     Running,
     Paused,
     /// Error policy `stop` tripped; resume (or deploy a fix) to continue.
-    Stopped { reason: String },
+    Stopped {
+        reason: String,
+    },
     /// Its component could not be loaded, or a simulated crash.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl RunState {
@@ -351,19 +361,30 @@ pub struct Shared {
 
 impl Shared {
     fn processor(&self, name: &str) -> Result<Arc<Processor>> {
-        self.processors.read().get(name).cloned().ok_or_else(|| EngineError::NotFound(format!("no plugin named {name:?}")))
+        self.processors
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no plugin named {name:?}")))
     }
 
     fn service(&self, name: &str) -> Result<Active> {
         let proc = self.processor(name)?;
         if proc.kind != PluginKind::CommandHandler {
-            return Err(EngineError::Invalid(format!("{name} is a {}, not a service", proc.kind.world())));
+            return Err(EngineError::Invalid(format!(
+                "{name} is a {}, not a service",
+                proc.kind.world()
+            )));
         }
-        proc.active().ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))
+        proc.active()
+            .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))
     }
 
     fn notify_result(&self, service: &str, id: &str, outcome: CommandOutcome) {
-        let waiters = self.waiters.lock().remove(&(service.to_string(), id.to_string()));
+        let waiters = self
+            .waiters
+            .lock()
+            .remove(&(service.to_string(), id.to_string()));
         for w in waiters.into_iter().flatten() {
             let _ = w.send(outcome.clone());
         }
@@ -403,7 +424,10 @@ impl Engine {
     /// processor, cut owned outputs back to their committed ends, then start
     /// the tasks of processors that are not paused or stopped.
     pub fn open(config: EngineConfig, log: Arc<dyn EventLog>, runtime: Runtime) -> Result<Engine> {
-        let store = Arc::new(Store::open(config.data_dir.join("store.redb"), config.store_durability())?);
+        let store = Arc::new(Store::open(
+            config.data_dir.join("store.redb"),
+            config.store_durability(),
+        )?);
         let components = ComponentStore::open(config.data_dir.join("components"))?;
         let shared = Arc::new(Shared {
             log,
@@ -420,7 +444,11 @@ impl Engine {
         let mut restored = Vec::new();
         for record in records {
             let proc = engine.restore(record);
-            engine.shared.processors.write().insert(proc.name.clone(), proc.clone());
+            engine
+                .shared
+                .processors
+                .write()
+                .insert(proc.name.clone(), proc.clone());
             restored.push(proc);
         }
         // Every owned output is cut back before any task (of any processor) reads.
@@ -440,11 +468,25 @@ impl Engine {
         let kind = parse_kind(&record.kind);
         let loaded = (|| -> std::result::Result<Active, String> {
             let kind = kind.ok_or_else(|| format!("unknown kind {:?}", record.kind))?;
-            let version = record.active().ok_or("the active version is missing from the registry")?;
+            let version = record
+                .active()
+                .ok_or("the active version is missing from the registry")?;
             let manifest = Manifest::parse(version.manifest.clone()).map_err(|e| e.to_string())?;
-            let bytes = self.shared.components.load(&version.sha256).map_err(|e| e.to_string())?;
-            let plugin = self.shared.runtime.load(kind, &bytes).map_err(|e| e.to_string())?;
-            Ok(Active { version: version.version, manifest: Arc::new(manifest), plugin })
+            let bytes = self
+                .shared
+                .components
+                .load(&version.sha256)
+                .map_err(|e| e.to_string())?;
+            let plugin = self
+                .shared
+                .runtime
+                .load(kind, &bytes)
+                .map_err(|e| e.to_string())?;
+            Ok(Active {
+                version: version.version,
+                manifest: Arc::new(manifest),
+                plugin,
+            })
         })();
         let (active, load_error) = match loaded {
             Ok(a) => (Some(a), None),
@@ -496,12 +538,20 @@ impl Engine {
                     Some(&end) if written < end => {
                         tracing::error!(processor = %proc.name, %topic, partition = p.partition,
                             "the log ends at {written} but {end} was committed: records were lost (power loss with fsync never?)");
-                        adopt.push(PartitionPos { topic: topic.clone(), partition: p.partition, offset: written });
+                        adopt.push(PartitionPos {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            offset: written,
+                        });
                         written
                     }
                     Some(&end) => end,
                     None => {
-                        adopt.push(PartitionPos { topic: topic.clone(), partition: p.partition, offset: written });
+                        adopt.push(PartitionPos {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            offset: written,
+                        });
                         written
                     }
                 };
@@ -517,7 +567,12 @@ impl Engine {
     fn start_if_runnable(&self, proc: &Arc<Processor>) {
         let (paused, stopped, generation, rebuilding) = {
             let r = proc.record.lock();
-            (r.paused, r.stopped.is_some(), r.read_generation, r.rebuilding_generation)
+            (
+                r.paused,
+                r.stopped.is_some(),
+                r.read_generation,
+                r.rebuilding_generation,
+            )
         };
         if paused || stopped || proc.crashed.load(Ordering::Relaxed) {
             return;
@@ -532,7 +587,13 @@ impl Engine {
     }
 
     /// Start one task per input partition for `generation`.
-    fn spawn_tasks(&self, proc: &Arc<Processor>, active: &Active, generation: u32, rebuild: bool) -> TaskSet {
+    fn spawn_tasks(
+        &self,
+        proc: &Arc<Processor>,
+        active: &Active,
+        generation: u32,
+        rebuild: bool,
+    ) -> TaskSet {
         let stop = Arc::new(AtomicBool::new(false));
         let pending = PondPending::new();
         let mut handles = Vec::new();
@@ -573,7 +634,9 @@ impl Engine {
                     .spawn(move || task_main(ctx, pending, generation));
                 match spawned {
                     Ok(h) => handles.push(h),
-                    Err(e) => tracing::error!(processor = %proc.name, "cannot start a task thread: {e}"),
+                    Err(e) => {
+                        tracing::error!(processor = %proc.name, "cannot start a task thread: {e}")
+                    }
                 }
             }
         }
@@ -587,7 +650,12 @@ impl Engine {
                 tracing::error!("cannot start the rebuild watcher: {e}");
             }
         }
-        TaskSet { generation, stop, handles, caught_up }
+        TaskSet {
+            generation,
+            stop,
+            handles,
+            caught_up,
+        }
     }
 
     /// Validate and deploy a plugin version (a new processor, or a new
@@ -627,14 +695,22 @@ impl Engine {
                 let record = {
                     let mut r = proc.record.lock();
                     let version = r.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-                    r.versions.push(VersionRecord { version, sha256: sha, manifest: stored_manifest, deployed_at_ms: now_ms() });
+                    r.versions.push(VersionRecord {
+                        version,
+                        sha256: sha,
+                        manifest: stored_manifest,
+                        deployed_at_ms: now_ms(),
+                    });
                     r.active_version = version;
                     r.stopped = None;
                     r.clone()
                 };
                 self.shared.store.put_plugin(&record)?;
-                *proc.active.write() =
-                    Some(Active { version: record.active_version, manifest: Arc::new(manifest), plugin });
+                *proc.active.write() = Some(Active {
+                    version: record.active_version,
+                    manifest: Arc::new(manifest),
+                    plugin,
+                });
                 *proc.load_error.lock() = None;
                 *proc.query.lock() = None;
                 proc.crashed.store(false, Ordering::Relaxed);
@@ -644,7 +720,12 @@ impl Engine {
                 let record = PluginRecord {
                     name: manifest.name.clone(),
                     kind: manifest.kind.world().to_string(),
-                    versions: vec![VersionRecord { version: 1, sha256: sha, manifest: stored_manifest, deployed_at_ms: now_ms() }],
+                    versions: vec![VersionRecord {
+                        version: 1,
+                        sha256: sha,
+                        manifest: stored_manifest,
+                        deployed_at_ms: now_ms(),
+                    }],
                     active_version: 1,
                     paused: false,
                     stopped: None,
@@ -656,7 +737,11 @@ impl Engine {
                 for topic in manifest.owned_topics() {
                     for p in self.shared.log.topic(&topic)?.partitions {
                         let end = self.shared.log.written_end(&topic, p.partition)?;
-                        ends.push(PartitionPos { topic: topic.clone(), partition: p.partition, offset: end });
+                        ends.push(PartitionPos {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            offset: end,
+                        });
                     }
                 }
                 self.shared.store.set_output_ends(&manifest.name, &ends)?;
@@ -667,8 +752,18 @@ impl Engine {
                 })?;
                 self.shared.store.set_checkpoints(&consumer, &starts)?;
                 self.shared.store.put_plugin(&record)?;
-                let proc = self.restore_with(record, Active { version: 1, manifest: Arc::new(manifest), plugin });
-                self.shared.processors.write().insert(proc.name.clone(), proc.clone());
+                let proc = self.restore_with(
+                    record,
+                    Active {
+                        version: 1,
+                        manifest: Arc::new(manifest),
+                        plugin,
+                    },
+                );
+                self.shared
+                    .processors
+                    .write()
+                    .insert(proc.name.clone(), proc.clone());
                 proc
             }
         };
@@ -701,10 +796,16 @@ impl Engine {
             let Some(a) = other.active() else { continue };
             for t in manifest.owned_topics() {
                 if a.manifest.owned_topics().contains(&t) {
-                    return Err(EngineError::Conflict(format!("topic {t:?} is already written by {}", other.name)));
+                    return Err(EngineError::Conflict(format!(
+                        "topic {t:?} is already written by {}",
+                        other.name
+                    )));
                 }
                 if a.manifest.kind == PluginKind::CommandHandler && a.manifest.inputs.contains(&t) {
-                    return Err(EngineError::Conflict(format!("topic {t:?} is the commands topic of service {}", other.name)));
+                    return Err(EngineError::Conflict(format!(
+                        "topic {t:?} is the commands topic of service {}",
+                        other.name
+                    )));
                 }
             }
         }
@@ -721,17 +822,24 @@ impl Engine {
                     input_partitions.get_or_insert(info.partitions.len() as u32);
                 }
                 Err(LogError::UnknownTopic(_)) if manifest.kind == PluginKind::CommandHandler => {
-                    let n = manifest.partitions.unwrap_or(self.shared.config.default_partitions);
+                    let n = manifest
+                        .partitions
+                        .unwrap_or(self.shared.config.default_partitions);
                     create_topic(&**log, t, n)?;
                     input_partitions = Some(n);
                 }
                 Err(LogError::UnknownTopic(_)) => {
-                    return Err(EngineError::NotFound(format!("input topic {t:?} does not exist; create it first")));
+                    return Err(EngineError::NotFound(format!(
+                        "input topic {t:?} does not exist; create it first"
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let n = manifest.partitions.or(input_partitions).unwrap_or(self.shared.config.default_partitions);
+        let n = manifest
+            .partitions
+            .or(input_partitions)
+            .unwrap_or(self.shared.config.default_partitions);
         for t in &manifest.outputs {
             if matches!(log.topic(t), Err(LogError::UnknownTopic(_))) {
                 create_topic(&**log, t, n)?;
@@ -753,7 +861,11 @@ impl Engine {
         let mut out = Vec::new();
         for t in &manifest.inputs {
             for p in self.shared.log.topic(t)?.partitions {
-                out.push(PartitionPos { topic: t.clone(), partition: p.partition, offset: at(t, p.partition)? });
+                out.push(PartitionPos {
+                    topic: t.clone(),
+                    partition: p.partition,
+                    offset: at(t, p.partition)?,
+                });
             }
         }
         Ok(out)
@@ -761,7 +873,10 @@ impl Engine {
 
     pub fn list(&self) -> Vec<ProcessorStatus> {
         let procs: Vec<Arc<Processor>> = self.shared.processors.read().values().cloned().collect();
-        procs.iter().filter_map(|p| self.status_of(p).ok()).collect()
+        procs
+            .iter()
+            .filter_map(|p| self.status_of(p).ok())
+            .collect()
     }
 
     pub fn inspect(&self, name: &str) -> Result<ProcessorStatus> {
@@ -775,9 +890,13 @@ impl Engine {
         let state = if let Some(e) = proc.load_error.lock().clone() {
             RunState::Failed { reason: e }
         } else if proc.crashed.load(Ordering::Relaxed) {
-            RunState::Failed { reason: "crashed (simulated); restart the engine".into() }
+            RunState::Failed {
+                reason: "crashed (simulated); restart the engine".into(),
+            }
         } else if let Some(reason) = &record.stopped {
-            RunState::Stopped { reason: reason.clone() }
+            RunState::Stopped {
+                reason: reason.clone(),
+            }
         } else if record.paused {
             RunState::Paused
         } else {
@@ -794,9 +913,14 @@ impl Engine {
                 .map(|p| ((p.topic, p.partition), p.offset))
                 .collect();
             for t in &a.manifest.inputs {
-                let Ok(info) = self.shared.log.topic(t) else { continue };
+                let Ok(info) = self.shared.log.topic(t) else {
+                    continue;
+                };
                 for p in info.partitions {
-                    let c = committed.get(&(t.clone(), p.partition)).copied().unwrap_or(p.start_offset);
+                    let c = committed
+                        .get(&(t.clone(), p.partition))
+                        .copied()
+                        .unwrap_or(p.start_offset);
                     partitions.push(PartitionStatus {
                         topic: t.clone(),
                         partition: p.partition,
@@ -858,7 +982,9 @@ impl Engine {
     pub fn reset(&self, name: &str, to: ResetTo) -> Result<ProcessorStatus> {
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
-        let active = proc.active().ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
+        let active = proc
+            .active()
+            .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
         proc.stop_tasks();
         let log = &self.shared.log;
         let positions = self.positions(&active.manifest, |t, p| {
@@ -872,7 +998,10 @@ impl Engine {
         });
         let result = positions.and_then(|positions| {
             let generation = proc.record.lock().read_generation;
-            Ok(self.shared.store.set_checkpoints(&proc.consumer(generation), &positions)?)
+            Ok(self
+                .shared
+                .store
+                .set_checkpoints(&proc.consumer(generation), &positions)?)
         });
         self.start_if_runnable(&proc);
         result?;
@@ -885,13 +1014,20 @@ impl Engine {
         let proc = self.shared.processor(name)?;
         let record = proc.record.lock().clone();
         let target = match version {
-            Some(v) => record.version(v).ok_or_else(|| EngineError::NotFound(format!("{name} has no version {v}")))?,
+            Some(v) => record
+                .version(v)
+                .ok_or_else(|| EngineError::NotFound(format!("{name} has no version {v}")))?,
             None => record
                 .versions
                 .iter()
                 .filter(|v| v.version < record.active_version)
                 .max_by_key(|v| v.version)
-                .ok_or_else(|| EngineError::Conflict(format!("{name} has no version older than {}", record.active_version)))?,
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "{name} has no version older than {}",
+                        record.active_version
+                    ))
+                })?,
         }
         .clone();
         let manifest = Manifest::parse(target.manifest.clone())?;
@@ -905,7 +1041,11 @@ impl Engine {
             r.clone()
         };
         self.shared.store.put_plugin(&record)?;
-        *proc.active.write() = Some(Active { version: target.version, manifest: Arc::new(manifest), plugin });
+        *proc.active.write() = Some(Active {
+            version: target.version,
+            manifest: Arc::new(manifest),
+            plugin,
+        });
         *proc.load_error.lock() = None;
         *proc.query.lock() = None;
         self.start_if_runnable(&proc);
@@ -918,22 +1058,31 @@ impl Engine {
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         if proc.kind != PluginKind::Projection {
-            return Err(EngineError::Invalid(format!("{name} is not a projection; only ponds are rebuilt")));
+            return Err(EngineError::Invalid(format!(
+                "{name} is not a projection; only ponds are rebuilt"
+            )));
         }
-        let active = proc.active().ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
+        let active = proc
+            .active()
+            .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
         if let Some(set) = proc.rebuild.lock().take() {
             set.stop_and_join();
         }
         let (old, generation) = {
             let r = proc.record.lock();
-            (r.rebuilding_generation, r.read_generation.max(r.rebuilding_generation.unwrap_or(0)) + 1)
+            (
+                r.rebuilding_generation,
+                r.read_generation.max(r.rebuilding_generation.unwrap_or(0)) + 1,
+            )
         };
         if let Some(g) = old {
             self.shared.store.drop_pond(name, g)?;
             self.shared.store.delete_checkpoints(&proc.consumer(g))?;
         }
         let starts = self.positions(&active.manifest, |t, p| self.shared.log.start_offset(t, p))?;
-        self.shared.store.set_checkpoints(&proc.consumer(generation), &starts)?;
+        self.shared
+            .store
+            .set_checkpoints(&proc.consumer(generation), &starts)?;
         let record = {
             let mut r = proc.record.lock();
             r.rebuilding_generation = Some(generation);
@@ -961,7 +1110,10 @@ impl Engine {
     fn projection(&self, name: &str) -> Result<Arc<Processor>> {
         let proc = self.shared.processor(name)?;
         if proc.kind != PluginKind::Projection {
-            return Err(EngineError::Invalid(format!("{name} is a {}, not a pond", proc.kind.world())));
+            return Err(EngineError::Invalid(format!(
+                "{name} is a {}, not a pond",
+                proc.kind.world()
+            )));
         }
         Ok(proc)
     }
@@ -983,18 +1135,29 @@ impl Engine {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let proc = self.projection(pond)?;
         let generation = proc.record.lock().read_generation;
-        Ok(self.shared.store.pond_scan(pond, generation, prefix, start_after, limit)?)
+        Ok(self
+            .shared
+            .store
+            .pond_scan(pond, generation, prefix, start_after, limit)?)
     }
 
     /// The plugin's own `query` over the pond's committed state.
     /// `Ok(Err(reason))` is the plugin refusing the request.
-    pub fn pond_query(&self, pond: &str, request: &[u8]) -> Result<std::result::Result<Vec<u8>, String>> {
+    pub fn pond_query(
+        &self,
+        pond: &str,
+        request: &[u8],
+    ) -> Result<std::result::Result<Vec<u8>, String>> {
         let proc = self.projection(pond)?;
-        let active = proc.active().ok_or_else(|| EngineError::Conflict(format!("{pond} is not loaded")))?;
+        let active = proc
+            .active()
+            .ok_or_else(|| EngineError::Conflict(format!("{pond} is not loaded")))?;
         let generation = proc.record.lock().read_generation;
         let mut slot = proc.query.lock();
         if slot.as_ref().is_none_or(|(v, _)| *v != active.version) {
-            let limits = active.manifest.limits(&self.shared.runtime.default_limits());
+            let limits = active
+                .manifest
+                .limits(&self.shared.runtime.default_limits());
             let instance = active
                 .plugin
                 .projection(pond, limits, &active.manifest.config_json())
@@ -1005,7 +1168,8 @@ impl Engine {
             return Err(EngineError::Plugin("query instance unavailable".into()));
         };
         let reader = self.shared.store.pond_reader(pond, generation)?;
-        projection::query(instance, &reader, request).map_err(|e| EngineError::Plugin(e.to_string()))
+        projection::query(instance, &reader, request)
+            .map_err(|e| EngineError::Plugin(e.to_string()))
     }
 
     /// Put a command durably into the service's commands topic (per the
@@ -1021,7 +1185,12 @@ impl Engine {
     }
 
     /// Wait up to `timeout` for a command's result (`None`: not yet handled).
-    pub async fn await_result(&self, service: &str, id: &str, timeout: Duration) -> Result<Option<CommandOutcome>> {
+    pub async fn await_result(
+        &self,
+        service: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<CommandOutcome>> {
         let (tx, rx) = oneshot::channel();
         {
             let mut waiters = self.shared.waiters.lock();
@@ -1029,7 +1198,10 @@ impl Engine {
                 list.retain(|s| !s.is_closed());
                 !list.is_empty()
             });
-            waiters.entry((service.to_string(), id.to_string())).or_default().push(tx);
+            waiters
+                .entry((service.to_string(), id.to_string()))
+                .or_default()
+                .push(tx);
         }
         // Registered before looking: a result committed meanwhile is not missed.
         if let Some(outcome) = stored_result(&self.shared, service, id)? {
@@ -1043,17 +1215,26 @@ impl Engine {
 
     /// Submit and wait for the result (up to `timeout`); `Accepted` when it
     /// is durable but not handled in time.
-    pub async fn submit_and_wait(&self, service: &str, command: CommandRequest, timeout: Duration) -> Result<CommandOutcome> {
+    pub async fn submit_and_wait(
+        &self,
+        service: &str,
+        command: CommandRequest,
+        timeout: Duration,
+    ) -> Result<CommandOutcome> {
         let shared = self.shared.clone();
         let service_owned = service.to_string();
         let cmd = command.clone();
-        let accepted = tokio::task::spawn_blocking(move || submit_command(&shared, &service_owned, &cmd))
-            .await
-            .map_err(|e| EngineError::Invalid(format!("submit task failed: {e}")))??;
+        let accepted =
+            tokio::task::spawn_blocking(move || submit_command(&shared, &service_owned, &cmd))
+                .await
+                .map_err(|e| EngineError::Invalid(format!("submit task failed: {e}")))??;
         if !matches!(accepted, CommandOutcome::Accepted { .. }) {
             return Ok(accepted);
         }
-        Ok(self.await_result(service, &command.id, timeout).await?.unwrap_or(accepted))
+        Ok(self
+            .await_result(service, &command.id, timeout)
+            .await?
+            .unwrap_or(accepted))
     }
 
     /// Stop every task at a batch boundary (committing pending work) and
@@ -1078,7 +1259,11 @@ impl Engine {
     pub fn owner_of(&self, topic: &str) -> Option<String> {
         self.shared.processors.read().values().find_map(|p| {
             let a = p.active()?;
-            a.manifest.owned_topics().iter().any(|t| t == topic).then(|| p.name.clone())
+            a.manifest
+                .owned_topics()
+                .iter()
+                .any(|t| t == topic)
+                .then(|| p.name.clone())
         })
     }
 }
@@ -1086,13 +1271,21 @@ impl Engine {
 /// Put a command durably into the service's commands topic (per the
 /// fsync policy). A command id that already has a result answers that
 /// result instead (nothing is appended).
-fn submit_command(shared: &Shared, service: &str, command: &CommandRequest) -> Result<CommandOutcome> {
+fn submit_command(
+    shared: &Shared,
+    service: &str,
+    command: &CommandRequest,
+) -> Result<CommandOutcome> {
     let active = shared.service(service)?;
     if command.id.is_empty() || command.id.len() > 256 {
-        return Err(EngineError::Invalid("a command id must be 1–256 bytes".into()));
+        return Err(EngineError::Invalid(
+            "a command id must be 1–256 bytes".into(),
+        ));
     }
     if command.aggregate.is_empty() {
-        return Err(EngineError::Invalid("a command needs an aggregate id".into()));
+        return Err(EngineError::Invalid(
+            "a command needs an aggregate id".into(),
+        ));
     }
     if command.name.is_empty() {
         return Err(EngineError::Invalid("a command needs a name".into()));
@@ -1100,7 +1293,9 @@ fn submit_command(shared: &Shared, service: &str, command: &CommandRequest) -> R
     if let Some(t) = &command.reply_topic
         && matches!(shared.log.topic(t), Err(LogError::UnknownTopic(_)))
     {
-        return Err(EngineError::NotFound(format!("reply topic {t:?} does not exist")));
+        return Err(EngineError::NotFound(format!(
+            "reply topic {t:?} does not exist"
+        )));
     }
     if let Some(outcome) = stored_result(shared, service, &command.id)? {
         return Ok(outcome);
@@ -1117,7 +1312,11 @@ fn submit_command(shared: &Shared, service: &str, command: &CommandRequest) -> R
     );
     let partition = shared.log.partition_for(topic, &record.key)?;
     let ack = shared.log.append(topic, partition, &[record])?;
-    Ok(CommandOutcome::Accepted { topic: topic.clone(), partition, offset: ack.base_offset })
+    Ok(CommandOutcome::Accepted {
+        topic: topic.clone(),
+        partition,
+        offset: ack.base_offset,
+    })
 }
 
 /// The stored first result of a command.
@@ -1125,7 +1324,10 @@ fn stored_result(shared: &Shared, service: &str, id: &str) -> Result<Option<Comm
     match shared.store.command_result(service, id)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            EngineError::Store(StoreError::Corrupt { what: format!("result of command {id}"), detail: e.to_string() })
+            EngineError::Store(StoreError::Corrupt {
+                what: format!("result of command {id}"),
+                detail: e.to_string(),
+            })
         }),
     }
 }
@@ -1149,9 +1351,12 @@ fn task_main(ctx: TaskCtx, pending: Arc<Mutex<PondPending>>, generation: u32) {
         let made: Result<Box<dyn task::Worker>> = match ctx.proc.kind {
             PluginKind::Enricher => enricher::EnricherWorker::new(&ctx).map(|w| Box::new(w) as _),
             PluginKind::Projection => {
-                projection::ProjectionWorker::new(&ctx, pending.clone(), generation).map(|w| Box::new(w) as _)
+                projection::ProjectionWorker::new(&ctx, pending.clone(), generation)
+                    .map(|w| Box::new(w) as _)
             }
-            PluginKind::CommandHandler => command::CommandWorker::new(&ctx).map(|w| Box::new(w) as _),
+            PluginKind::CommandHandler => {
+                command::CommandWorker::new(&ctx).map(|w| Box::new(w) as _)
+            }
         };
         match made {
             Ok(w) => break w,
@@ -1179,27 +1384,36 @@ fn task_main(ctx: TaskCtx, pending: Arc<Mutex<PondPending>>, generation: u32) {
 }
 
 /// Wait until all tasks of a rebuild generation are caught up, then promote it.
-fn watch_rebuild(shared: Weak<Shared>, proc: Arc<Processor>, generation: u32, stop: Arc<AtomicBool>) {
+fn watch_rebuild(
+    shared: Weak<Shared>,
+    proc: Arc<Processor>,
+    generation: u32,
+    stop: Arc<AtomicBool>,
+) {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let done = proc
-            .rebuild
-            .lock()
-            .as_ref()
-            .is_some_and(|s| s.generation == generation && s.caught_up.iter().all(|f| f.load(Ordering::Relaxed)));
+        let done = proc.rebuild.lock().as_ref().is_some_and(|s| {
+            s.generation == generation && s.caught_up.iter().all(|f| f.load(Ordering::Relaxed))
+        });
         if !done {
             continue;
         }
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         // Admin operations join task threads; never block them from here.
-        let Some(_admin) = shared.admin.try_lock() else { continue };
+        let Some(_admin) = shared.admin.try_lock() else {
+            continue;
+        };
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Some(new_set) = proc.rebuild.lock().take() else { return };
+        let Some(new_set) = proc.rebuild.lock().take() else {
+            return;
+        };
         let old_set = proc.main.lock().take();
         if let Some(s) = old_set {
             s.stop_and_join();
@@ -1218,7 +1432,11 @@ fn watch_rebuild(shared: Weak<Shared>, proc: Arc<Processor>, generation: u32, st
         if let Err(e) = shared
             .store
             .drop_pond(&proc.name, old_generation)
-            .and_then(|_| shared.store.delete_checkpoints(&proc.consumer(old_generation)))
+            .and_then(|_| {
+                shared
+                    .store
+                    .delete_checkpoints(&proc.consumer(old_generation))
+            })
         {
             tracing::warn!(processor = %proc.name, "cannot drop generation {old_generation}: {e}");
         }

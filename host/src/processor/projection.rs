@@ -22,7 +22,9 @@ use crate::runtime::{ProjectionInstance, StateAccess};
 use crate::store::{CommitSet, PartitionPos, PondDelta, PondReader, WriteSet, scan_merged};
 
 use super::EngineError;
-use super::task::{FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy};
+use super::task::{
+    FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy,
+};
 
 /// Uncommitted work of one pond generation, shared by its partition tasks.
 pub struct PondPending {
@@ -105,7 +107,12 @@ impl StateAccess for LayeredState<'_> {
         self.writes.delete(key.to_vec());
     }
 
-    fn scan(&mut self, prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn scan(
+        &mut self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut overlay = WriteSet::new();
         for layer in [self.pending, &self.writes] {
             for (k, v) in layer.range(prefix, start_after) {
@@ -115,7 +122,13 @@ impl StateAccess for LayeredState<'_> {
                 }
             }
         }
-        match scan_merged(self.committed, &overlay, prefix, start_after, limit as usize) {
+        match scan_merged(
+            self.committed,
+            &overlay,
+            prefix,
+            start_after,
+            limit as usize,
+        ) {
             Ok(v) => v,
             Err(e) => {
                 self.read_error = Some(e.to_string());
@@ -134,14 +147,23 @@ pub struct ProjectionWorker {
 }
 
 impl ProjectionWorker {
-    pub fn new(ctx: &TaskCtx, pending: Arc<Mutex<PondPending>>, generation: u32) -> Result<Self, EngineError> {
+    pub fn new(
+        ctx: &TaskCtx,
+        pending: Arc<Mutex<PondPending>>,
+        generation: u32,
+    ) -> Result<Self, EngineError> {
         let limits = ctx.manifest.limits(&ctx.shared.runtime.default_limits());
         let instance = ctx
             .plugin
             .projection(&ctx.proc.name, limits, &ctx.manifest.config_json())
             .map_err(|e| EngineError::Plugin(e.to_string()))?;
         let epoch = pending.lock().epoch;
-        Ok(ProjectionWorker { instance, pending, generation, epoch })
+        Ok(ProjectionWorker {
+            instance,
+            pending,
+            generation,
+            epoch,
+        })
     }
 
     fn commit(&self, ctx: &TaskCtx, pending: &mut PondPending) -> Result<(), TaskError> {
@@ -151,7 +173,11 @@ impl ProjectionWorker {
         let mut set = CommitSet::new(ctx.consumer.clone());
         set.owner = ctx.proc.name.clone();
         for ((topic, partition), offset) in &pending.checkpoints {
-            set.checkpoints.push(PartitionPos { topic: topic.clone(), partition: *partition, offset: *offset });
+            set.checkpoints.push(PartitionPos {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            });
         }
         set.pond = Some(PondDelta {
             pond: ctx.proc.name.clone(),
@@ -179,14 +205,21 @@ impl Worker for ProjectionWorker {
             self.epoch = pending.epoch;
             return Err(TaskError::Rewind);
         }
-        let committed = ctx.shared.store.pond_reader(&ctx.proc.name, self.generation)?;
+        let committed = ctx
+            .shared
+            .store
+            .pond_reader(&ctx.proc.name, self.generation)?;
         let instance = &mut self.instance;
         let mut read_error = None;
         let outcome = {
             let pending_ref = &mut *pending;
             with_policy(ctx, batch, &mut |sub| {
-                let mut state =
-                    LayeredState { committed: &committed, pending: &pending_ref.writes, writes: WriteSet::new(), read_error: None };
+                let mut state = LayeredState {
+                    committed: &committed,
+                    pending: &pending_ref.writes,
+                    writes: WriteSet::new(),
+                    read_error: None,
+                };
                 instance.apply(&ctx.topic, ctx.partition, sub, &mut state)?;
                 if let Some(e) = state.read_error {
                     read_error = Some(e);
@@ -214,7 +247,9 @@ impl Worker for ProjectionWorker {
         let next = outcome.next(next);
         let stopping = outcome.stopped.is_some();
         pending.failed.extend(outcome.failed.iter().cloned());
-        pending.checkpoints.insert((ctx.topic.clone(), ctx.partition), next);
+        pending
+            .checkpoints
+            .insert((ctx.topic.clone(), ctx.partition), next);
         let since = *pending.since.get_or_insert_with(Instant::now);
         let cfg = &ctx.shared.config;
         if pending.writes.len() >= cfg.commit_max_writes
@@ -252,6 +287,11 @@ pub fn query(
     request: &[u8],
 ) -> Result<Result<Vec<u8>, String>, crate::runtime::CallError> {
     let empty = WriteSet::new();
-    let mut state = LayeredState { committed, pending: &empty, writes: WriteSet::new(), read_error: None };
+    let mut state = LayeredState {
+        committed,
+        pending: &empty,
+        writes: WriteSet::new(),
+        read_error: None,
+    };
     instance.query(request, &mut state)
 }

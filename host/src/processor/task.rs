@@ -142,13 +142,19 @@ pub fn run(ctx: TaskCtx, mut worker: Box<dyn Worker>, mut next: u64) {
             }
             return;
         }
-        let batch = match ctx.log().read(&ctx.topic, ctx.partition, next, max_records, max_bytes) {
+        let batch = match ctx
+            .log()
+            .read(&ctx.topic, ctx.partition, next, max_records, max_bytes)
+        {
             Ok(b) => b,
             Err(LogError::OffsetOutOfRange { offset, start, end }) => {
                 // Retention moved past the checkpoint, or (power loss with
                 // fsync never) the log lost records the store had seen.
                 let to = if offset < start { start } else { end };
-                ctx.note_error(format!("checkpoint {offset} outside {start}..{end}; continuing at {to}"), Some(offset));
+                ctx.note_error(
+                    format!("checkpoint {offset} outside {start}..{end}; continuing at {to}"),
+                    Some(offset),
+                );
                 next = to;
                 continue;
             }
@@ -195,7 +201,13 @@ pub fn run(ctx: TaskCtx, mut worker: Box<dyn Worker>, mut next: u64) {
 
 /// After a failed step: drop in-memory state that may be ahead of the
 /// store and continue from the committed checkpoint. True when the task must end.
-fn recover(ctx: &TaskCtx, worker: &mut dyn Worker, e: TaskError, backoff: &mut Duration, next: &mut u64) -> bool {
+fn recover(
+    ctx: &TaskCtx,
+    worker: &mut dyn Worker,
+    e: TaskError,
+    backoff: &mut Duration,
+    next: &mut u64,
+) -> bool {
     worker.reset_cache();
     if handle_task_error(ctx, e, backoff) {
         return true;
@@ -239,7 +251,11 @@ fn handle_task_error(ctx: &TaskCtx, e: TaskError, backoff: &mut Duration) -> boo
 
 /// Where a task starts: its committed checkpoint (or the input's start).
 pub fn committed_position(ctx: &TaskCtx) -> Result<u64, TaskError> {
-    match ctx.shared.store.checkpoint(&ctx.consumer, &ctx.topic, ctx.partition)? {
+    match ctx
+        .shared
+        .store
+        .checkpoint(&ctx.consumer, &ctx.topic, ctx.partition)?
+    {
         Some(o) => Ok(o),
         None => Ok(ctx.log().start_offset(&ctx.topic, ctx.partition)?),
     }
@@ -259,7 +275,13 @@ pub struct FailedEvent {
 pub fn slice(batch: &RecordBatch, range: std::ops::Range<usize>) -> RecordBatch {
     let mut out = RecordBatch::default();
     for i in range {
-        out.push_parts(batch.offsets[i], batch.timestamps[i], batch.key(i), batch.value(i), batch.headers(i));
+        out.push_parts(
+            batch.offsets[i],
+            batch.timestamps[i],
+            batch.key(i),
+            batch.value(i),
+            batch.headers(i),
+        );
     }
     out
 }
@@ -300,7 +322,11 @@ pub fn with_policy<T>(
     batch: &RecordBatch,
     call: &mut dyn FnMut(&RecordBatch) -> Result<T, CallError>,
 ) -> Result<PolicyOutcome<T>, TaskError> {
-    let mut out = PolicyOutcome { done: Vec::new(), failed: Vec::new(), stopped: None };
+    let mut out = PolicyOutcome {
+        done: Vec::new(),
+        failed: Vec::new(),
+        stopped: None,
+    };
     match attempt(ctx, batch, call, ctx.manifest.retries, &mut out) {
         Ok(()) => Ok(out),
         Err(TaskError::PolicyStop(_)) if out.stopped.is_some() => Ok(out),
@@ -326,7 +352,10 @@ fn attempt<T>(
                 return Ok(());
             }
             Err(e) => {
-                ctx.note_error(format!("plugin v{}: {e}", ctx.version), batch.offsets.first().copied());
+                ctx.note_error(
+                    format!("plugin v{}: {e}", ctx.version),
+                    batch.offsets.first().copied(),
+                );
                 if tries >= retries {
                     break e;
                 }
@@ -342,7 +371,10 @@ fn attempt<T>(
     if n > 1 {
         // Isolate the culprit; sub-batches get one try, a single event the full policy.
         let parts: Vec<std::ops::Range<usize>> = match &error {
-            CallError::Failure { event_index: Some(i), .. } if (*i as usize) < n => {
+            CallError::Failure {
+                event_index: Some(i),
+                ..
+            } if (*i as usize) < n => {
                 let i = *i as usize;
                 vec![0..i, i..i + 1, i + 1..n]
             }
@@ -350,7 +382,11 @@ fn attempt<T>(
         };
         for r in parts.into_iter().filter(|r| !r.is_empty()) {
             let sub = slice(batch, r.clone());
-            let sub_retries = if r.len() == 1 { ctx.manifest.retries } else { 0 };
+            let sub_retries = if r.len() == 1 {
+                ctx.manifest.retries
+            } else {
+                0
+            };
             attempt(ctx, &sub, call, sub_retries, out)?;
         }
         return Ok(());
@@ -386,11 +422,26 @@ pub fn dead_letter(ctx: &TaskCtx, failed: &FailedEvent) -> Record {
     let mut record = failed.record.clone();
     let h = &mut record.headers;
     h.push((headers::ERROR.into(), failed.error.clone().into_bytes()));
-    h.push((headers::PLUGIN_VERSION.into(), ctx.version.to_string().into_bytes()));
-    h.push((headers::PLUGIN_SHA256.into(), ctx.plugin.digest().as_bytes().to_vec()));
-    h.push((headers::SOURCE_TOPIC.into(), failed.topic.clone().into_bytes()));
-    h.push((headers::SOURCE_PARTITION.into(), failed.partition.to_string().into_bytes()));
-    h.push((headers::SOURCE_OFFSET.into(), failed.offset.to_string().into_bytes()));
+    h.push((
+        headers::PLUGIN_VERSION.into(),
+        ctx.version.to_string().into_bytes(),
+    ));
+    h.push((
+        headers::PLUGIN_SHA256.into(),
+        ctx.plugin.digest().as_bytes().to_vec(),
+    ));
+    h.push((
+        headers::SOURCE_TOPIC.into(),
+        failed.topic.clone().into_bytes(),
+    ));
+    h.push((
+        headers::SOURCE_PARTITION.into(),
+        failed.partition.to_string().into_bytes(),
+    ));
+    h.push((
+        headers::SOURCE_OFFSET.into(),
+        failed.offset.to_string().into_bytes(),
+    ));
     record
 }
 
@@ -428,11 +479,21 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, mut set: CommitSet) -> Resu
             let ack = log.append_deferred(topic, *partition, records)?;
             appended.push((topic.clone(), *partition, before, ack.end_offset()));
         }
-        if ctx.shared.config.failpoints.crash_before_commit.load(Ordering::Relaxed) {
+        if ctx
+            .shared
+            .config
+            .failpoints
+            .crash_before_commit
+            .load(Ordering::Relaxed)
+        {
             return Err(TaskError::Crash);
         }
         for (topic, partition, _, end) in &appended {
-            set.output_ends.push(PartitionPos { topic: topic.clone(), partition: *partition, offset: *end });
+            set.output_ends.push(PartitionPos {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *end,
+            });
         }
         ctx.shared.store.commit(&set)?;
         Ok(())
@@ -446,7 +507,11 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, mut set: CommitSet) -> Resu
                 }
             }
             ProcessorMetrics::add(&ctx.metrics().commits, 1);
-            let out: usize = outputs.iter().filter(|((t, _), _)| *t != ctx.manifest.dlq_topic()).map(|(_, r)| r.len()).sum();
+            let out: usize = outputs
+                .iter()
+                .filter(|((t, _), _)| *t != ctx.manifest.dlq_topic())
+                .map(|(_, r)| r.len())
+                .sum();
             ProcessorMetrics::add(&ctx.metrics().events_out, out as u64);
             Ok(())
         }
@@ -455,7 +520,10 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, mut set: CommitSet) -> Resu
             for (topic, partition, before, _) in appended.iter().rev() {
                 if let Err(te) = log.truncate(topic, *partition, *before, false) {
                     // The tail stays invisible; recovery cuts it on restart.
-                    ctx.note_error(format!("cannot cut uncommitted tail of {topic}/{partition}: {te}"), None);
+                    ctx.note_error(
+                        format!("cannot cut uncommitted tail of {topic}/{partition}: {te}"),
+                        None,
+                    );
                     return Err(TaskError::Crash);
                 }
             }

@@ -38,7 +38,13 @@ impl Harness {
     fn with_fsync(fsync: FsyncPolicy) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = runtime(dir.path());
-        let mut h = Harness { dir, fsync, log: None, engine: None, runtime };
+        let mut h = Harness {
+            dir,
+            fsync,
+            log: None,
+            engine: None,
+            runtime,
+        };
         h.start();
         h
     }
@@ -55,7 +61,8 @@ impl Harness {
         lc.default_fsync = self.fsync;
         let log = Arc::new(Log::open(lc).expect("open log"));
         self.log = Some(log.clone());
-        self.engine = Some(Engine::open(self.config(), log, self.runtime.clone()).expect("open engine"));
+        self.engine =
+            Some(Engine::open(self.config(), log, self.runtime.clone()).expect("open engine"));
     }
 
     /// Drop the engine and the log (as a process exit would) and open both again.
@@ -76,12 +83,22 @@ impl Harness {
     }
 
     fn topic(&self, name: &str, partitions: u32) {
-        self.log().create_topic(name, TopicConfig::with_partitions(partitions)).expect("create topic");
+        self.log()
+            .create_topic(name, TopicConfig::with_partitions(partitions))
+            .expect("create topic");
     }
 
     fn produce(&self, topic: &str, key: &str, value: &[u8], ts: i64) {
-        let p = self.log().partition_for(topic, key.as_bytes()).expect("partition");
-        let record = Record { key: key.as_bytes().to_vec(), value: value.to_vec(), headers: vec![], timestamp: ts };
+        let p = self
+            .log()
+            .partition_for(topic, key.as_bytes())
+            .expect("partition");
+        let record = Record {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            headers: vec![],
+            timestamp: ts,
+        };
         self.log().append(topic, p, &[record]).expect("append");
     }
 
@@ -91,7 +108,10 @@ impl Harness {
         for p in self.log().topic(topic).expect("topic").partitions {
             let mut offset = p.start_offset;
             loop {
-                let batch = self.log().read(topic, p.partition, offset, 1000, 1 << 20).expect("read");
+                let batch = self
+                    .log()
+                    .read(topic, p.partition, offset, 1000, 1 << 20)
+                    .expect("read");
                 if batch.is_empty() {
                     break;
                 }
@@ -105,7 +125,9 @@ impl Harness {
     }
 
     fn deploy(&self, manifest: serde_json::Value, plugin: &str) -> ProcessorStatus {
-        self.engine().deploy(manifest, &weir_testkit::plugins::plugin_bytes(plugin)).expect("deploy")
+        self.engine()
+            .deploy(manifest, &weir_testkit::plugins::plugin_bytes(plugin))
+            .expect("deploy")
     }
 
     fn wait_caught_up(&self, name: &str) -> ProcessorStatus {
@@ -132,11 +154,16 @@ fn order(i: u32) -> Vec<u8> {
 }
 
 fn order_for(i: u32, customer: &str) -> Vec<u8> {
-    json!({"id": format!("o{i}"), "customer": customer, "amount": i + 1}).to_string().into_bytes()
+    json!({"id": format!("o{i}"), "customer": customer, "amount": i + 1})
+        .to_string()
+        .into_bytes()
 }
 
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    r.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 #[test]
@@ -160,7 +187,11 @@ fn enricher_pipeline_emits_each_valid_order_once() {
         let id = v["id"].as_str().expect("id").to_string();
         let n: i64 = id[1..].parse().expect("number");
         assert_eq!(r.timestamp, 1000 + n, "the source event's timestamp");
-        assert_eq!(*partition, h.log().partition_for("orders.enriched", &r.key).expect("p"), "partitioned by key");
+        assert_eq!(
+            *partition,
+            h.log().partition_for("orders.enriched", &r.key).expect("p"),
+            "partitioned by key"
+        );
         *ids.entry(id).or_insert(0) += 1;
     }
     assert_eq!(ids.len(), 300, "every valid order once");
@@ -176,7 +207,10 @@ fn projection_state_commits_with_checkpoints_and_answers_reads() {
     for i in 0..500 {
         h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
     }
-    h.deploy(json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}), "projection_totals");
+    h.deploy(
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    );
     h.wait_caught_up("totals");
     let mut want: BTreeMap<String, (u64, i64)> = BTreeMap::new();
     for i in 0..500u32 {
@@ -185,16 +219,37 @@ fn projection_state_commits_with_checkpoints_and_answers_reads() {
         e.1 += (i + 1) as i64;
     }
     for (customer, (count, sum)) in &want {
-        let v = h.engine().pond_get("totals", customer.as_bytes()).expect("get").expect("present");
+        let v = h
+            .engine()
+            .pond_get("totals", customer.as_bytes())
+            .expect("get")
+            .expect("present");
         let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
-        assert_eq!((v["count"].as_u64(), v["sum"].as_i64()), (Some(*count), Some(*sum)), "{customer}");
+        assert_eq!(
+            (v["count"].as_u64(), v["sum"].as_i64()),
+            (Some(*count), Some(*sum)),
+            "{customer}"
+        );
     }
-    let page = h.engine().pond_scan("totals", b"c", Some(b"c1"), 2).expect("scan");
-    assert_eq!(page.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b"c2".to_vec(), b"c3".to_vec()]);
-    let all = h.engine().pond_query("totals", b"").expect("query").expect("answer");
+    let page = h
+        .engine()
+        .pond_scan("totals", b"c", Some(b"c1"), 2)
+        .expect("scan");
+    assert_eq!(
+        page.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![b"c2".to_vec(), b"c3".to_vec()]
+    );
+    let all = h
+        .engine()
+        .pond_query("totals", b"")
+        .expect("query")
+        .expect("answer");
     let all: serde_json::Value = serde_json::from_slice(&all).expect("json");
     assert_eq!(all["c4"]["count"].as_u64(), Some(100));
-    assert!(matches!(h.engine().pond_get("nope", b"x"), Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        h.engine().pond_get("nope", b"x"),
+        Err(EngineError::NotFound(_))
+    ));
 }
 
 fn command(id: &str, aggregate: &str, name: &str, data: serde_json::Value) -> CommandRequest {
@@ -209,59 +264,117 @@ fn command(id: &str, aggregate: &str, name: &str, data: serde_json::Value) -> Co
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio")
 }
 
 #[test]
 fn command_handler_decides_appends_and_answers_once() {
     let h = Harness::new();
     h.topic("bank.replies", 1);
-    h.deploy(json!({"name": "bank", "kind": "command-handler", "partitions": 2}), "command_bank");
+    h.deploy(
+        json!({"name": "bank", "kind": "command-handler", "partitions": 2}),
+        "command_bank",
+    );
     let engine = h.engine();
     let tokio = rt();
     let wait = Duration::from_secs(30);
-    let run = |c: CommandRequest| tokio.block_on(engine.submit_and_wait("bank", c, wait)).expect("submit");
+    let run = |c: CommandRequest| {
+        tokio
+            .block_on(engine.submit_and_wait("bank", c, wait))
+            .expect("submit")
+    };
 
     let opened = run(command("c1", "acc-1", "open", json!({"owner": "ann"})));
-    assert!(matches!(&opened, CommandOutcome::Applied { version: 1, events } if events[0].name == "opened"), "{opened:?}");
+    assert!(
+        matches!(&opened, CommandOutcome::Applied { version: 1, events } if events[0].name == "opened"),
+        "{opened:?}"
+    );
     let deposited = run(command("c2", "acc-1", "deposit", json!({"amount": 50})));
-    assert!(matches!(deposited, CommandOutcome::Applied { version: 2, .. }), "{deposited:?}");
+    assert!(
+        matches!(deposited, CommandOutcome::Applied { version: 2, .. }),
+        "{deposited:?}"
+    );
     let rejected = run(command("c3", "acc-1", "withdraw", json!({"amount": 80})));
-    assert!(matches!(&rejected, CommandOutcome::Rejected { code, .. } if code == "insufficient-funds"), "{rejected:?}");
+    assert!(
+        matches!(&rejected, CommandOutcome::Rejected { code, .. } if code == "insufficient-funds"),
+        "{rejected:?}"
+    );
     let mut stale = command("c4", "acc-1", "deposit", json!({"amount": 5}));
     stale.expected_version = Some(1);
-    assert_eq!(run(stale), CommandOutcome::Conflict { expected: 1, actual: 2 });
+    assert_eq!(
+        run(stale),
+        CommandOutcome::Conflict {
+            expected: 1,
+            actual: 2
+        }
+    );
     let mut fresh = command("c5", "acc-1", "withdraw", json!({"amount": 20}));
     fresh.expected_version = Some(2);
     fresh.reply_topic = Some("bank.replies".into());
-    assert!(matches!(run(fresh), CommandOutcome::Applied { version: 3, .. }));
+    assert!(matches!(
+        run(fresh),
+        CommandOutcome::Applied { version: 3, .. }
+    ));
     // A retried command id answers its first result and appends nothing.
     let again = run(command("c2", "acc-1", "deposit", json!({"amount": 50})));
     assert_eq!(again, deposited);
 
     let events = h.read_all("bank.events");
     assert_eq!(events.len(), 3);
-    let versions: Vec<&str> = events.iter().map(|(_, r)| header(r, headers::VERSION).expect("version")).collect();
+    let versions: Vec<&str> = events
+        .iter()
+        .map(|(_, r)| header(r, headers::VERSION).expect("version"))
+        .collect();
     assert_eq!(versions, ["1", "2", "3"]);
     assert!(events.iter().all(|(_, r)| r.key == b"acc-1"));
     assert_eq!(header(&events[1].1, headers::EVENT), Some("deposited"));
     let replies = h.read_all("bank.replies");
     assert_eq!(replies.len(), 1);
     assert_eq!(header(&replies[0].1, headers::CORRELATION_ID), Some("c5"));
-    assert_eq!(engine.command_result("bank", "c3").expect("result"), Some(rejected));
-    assert!(matches!(engine.submit("totals", &command("x", "a", "n", json!({}))), Err(EngineError::NotFound(_))));
+    assert_eq!(
+        engine.command_result("bank", "c3").expect("result"),
+        Some(rejected)
+    );
+    assert!(matches!(
+        engine.submit("totals", &command("x", "a", "n", json!({}))),
+        Err(EngineError::NotFound(_))
+    ));
 }
 
 #[test]
 fn aggregates_are_rebuilt_by_evolve_after_an_upgrade() {
     let mut h = Harness::new();
-    h.deploy(json!({"name": "bank", "kind": "command-handler", "partitions": 1}), "command_bank");
+    h.deploy(
+        json!({"name": "bank", "kind": "command-handler", "partitions": 1}),
+        "command_bank",
+    );
     let tokio = rt();
     let wait = Duration::from_secs(30);
-    tokio.block_on(h.engine().submit_and_wait("bank", command("a", "acc", "open", json!({"owner": "bo"})), wait)).expect("open");
-    tokio.block_on(h.engine().submit_and_wait("bank", command("b", "acc", "deposit", json!({"amount": 7})), wait)).expect("dep");
+    tokio
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            command("a", "acc", "open", json!({"owner": "bo"})),
+            wait,
+        ))
+        .expect("open");
+    tokio
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            command("b", "acc", "deposit", json!({"amount": 7})),
+            wait,
+        ))
+        .expect("dep");
     // Pretend the snapshot was made by another build: the next command rebuilds from events.
-    let mut snap = h.engine().store().aggregate("bank", "acc").expect("read").expect("snapshot");
+    let mut snap = h
+        .engine()
+        .store()
+        .aggregate("bank", "acc")
+        .expect("read")
+        .expect("snapshot");
     snap.plugin_sha256 = "another-build".into();
     snap.state = b"garbage".to_vec();
     let mut set = crate::store::CommitSet::new("test");
@@ -269,9 +382,16 @@ fn aggregates_are_rebuilt_by_evolve_after_an_upgrade() {
     h.engine().store().commit(&set).expect("commit");
     h.restart();
     let out = tokio
-        .block_on(h.engine().submit_and_wait("bank", command("c", "acc", "withdraw", json!({"amount": 7})), wait))
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            command("c", "acc", "withdraw", json!({"amount": 7})),
+            wait,
+        ))
         .expect("withdraw");
-    assert!(matches!(out, CommandOutcome::Applied { version: 3, .. }), "{out:?}");
+    assert!(
+        matches!(out, CommandOutcome::Applied { version: 3, .. }),
+        "{out:?}"
+    );
 }
 
 fn faulty_manifest(name: &str, policy: &str) -> serde_json::Value {
@@ -292,8 +412,15 @@ fn failing_events_go_to_the_dead_letter_topic() {
     produce_with_faults(&h);
     h.deploy(faulty_manifest("f", "dlq"), "faulty");
     let status = h.wait_caught_up("f");
-    let out: Vec<Vec<u8>> = h.read_all("f.out").into_iter().map(|(_, r)| r.value).collect();
-    assert_eq!(out, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+    let out: Vec<Vec<u8>> = h
+        .read_all("f.out")
+        .into_iter()
+        .map(|(_, r)| r.value)
+        .collect();
+    assert_eq!(
+        out,
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]
+    );
     let dlq = h.read_all("f.dlq");
     assert_eq!(dlq.len(), 2);
     let (_, first) = &dlq[0];
@@ -323,11 +450,21 @@ fn skip_policy_drops_and_stop_policy_halts() {
         let s = h.engine().inspect("t").expect("inspect");
         matches!(s.state, RunState::Stopped { .. }).then_some(s)
     });
-    assert_eq!(status.partitions[0].committed_offset, 2, "stopped at the failing event");
-    let out: Vec<Vec<u8>> = h.read_all("t.out").into_iter().map(|(_, r)| r.value).collect();
+    assert_eq!(
+        status.partitions[0].committed_offset, 2,
+        "stopped at the failing event"
+    );
+    let out: Vec<Vec<u8>> = h
+        .read_all("t.out")
+        .into_iter()
+        .map(|(_, r)| r.value)
+        .collect();
     assert_eq!(out, vec![b"a".to_vec(), b"b".to_vec()]);
     // The other processor was never stalled; the stopped one stays stopped across a restart.
-    assert_eq!(h.engine().inspect("s").expect("inspect").state, RunState::Running);
+    assert_eq!(
+        h.engine().inspect("s").expect("inspect").state,
+        RunState::Running
+    );
 }
 
 #[test]
@@ -351,15 +488,25 @@ fn hot_swap_switches_at_a_batch_boundary_and_rolls_back() {
     }
     h.wait_caught_up("swap");
     let out = h.read_all("swap.out");
-    assert_eq!(out.len(), 200, "no event skipped or processed twice across the swap");
-    let mut values: Vec<String> = out.iter().map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    assert_eq!(
+        out.len(),
+        200,
+        "no event skipped or processed twice across the swap"
+    );
+    let mut values: Vec<String> = out
+        .iter()
+        .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
     values.sort();
     values.dedup();
     assert_eq!(values.len(), 200);
     let back = h.engine().rollback("swap", None).expect("rollback");
     assert_eq!(back.active_version, 1);
     assert_eq!(back.versions.len(), 2);
-    assert!(matches!(h.engine().rollback("swap", Some(9)), Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        h.engine().rollback("swap", Some(9)),
+        Err(EngineError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -369,7 +516,10 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
     for i in 0..20 {
         h.produce("orders", "c1", &order_for(i, "c1"), i as i64);
     }
-    h.deploy(json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}), "projection_totals");
+    h.deploy(
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    );
     h.wait_caught_up("totals");
     h.engine().pause("totals").expect("pause");
     h.produce("orders", "c1", &order_for(20, "c1"), 20);
@@ -379,11 +529,18 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
     assert_eq!(s.partitions[0].lag, 1, "paused: nothing processed");
     h.engine().resume("totals").expect("resume");
     h.wait_caught_up("totals");
-    let v = h.engine().pond_get("totals", b"c1").expect("get").expect("value");
+    let v = h
+        .engine()
+        .pond_get("totals", b"c1")
+        .expect("get")
+        .expect("value");
     let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
     assert_eq!(v["count"].as_u64(), Some(21));
     // Reset to an offset moves the checkpoint.
-    let s = h.engine().reset("totals", ResetTo::Offset(21)).expect("reset");
+    let s = h
+        .engine()
+        .reset("totals", ResetTo::Offset(21))
+        .expect("reset");
     assert_eq!(s.partitions[0].committed_offset, 21);
     // Rebuild from scratch into a new generation: same state, reads switch.
     h.engine().rebuild("totals").expect("rebuild");
@@ -392,7 +549,11 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
         (s.read_generation == 1 && s.rebuilding_generation.is_none()).then_some(s)
     });
     assert_eq!(s.lag(), 0);
-    let v = h.engine().pond_get("totals", b"c1").expect("get").expect("value");
+    let v = h
+        .engine()
+        .pond_get("totals", b"c1")
+        .expect("get")
+        .expect("value");
     let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
     assert_eq!(v["count"].as_u64(), Some(21), "rebuilt from offset 0");
     h.engine().delete("totals").expect("delete");
@@ -409,15 +570,27 @@ fn deploy_refuses_bad_input_with_reasons() {
         json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}),
         &weir_testkit::plugins::plugin_bytes("projection_totals"),
     );
-    assert!(matches!(wrong_world, Err(EngineError::Load(_))), "{wrong_world:?}");
+    assert!(
+        matches!(wrong_world, Err(EngineError::Load(_))),
+        "{wrong_world:?}"
+    );
     let missing_input = h.engine().deploy(
         json!({"name": "x", "kind": "enricher", "inputs": ["nope"], "outputs": ["o"]}),
         &weir_testkit::plugins::plugin_bytes("faulty"),
     );
-    assert!(matches!(missing_input, Err(EngineError::NotFound(_))), "{missing_input:?}");
-    let not_wasm = h.engine().deploy(json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}), b"hello");
+    assert!(
+        matches!(missing_input, Err(EngineError::NotFound(_))),
+        "{missing_input:?}"
+    );
+    let not_wasm = h.engine().deploy(
+        json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}),
+        b"hello",
+    );
     assert!(matches!(not_wasm, Err(EngineError::Load(_))));
-    h.deploy(json!({"name": "a", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}), "faulty");
+    h.deploy(
+        json!({"name": "a", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
+        "faulty",
+    );
     let taken = h.engine().deploy(
         json!({"name": "b", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
         &weir_testkit::plugins::plugin_bytes("faulty"),
@@ -437,20 +610,44 @@ fn enricher_effects_are_exactly_once_after_a_crash_between_append_and_commit() {
         for i in 0..30 {
             h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
         }
-        h.deploy(json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}), "faulty");
+        h.deploy(
+            json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
+            "faulty",
+        );
         h.wait_caught_up("e");
-        h.engine().shared.config.failpoints.crash_before_commit.store(true, Ordering::Relaxed);
+        h.engine()
+            .shared
+            .config
+            .failpoints
+            .crash_before_commit
+            .store(true, Ordering::Relaxed);
         for i in 30..60 {
             h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
         }
-        wait_for("crash", || matches!(h.engine().inspect("e").expect("inspect").state, RunState::Failed { .. }).then_some(()));
+        wait_for("crash", || {
+            matches!(
+                h.engine().inspect("e").expect("inspect").state,
+                RunState::Failed { .. }
+            )
+            .then_some(())
+        });
         let written = h.log().written_end("e.out", 0).expect("end");
-        assert!(written > h.log().end_offset("e.out", 0).expect("end"), "an unpublished tail was left behind");
+        assert!(
+            written > h.log().end_offset("e.out", 0).expect("end"),
+            "an unpublished tail was left behind"
+        );
         h.restart();
         h.wait_caught_up("e");
-        let out: Vec<String> = h.read_all("e.out").into_iter().map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned()).collect();
+        let out: Vec<String> = h
+            .read_all("e.out")
+            .into_iter()
+            .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+            .collect();
         let want: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
-        assert_eq!(out, want, "fsync {fsync}: every input exactly once, in order");
+        assert_eq!(
+            out, want,
+            "fsync {fsync}: every input exactly once, in order"
+        );
     }
 }
 
@@ -461,18 +658,36 @@ fn projection_effects_are_exactly_once_after_a_crash_before_commit() {
     for i in 0..100 {
         h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
     }
-    h.deploy(json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}), "projection_totals");
+    h.deploy(
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    );
     h.wait_caught_up("totals");
-    h.engine().shared.config.failpoints.crash_before_commit.store(true, Ordering::Relaxed);
+    h.engine()
+        .shared
+        .config
+        .failpoints
+        .crash_before_commit
+        .store(true, Ordering::Relaxed);
     for i in 100..200 {
         h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
     }
-    wait_for("crash", || matches!(h.engine().inspect("totals").expect("inspect").state, RunState::Failed { .. }).then_some(()));
+    wait_for("crash", || {
+        matches!(
+            h.engine().inspect("totals").expect("inspect").state,
+            RunState::Failed { .. }
+        )
+        .then_some(())
+    });
     h.restart();
     h.wait_caught_up("totals");
     let mut count = 0;
     for c in 0..5 {
-        let v = h.engine().pond_get("totals", format!("c{c}").as_bytes()).expect("get").expect("value");
+        let v = h
+            .engine()
+            .pond_get("totals", format!("c{c}").as_bytes())
+            .expect("get")
+            .expect("value");
         let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
         count += v["count"].as_u64().expect("count");
     }

@@ -47,7 +47,8 @@ const OUTPUT_ENDS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::ne
 /// (service, aggregate) → encoded [`AggregateSnapshot`].
 const AGGREGATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("aggregates");
 /// (service, command id) → the command's first result (opaque to the store).
-const COMMAND_RESULTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("command_results");
+const COMMAND_RESULTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("command_results");
 /// plugin name → JSON [`PluginRecord`].
 const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins");
 
@@ -174,7 +175,11 @@ pub struct CommitSet {
 impl CommitSet {
     pub fn new(consumer: impl Into<String>) -> Self {
         let consumer = consumer.into();
-        CommitSet { owner: consumer.clone(), consumer, ..Default::default() }
+        CommitSet {
+            owner: consumer.clone(),
+            consumer,
+            ..Default::default()
+        }
     }
 }
 
@@ -192,7 +197,9 @@ impl Store {
         if let Some(dir) = path.as_ref().parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::builder().set_cache_size(256 << 20).create(path.as_ref())?;
+        let db = Database::builder()
+            .set_cache_size(256 << 20)
+            .create(path.as_ref())?;
         // Create the fixed tables so readers never meet a missing one.
         let txn = db.begin_write()?;
         txn.open_table(CHECKPOINTS)?;
@@ -201,7 +208,11 @@ impl Store {
         txn.open_table(COMMAND_RESULTS)?;
         txn.open_table(PLUGINS)?;
         txn.commit()?;
-        Ok(Store { db, durability, last_durable: Mutex::new(Instant::now()) })
+        Ok(Store {
+            db,
+            durability,
+            last_durable: Mutex::new(Instant::now()),
+        })
     }
 
     pub fn durability(&self) -> StoreDurability {
@@ -255,7 +266,11 @@ impl Store {
         self.positions(OUTPUT_ENDS, consumer)
     }
 
-    fn positions(&self, def: TableDefinition<(&str, &str, u32), u64>, consumer: &str) -> Result<Vec<PartitionPos>> {
+    fn positions(
+        &self,
+        def: TableDefinition<(&str, &str, u32), u64>,
+        consumer: &str,
+    ) -> Result<Vec<PartitionPos>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(def)?;
         let mut out = Vec::new();
@@ -265,7 +280,11 @@ impl Store {
             if c != consumer {
                 break;
             }
-            out.push(PartitionPos { topic: topic.to_string(), partition, offset: v.value() });
+            out.push(PartitionPos {
+                topic: topic.to_string(),
+                partition,
+                offset: v.value(),
+            });
         }
         Ok(out)
     }
@@ -328,7 +347,8 @@ impl Store {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.pond_reader(pond, generation)?.scan(prefix, start_after, limit)
+        self.pond_reader(pond, generation)?
+            .scan(prefix, start_after, limit)
     }
 
     /// Drop a pond generation's state (after a rebuild replaced it, or on delete).
@@ -346,10 +366,12 @@ impl Store {
         let table = txn.open_table(AGGREGATES)?;
         match table.get((service, aggregate))? {
             None => Ok(None),
-            Some(v) => AggregateSnapshot::decode(v.value()).map(Some).ok_or_else(|| StoreError::Corrupt {
-                what: format!("aggregate {service}/{aggregate}"),
-                detail: "snapshot does not decode".into(),
-            }),
+            Some(v) => AggregateSnapshot::decode(v.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("aggregate {service}/{aggregate}"),
+                    detail: "snapshot does not decode".into(),
+                }),
         }
     }
 
@@ -357,7 +379,9 @@ impl Store {
     pub fn command_result(&self, service: &str, command_id: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(COMMAND_RESULTS)?;
-        Ok(table.get((service, command_id))?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get((service, command_id))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Store (insert or replace) a plugin's registry record.
@@ -367,7 +391,8 @@ impl Store {
             detail: e.to_string(),
         })?;
         let txn = self.begin_write()?;
-        txn.open_table(PLUGINS)?.insert(record.name.as_str(), bytes.as_slice())?;
+        txn.open_table(PLUGINS)?
+            .insert(record.name.as_str(), bytes.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -375,7 +400,10 @@ impl Store {
     pub fn plugin(&self, name: &str) -> Result<Option<PluginRecord>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PLUGINS)?;
-        table.get(name)?.map(|v| registry::decode(name, v.value())).transpose()
+        table
+            .get(name)?
+            .map(|v| registry::decode(name, v.value()))
+            .transpose()
     }
 
     /// Every registered plugin, by name.
@@ -427,7 +455,10 @@ impl Store {
         let ponds: Vec<String> = txn
             .list_tables()?
             .map(|t| t.name().to_string())
-            .filter(|n| n.strip_prefix(&prefix).is_some_and(|g| g.parse::<u32>().is_ok()))
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|g| g.parse::<u32>().is_ok())
+            })
             .collect();
         for pond in ponds {
             txn.delete_table(pond_table(&pond))?;
@@ -448,7 +479,10 @@ impl Store {
 
 /// `consumer` belongs to plugin `name`: it is `name` or `name@<suffix>`.
 fn is_consumer_of(consumer: &str, name: &str) -> bool {
-    consumer == name || consumer.strip_prefix(name).is_some_and(|rest| rest.starts_with('@'))
+    consumer == name
+        || consumer
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('@'))
 }
 
 fn remove_consumer(table: &mut redb::Table<(&str, &str, u32), u64>, consumer: &str) -> Result<()> {
@@ -499,7 +533,10 @@ fn write_commit_set(txn: &redb::WriteTransaction, set: &CommitSet) -> Result<()>
     if !set.aggregates.is_empty() {
         let mut table = txn.open_table(AGGREGATES)?;
         for (service, aggregate, snap) in &set.aggregates {
-            table.insert((service.as_str(), aggregate.as_str()), snap.encode().as_slice())?;
+            table.insert(
+                (service.as_str(), aggregate.as_str()),
+                snap.encode().as_slice(),
+            )?;
         }
     }
     if !set.command_results.is_empty() {

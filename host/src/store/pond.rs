@@ -113,7 +113,12 @@ impl PondReader {
     }
 
     /// Up to `limit` committed entries with `prefix`, strictly after `start_after`.
-    pub fn scan(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         scan_merged(self, &WriteSet::default(), prefix, start_after, limit)
     }
 

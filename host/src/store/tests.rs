@@ -7,7 +7,11 @@ fn open(dir: &tempfile::TempDir) -> Store {
 }
 
 fn pos(topic: &str, partition: u32, offset: u64) -> PartitionPos {
-    PartitionPos { topic: topic.into(), partition, offset }
+    PartitionPos {
+        topic: topic.into(),
+        partition,
+        offset,
+    }
 }
 
 fn full_set() -> CommitSet {
@@ -17,13 +21,22 @@ fn full_set() -> CommitSet {
     let mut set = CommitSet::new("proj");
     set.checkpoints.push(pos("in", 0, 10));
     set.output_ends.push(pos("out", 1, 5));
-    set.pond = Some(PondDelta { pond: "proj".into(), generation: 1, writes });
+    set.pond = Some(PondDelta {
+        pond: "proj".into(),
+        generation: 1,
+        writes,
+    });
     set.aggregates.push((
         "svc".into(),
         "acc-1".into(),
-        AggregateSnapshot { version: 3, plugin_sha256: "abc".into(), state: b"s".to_vec() },
+        AggregateSnapshot {
+            version: 3,
+            plugin_sha256: "abc".into(),
+            state: b"s".to_vec(),
+        },
     ));
-    set.command_results.push(("svc".into(), "cmd-1".into(), b"first".to_vec()));
+    set.command_results
+        .push(("svc".into(), "cmd-1".into(), b"first".to_vec()));
     set
 }
 
@@ -36,13 +49,39 @@ fn commit_applies_everything_and_survives_reopen() {
     }
     let store = open(&dir);
     assert_eq!(store.checkpoint("proj", "in", 0).expect("read"), Some(10));
-    assert_eq!(store.checkpoints("proj").expect("read"), vec![pos("in", 0, 10)]);
-    assert_eq!(store.output_ends("proj").expect("read"), vec![pos("out", 1, 5)]);
-    assert_eq!(store.pond_get("proj", 1, b"a").expect("read"), Some(b"1".to_vec()));
-    assert_eq!(store.pond_get("proj", 2, b"a").expect("read"), None, "generations are separate");
-    let snap = store.aggregate("svc", "acc-1").expect("read").expect("present");
-    assert_eq!((snap.version, snap.plugin_sha256.as_str(), snap.state.as_slice()), (3, "abc", &b"s"[..]));
-    assert_eq!(store.command_result("svc", "cmd-1").expect("read"), Some(b"first".to_vec()));
+    assert_eq!(
+        store.checkpoints("proj").expect("read"),
+        vec![pos("in", 0, 10)]
+    );
+    assert_eq!(
+        store.output_ends("proj").expect("read"),
+        vec![pos("out", 1, 5)]
+    );
+    assert_eq!(
+        store.pond_get("proj", 1, b"a").expect("read"),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        store.pond_get("proj", 2, b"a").expect("read"),
+        None,
+        "generations are separate"
+    );
+    let snap = store
+        .aggregate("svc", "acc-1")
+        .expect("read")
+        .expect("present");
+    assert_eq!(
+        (
+            snap.version,
+            snap.plugin_sha256.as_str(),
+            snap.state.as_slice()
+        ),
+        (3, "abc", &b"s"[..])
+    );
+    assert_eq!(
+        store.command_result("svc", "cmd-1").expect("read"),
+        Some(b"first".to_vec())
+    );
 }
 
 #[test]
@@ -69,7 +108,11 @@ fn failed_commit_leaves_nothing() {
     let store = open(&dir);
     let mut set = full_set();
     // "checkpoints" is a (str, str, u32) → u64 table; opening it as a pond table fails.
-    set.pond = Some(PondDelta { pond: "x".into(), generation: 0, writes: WriteSet::new() });
+    set.pond = Some(PondDelta {
+        pond: "x".into(),
+        generation: 0,
+        writes: WriteSet::new(),
+    });
     {
         let txn = store.db.begin_write().expect("txn");
         write_commit_set(&txn, &set).expect("writes");
@@ -87,9 +130,14 @@ fn first_command_result_wins() {
     let store = open(&dir);
     store.commit(&full_set()).expect("commit");
     let mut again = CommitSet::new("svc");
-    again.command_results.push(("svc".into(), "cmd-1".into(), b"second".to_vec()));
+    again
+        .command_results
+        .push(("svc".into(), "cmd-1".into(), b"second".to_vec()));
     store.commit(&again).expect("commit");
-    assert_eq!(store.command_result("svc", "cmd-1").expect("read"), Some(b"first".to_vec()));
+    assert_eq!(
+        store.command_result("svc", "cmd-1").expect("read"),
+        Some(b"first".to_vec())
+    );
 }
 
 #[test]
@@ -101,16 +149,50 @@ fn scan_by_prefix_with_start_after_and_limit() {
         writes.put(k.as_bytes().to_vec(), k.to_uppercase().into_bytes());
     }
     let mut set = CommitSet::new("p");
-    set.pond = Some(PondDelta { pond: "p".into(), generation: 0, writes });
+    set.pond = Some(PondDelta {
+        pond: "p".into(),
+        generation: 0,
+        writes,
+    });
     store.commit(&set).expect("commit");
-    let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| String::from_utf8(k).expect("utf8")).collect::<Vec<_>>();
-    assert_eq!(keys(store.pond_scan("p", 0, b"a/", None, 10).expect("scan")), ["a/1", "a/2", "a/3", "a/4"]);
-    assert_eq!(keys(store.pond_scan("p", 0, b"a/", Some(b"a/2"), 2).expect("scan")), ["a/3", "a/4"]);
-    assert_eq!(keys(store.pond_scan("p", 0, b"a/", Some(b"a/4"), 2).expect("scan")), Vec::<String>::new());
-    assert_eq!(keys(store.pond_scan("p", 0, b"", None, 3).expect("scan")), ["a", "a/1", "a/2"]);
+    let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| {
+        v.into_iter()
+            .map(|(k, _)| String::from_utf8(k).expect("utf8"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.pond_scan("p", 0, b"a/", None, 10).expect("scan")),
+        ["a/1", "a/2", "a/3", "a/4"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .pond_scan("p", 0, b"a/", Some(b"a/2"), 2)
+                .expect("scan")
+        ),
+        ["a/3", "a/4"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .pond_scan("p", 0, b"a/", Some(b"a/4"), 2)
+                .expect("scan")
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(store.pond_scan("p", 0, b"", None, 3).expect("scan")),
+        ["a", "a/1", "a/2"]
+    );
     // start-after before the prefix starts at the prefix.
-    assert_eq!(keys(store.pond_scan("p", 0, b"b", Some(b"a"), 5).expect("scan")), ["b/1"]);
-    assert_eq!(keys(store.pond_scan("missing", 0, b"", None, 5).expect("scan")), Vec::<String>::new());
+    assert_eq!(
+        keys(store.pond_scan("p", 0, b"b", Some(b"a"), 5).expect("scan")),
+        ["b/1"]
+    );
+    assert_eq!(
+        keys(store.pond_scan("missing", 0, b"", None, 5).expect("scan")),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -122,7 +204,11 @@ fn merged_scan_overlays_pending_writes() {
         writes.put(k.as_bytes().to_vec(), b"old".to_vec());
     }
     let mut set = CommitSet::new("p");
-    set.pond = Some(PondDelta { pond: "p".into(), generation: 0, writes });
+    set.pond = Some(PondDelta {
+        pond: "p".into(),
+        generation: 0,
+        writes,
+    });
     store.commit(&set).expect("commit");
 
     let mut pending = WriteSet::new();
@@ -134,12 +220,23 @@ fn merged_scan_overlays_pending_writes() {
     let got = scan_merged(&reader, &pending, b"k", None, 100).expect("scan");
     let got: Vec<(String, String)> = got
         .into_iter()
-        .map(|(k, v)| (String::from_utf8(k).expect("utf8"), String::from_utf8(v).expect("utf8")))
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k).expect("utf8"),
+                String::from_utf8(v).expect("utf8"),
+            )
+        })
         .collect();
-    let want: Vec<(String, String)> = [("k1", "old"), ("k2", "new"), ("k3", "new"), ("k7", "old"), ("k9", "new")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("k1", "old"),
+        ("k2", "new"),
+        ("k3", "new"),
+        ("k7", "old"),
+        ("k9", "new"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     assert_eq!(got, want);
     // Paging through the merged view with every limit yields the same sequence.
     for limit in 1..=4 {
@@ -152,7 +249,10 @@ fn merged_scan_overlays_pending_writes() {
             }
             assert!(page.len() <= limit);
             after = page.last().map(|(k, _)| k.clone());
-            seen.extend(page.into_iter().map(|(k, _)| String::from_utf8(k).expect("utf8")));
+            seen.extend(
+                page.into_iter()
+                    .map(|(k, _)| String::from_utf8(k).expect("utf8")),
+            );
         }
         assert_eq!(seen, ["k1", "k2", "k3", "k7", "k9"], "limit {limit}");
     }
@@ -173,9 +273,16 @@ fn write_set_coalesces_and_deletes() {
     assert_eq!(first.get(b"x"), Some(Some(&b"2"[..])));
     assert_eq!(first.get(b"y"), Some(None));
     let mut set = CommitSet::new("p");
-    set.pond = Some(PondDelta { pond: "p".into(), generation: 0, writes: first });
+    set.pond = Some(PondDelta {
+        pond: "p".into(),
+        generation: 0,
+        writes: first,
+    });
     store.commit(&set).expect("commit");
-    assert_eq!(store.pond_get("p", 0, b"x").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(
+        store.pond_get("p", 0, b"x").expect("get"),
+        Some(b"2".to_vec())
+    );
     assert_eq!(store.pond_get("p", 0, b"y").expect("get"), None);
 }
 
@@ -217,7 +324,11 @@ fn registry_round_trips_and_delete_removes_everything() {
     assert!(store.checkpoints("proj@g2").expect("read").is_empty());
     assert!(store.output_ends("proj").expect("read").is_empty());
     assert_eq!(store.pond_get("proj", 1, b"a").expect("read"), None);
-    assert_eq!(store.checkpoint("proj2", "in", 0).expect("read"), Some(7), "other plugins untouched");
+    assert_eq!(
+        store.checkpoint("proj2", "in", 0).expect("read"),
+        Some(7),
+        "other plugins untouched"
+    );
     // The service "svc" is not "proj": its aggregate stays.
     assert!(store.aggregate("svc", "acc-1").expect("read").is_some());
     store.delete_plugin("svc").expect("delete");
@@ -230,9 +341,18 @@ fn set_checkpoints_replaces_a_consumers_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     store.commit(&full_set()).expect("commit");
-    store.set_checkpoints("proj", &[pos("in", 1, 0)]).expect("reset");
-    assert_eq!(store.checkpoints("proj").expect("read"), vec![pos("in", 1, 0)]);
-    assert_eq!(store.output_ends("proj").expect("read"), vec![pos("out", 1, 5)], "output ends kept");
+    store
+        .set_checkpoints("proj", &[pos("in", 1, 0)])
+        .expect("reset");
+    assert_eq!(
+        store.checkpoints("proj").expect("read"),
+        vec![pos("in", 1, 0)]
+    );
+    assert_eq!(
+        store.output_ends("proj").expect("read"),
+        vec![pos("out", 1, 5)],
+        "output ends kept"
+    );
 }
 
 #[test]
@@ -241,7 +361,9 @@ fn lazy_durability_commits_are_visible_and_survive_a_clean_reopen() {
     {
         let store = Store::open(
             dir.path().join("store.redb"),
-            StoreDurability::Lazy { sync_every: Duration::from_secs(3600) },
+            StoreDurability::Lazy {
+                sync_every: Duration::from_secs(3600),
+            },
         )
         .expect("open");
         store.commit(&full_set()).expect("commit");
@@ -255,7 +377,11 @@ fn lazy_durability_commits_are_visible_and_survive_a_clean_reopen() {
 #[test]
 fn corrupt_aggregate_is_an_error_not_a_panic() {
     assert!(AggregateSnapshot::decode(b"short").is_none());
-    let snap = AggregateSnapshot { version: 9, plugin_sha256: "d".into(), state: vec![1, 2, 3] };
+    let snap = AggregateSnapshot {
+        version: 9,
+        plugin_sha256: "d".into(),
+        state: vec![1, 2, 3],
+    };
     assert_eq!(AggregateSnapshot::decode(&snap.encode()), Some(snap));
 }
 
@@ -266,7 +392,12 @@ fn corrupt_aggregate_is_an_error_not_a_panic() {
 fn measure_commit_cost() {
     for (label, durability) in [
         ("immediate", StoreDurability::Immediate),
-        ("lazy", StoreDurability::Lazy { sync_every: Duration::from_secs(1) }),
+        (
+            "lazy",
+            StoreDurability::Lazy {
+                sync_every: Duration::from_secs(1),
+            },
+        ),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("s.redb"), durability).expect("open");
@@ -276,15 +407,25 @@ fn measure_commit_cost() {
             for round in 0..rounds {
                 let mut writes = WriteSet::new();
                 for k in 0..keys {
-                    writes.put(format!("key-{k:05}").into_bytes(), (round as u64).to_le_bytes().repeat(2));
+                    writes.put(
+                        format!("key-{k:05}").into_bytes(),
+                        (round as u64).to_le_bytes().repeat(2),
+                    );
                 }
                 let mut set = CommitSet::new("bench");
                 set.checkpoints.push(pos("in", 0, round as u64));
-                set.pond = Some(PondDelta { pond: "bench".into(), generation: 0, writes });
+                set.pond = Some(PondDelta {
+                    pond: "bench".into(),
+                    generation: 0,
+                    writes,
+                });
                 store.commit(&set).expect("commit");
             }
             let per = start.elapsed() / rounds;
-            println!("{label}: commit of {keys} keys + checkpoint: {per:?} ({:.0} ns/key)", per.as_nanos() as f64 / keys as f64);
+            println!(
+                "{label}: commit of {keys} keys + checkpoint: {per:?} ({:.0} ns/key)",
+                per.as_nanos() as f64 / keys as f64
+            );
         }
         let reader = store.pond_reader("bench", 0).expect("reader");
         let start = Instant::now();
