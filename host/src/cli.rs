@@ -102,9 +102,9 @@ pub enum Command {
         #[arg(long, short = 'n')]
         limit: Option<usize>,
     },
-    /// Deploy a plugin version: a manifest (JSON) and a component (.wasm)
+    /// Deploy a plugin version: a manifest (a JSON file, or inline JSON) and a component (.wasm)
     Deploy {
-        manifest: PathBuf,
+        manifest: String,
         component: PathBuf,
     },
     /// Manage plugins
@@ -321,12 +321,16 @@ fn ok(answer: Answer) -> Result<Value> {
     if (200..300).contains(&answer.status) {
         return Ok(answer.body);
     }
-    let code = answer.body["error"]["code"].as_str().unwrap_or("error");
-    let message = answer.body["error"]["message"]
+    let error = &answer.body["error"];
+    let code = error["code"].as_str().unwrap_or("error");
+    let message = error["message"]
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| answer.body.to_string());
-    bail!("{code} ({}): {message}", answer.status)
+    match error["reason"].as_str() {
+        Some(reason) => bail!("{code} ({}): {reason}: {message}", answer.status),
+        None => bail!("{code} ({}): {message}", answer.status),
+    }
 }
 
 fn print_json(v: &Value) {
@@ -529,10 +533,13 @@ pub fn run_client(options: &ClientOptions, command: Command) -> Result<()> {
             manifest,
             component,
         } => {
-            let manifest_text = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("reading {}", manifest.display()))?;
+            let manifest_text = if manifest.trim_start().starts_with('{') {
+                manifest.clone()
+            } else {
+                std::fs::read_to_string(&manifest).with_context(|| format!("reading {manifest}"))?
+            };
             let manifest_json: Value = serde_json::from_str(&manifest_text)
-                .with_context(|| format!("{} is not JSON", manifest.display()))?;
+                .with_context(|| format!("the manifest {manifest} is not JSON"))?;
             let wasm = std::fs::read(&component)
                 .with_context(|| format!("reading {}", component.display()))?;
             let body = json!({"manifest": manifest_json, "component_base64": B64.encode(&wasm)});

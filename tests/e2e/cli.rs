@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::start;
 
@@ -93,4 +94,119 @@ fn cli_topics_produce_tail_status() {
     let unreachable = weir("http://127.0.0.1:1", &["status"], None);
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
+}
+
+/// The README quick start, command for command (the server is started by
+/// the test instead of `weir serve &`).
+#[test]
+fn cli_quick_start_flow() {
+    let s = start(&[]);
+    let url = s.url.as_str();
+    let p = weir_testkit::plugins::plugin_dir();
+    let wasm = |name: &str| p.join(format!("{name}.wasm")).display().to_string();
+    ok(&weir(
+        url,
+        &["topics", "create", "orders", "--partitions", "2"],
+        None,
+    ));
+    let out = ok(&weir(
+        url,
+        &[
+            "deploy",
+            r#"{"name":"enrich","kind":"enricher","inputs":["orders"],"outputs":["orders.enriched"],"config":{"customers_pond":"totals"}}"#,
+            &wasm("enricher_orders"),
+        ],
+        None,
+    ));
+    assert_eq!(out.trim(), "deployed enrich version 1 (enricher)");
+    ok(&weir(
+        url,
+        &[
+            "deploy",
+            r#"{"name":"totals","kind":"projection","inputs":["orders.enriched"]}"#,
+            &wasm("projection_totals"),
+        ],
+        None,
+    ));
+    ok(&weir(
+        url,
+        &[
+            "deploy",
+            r#"{"name":"bank","kind":"command-handler"}"#,
+            &wasm("command_bank"),
+        ],
+        None,
+    ));
+
+    ok(&weir(
+        url,
+        &[
+            "produce",
+            "orders",
+            r#"{"id":"o1","customer":"c1","amount":10}"#,
+            "--key",
+            "c1",
+        ],
+        None,
+    ));
+    ok(&weir(
+        url,
+        &[
+            "produce",
+            "orders",
+            r#"{"id":"o2","customer":"c1","amount":32}"#,
+            "--key",
+            "c1",
+        ],
+        None,
+    ));
+    let out = ok(&weir(
+        url,
+        &["tail", "orders.enriched", "--follow", "-n", "2"],
+        None,
+    ));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(r#""id":"o2""#), "{out}");
+    s.wait_until("the pond", Duration::from_secs(20), |_| {
+        ok(&weir(url, &["pond", "get", "totals", "c1"], None)).contains(r#""count":2"#)
+    });
+    let out = ok(&weir(url, &["pond", "get", "totals", "c1"], None));
+    assert_eq!(out.trim(), r#"c1 = {"count":2,"sum":42}"#);
+
+    let out = ok(&weir(
+        url,
+        &["command", "bank", "acc-1", "open", r#"{"owner":"ada"}"#],
+        None,
+    ));
+    assert!(
+        out.starts_with("applied") && out.contains("version 1") && out.contains("opened"),
+        "{out}"
+    );
+    let out = ok(&weir(
+        url,
+        &["command", "bank", "acc-1", "deposit", r#"{"amount":100}"#],
+        None,
+    ));
+    assert!(out.contains("version 2"), "{out}");
+    let rejected = weir(
+        url,
+        &["command", "bank", "acc-1", "withdraw", r#"{"amount":500}"#],
+        None,
+    );
+    assert!(!rejected.status.success());
+    let err = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        err.contains("command_rejected (422): insufficient-funds"),
+        "{err}"
+    );
+    let out = ok(&weir(url, &["plugins", "list"], None));
+    assert!(
+        out.contains("enrich") && out.contains("totals") && out.contains("bank"),
+        "{out}"
+    );
+    let out = ok(&weir(url, &["plugins", "inspect", "totals"], None));
+    assert!(
+        out.contains("partitions:") && out.contains("(active)"),
+        "{out}"
+    );
 }
