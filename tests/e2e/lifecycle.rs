@@ -58,3 +58,77 @@ fn acknowledged_records_survive_kill_9() {
         500
     );
 }
+
+/// Stop (gracefully, or with kill -9) while an enricher is busy, restart,
+/// and check every input reached the output exactly once.
+fn interrupt_processing_then_check_exactly_once(kill: bool) {
+    use std::collections::HashSet;
+    use std::time::Duration;
+    let mut s = start(&["--fsync", "always"]);
+    s.create_topic("in", 2);
+    let manifest = json!({"name": "st", "kind": "enricher", "inputs": ["in"], "outputs": ["out"],
+                          "config": {"stamp": "1"}, "max_batch": 50});
+    assert_eq!(
+        s.deploy(
+            &manifest,
+            &weir_testkit::plugins::plugin_bytes("stamp_enricher")
+        )
+        .status,
+        201
+    );
+    let mut total = 0u64;
+    for chunk in 0..20u64 {
+        let records: Vec<_> = (0..250)
+            .map(|i| json!({"key": format!("k{i}"), "value": chunk * 250 + i}))
+            .collect();
+        assert_eq!(
+            s.post_json("/topics/in/records", &json!({"records": records}))
+                .status,
+            200
+        );
+        total += 250;
+    }
+    if kill {
+        s.kill();
+    } else {
+        let status = s.stop();
+        assert!(status.success(), "{status:?}; log:\n{}", s.logs());
+    }
+    s.restart();
+    let out_total = |s: &weir_testkit::server::Server| -> u64 {
+        s.get("/topics/out").json["partitions"]
+            .as_array()
+            .map_or(0, |ps| {
+                ps.iter()
+                    .map(|p| p["end_offset"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+    };
+    s.wait_until(
+        "the enricher to finish after the restart",
+        Duration::from_secs(60),
+        |s| out_total(s) >= total,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut seen = HashSet::new();
+    for p in 0..2 {
+        for r in s.read_all("out", p) {
+            assert!(
+                seen.insert(r["value"].as_u64().unwrap()),
+                "{} was processed twice",
+                r["value"]
+            );
+        }
+    }
+    assert_eq!(seen.len() as u64, total, "inputs were lost");
+}
+
+#[test]
+fn sigterm_while_processing_keeps_exactly_once() {
+    interrupt_processing_then_check_exactly_once(false);
+}
+
+#[test]
+fn kill_9_while_processing_keeps_exactly_once() {
+    interrupt_processing_then_check_exactly_once(true);
+}
