@@ -36,24 +36,24 @@ echo "server $URL, fsync=$FSYNC, $CONNS connections, $DUR per run, $(nproc) core
 
 curl -sf "$URL/topics" -H 'content-type: application/json' -d '{"name":"bench","partitions":4}' >/dev/null
 
-run() { # name, path, script, [extra wrk args]
-  local name=$1 path=$2 script=$3; shift 3
-  local out; out=$(wrk -t2 -c"$CONNS" -d"$DUR" --latency ${script:+-s "bench/$script"} "$@" "$URL$path")
+run() { # id, name, path, script, [extra wrk args]
+  local id=$1 name=$2 path=$3 script=$4; shift 4
+  local out; out=$(wrk -t$(( CONNS < 2 ? CONNS : 2 )) -c"$CONNS" -d"$DUR" --latency ${script:+-s "bench/$script"} "$@" "$URL$path")
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local errs; errs=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+  local errs; errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   printf '%-34s %12s req/s  p50 %8s  p99 %8s  %s\n' "$name" "$rps" "$p50" "$p99" "${errs:+non-2xx: $errs}"
-  echo "$rps" >"$DATA/$name.rps"
+  echo "$rps" >"$DATA/$id.rps"
 }
 
-run "reference: GET /healthz" /healthz ""
-run "produce 1 record/request" /topics/bench/records produce_one.lua
-run "produce 100 records/request" /topics/bench/records produce_batch.lua
-batch_rps=$(cat "$DATA/produce 100 records/request.rps")
-single_rps=$(cat "$DATA/produce 1 record/request.rps")
-health_rps=$(cat "$DATA/reference: GET /healthz.rps")
+run health "reference: GET /healthz" /healthz ""
+run single "produce 1 record/request" /topics/bench/records produce_one.lua
+run batch "produce 100 records/request" /topics/bench/records produce_batch.lua
+batch_rps=$(cat "$DATA/batch.rps")
+single_rps=$(cat "$DATA/single.rps")
+health_rps=$(cat "$DATA/health.rps")
 python3 - "$single_rps" "$batch_rps" "$health_rps" <<'PY'
 import sys
 single, batch, health = map(float, sys.argv[1:])
@@ -62,13 +62,14 @@ print(f"records/s: single {single:,.0f}, batched {batch*100:,.0f} ({batch*100/si
 PY
 
 # Command round trip (open a fresh account per request, wait for the result).
+export WRK_RUN
 curl -sf -X PUT "$URL/plugins/bank" -H 'content-type: application/wasm' \
   -H 'weir-manifest: {"name":"bank","kind":"command-handler","partitions":4}' \
   --data-binary @"$PLUGINS/command_bank.wasm" >/dev/null
 for c in 1 16; do
-  CONNS=$c run "command round trip, $c concurrent" "/services/bank/commands?wait=true" command.lua
+  WRK_RUN=$c CONNS=$c run "cmd$c" "command round trip, $c concurrent" "/services/bank/commands?wait=true" command.lua
 done
-CONNS=16 run "command accepted (202), 16 concurrent" "/services/bank/commands" command.lua
+WRK_RUN=a16 CONNS=16 run cmd202 "command accepted (202), 16 concurrent" "/services/bank/commands" command.lua
 
 # Hot swap: re-deploy an enricher 20 times while wrk produces into its input.
 curl -sf "$URL/topics" -H 'content-type: application/json' -d '{"name":"in","partitions":4}' >/dev/null

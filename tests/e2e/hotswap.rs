@@ -89,23 +89,14 @@ fn fifty_upgrades_under_load_lose_and_duplicate_nothing() {
         "hot swap: {UPGRADES} upgrades while producing {produced} events; slowest deploy {slowest:?}"
     );
 
-    let total = |s: &weir_testkit::server::Server| -> u64 {
-        s.get("/topics/out").json["partitions"]
-            .as_array()
-            .map_or(0, |ps| {
-                ps.iter()
-                    .map(|p| p["end_offset"].as_u64().unwrap_or(0))
-                    .sum()
-            })
-    };
     s.wait_until(
         "the enricher to process everything",
         Duration::from_secs(60),
-        |s| total(s) >= produced,
+        |s| s.total_records("out") >= produced,
     );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        total(&s),
+        s.total_records("out"),
         produced,
         "more outputs than inputs: something was processed twice"
     );

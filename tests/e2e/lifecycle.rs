@@ -95,19 +95,10 @@ fn interrupt_processing_then_check_exactly_once(kill: bool) {
         assert!(status.success(), "{status:?}; log:\n{}", s.logs());
     }
     s.restart();
-    let out_total = |s: &weir_testkit::server::Server| -> u64 {
-        s.get("/topics/out").json["partitions"]
-            .as_array()
-            .map_or(0, |ps| {
-                ps.iter()
-                    .map(|p| p["end_offset"].as_u64().unwrap_or(0))
-                    .sum()
-            })
-    };
     s.wait_until(
         "the enricher to finish after the restart",
         Duration::from_secs(60),
-        |s| out_total(s) >= total,
+        |s| s.total_records("out") >= total,
     );
     std::thread::sleep(Duration::from_millis(200));
     let mut seen = HashSet::new();

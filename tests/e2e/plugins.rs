@@ -14,15 +14,6 @@ use crate::start;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn total_records(s: &Server, topic: &str) -> u64 {
-    let r = s.get(&format!("/topics/{topic}"));
-    r.json["partitions"].as_array().map_or(0, |ps| {
-        ps.iter()
-            .map(|p| p["end_offset"].as_u64().unwrap_or(0))
-            .sum()
-    })
-}
-
 fn all_records(s: &Server, topic: &str) -> Vec<Value> {
     let partitions = s.get(&format!("/topics/{topic}")).json["partitions"]
         .as_array()
@@ -93,7 +84,7 @@ fn river_pond_and_service_round_trip_and_survive_restart() {
     );
 
     s.wait_until("the river to enrich 10 orders", WAIT, |s| {
-        total_records(s, "orders.enriched") == 10
+        s.total_records("orders.enriched") == 10
     });
     let enriched = all_records(&s, "orders.enriched");
     assert!(
@@ -237,7 +228,7 @@ fn river_pond_and_service_round_trip_and_survive_restart() {
         s.get("/ponds/totals/keys/c1").json["value"]["count"] == 7
     });
     assert_eq!(
-        total_records(&s, "orders.enriched"),
+        s.total_records("orders.enriched"),
         14,
         "an order was processed twice or lost across the restart"
     );
@@ -363,14 +354,14 @@ fn pause_resume_rollback_reset_delete() {
         );
     };
     produce(5);
-    s.wait_until("v1 to process 5", WAIT, |s| total_records(s, "out") == 5);
+    s.wait_until("v1 to process 5", WAIT, |s| s.total_records("out") == 5);
 
     let r = s.post_json("/plugins/st/pause", &json!({}));
     assert_eq!(r.json["state"], "paused", "{}", r.json);
     produce(5);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        total_records(&s, "out"),
+        s.total_records("out"),
         5,
         "a paused plugin processed events"
     );
@@ -379,9 +370,7 @@ fn pause_resume_rollback_reset_delete() {
         s.post_json("/plugins/st/resume", &json!({})).json["state"],
         "running"
     );
-    s.wait_until("resume to catch up", WAIT, |s| {
-        total_records(s, "out") == 10
-    });
+    s.wait_until("resume to catch up", WAIT, |s| s.total_records("out") == 10);
 
     assert_eq!(
         s.deploy(&manifest("v2"), &plugin_bytes("stamp_enricher"))
@@ -389,11 +378,11 @@ fn pause_resume_rollback_reset_delete() {
         2
     );
     produce(1);
-    s.wait_until("v2 to process", WAIT, |s| total_records(s, "out") == 11);
+    s.wait_until("v2 to process", WAIT, |s| s.total_records("out") == 11);
     let r = s.post_json("/plugins/st/rollback", &json!({}));
     assert_eq!(r.json["active_version"], 1, "{}", r.json);
     produce(1);
-    s.wait_until("v1 again", WAIT, |s| total_records(s, "out") == 12);
+    s.wait_until("v1 again", WAIT, |s| s.total_records("out") == 12);
     let stamps: Vec<String> = s
         .read_all("out", 0)
         .iter()
@@ -416,12 +405,12 @@ fn pause_resume_rollback_reset_delete() {
     // Reset to the beginning: everything is processed again.
     let r = s.post_json("/plugins/st/reset", &json!({"to": "beginning"}));
     assert_eq!(r.status, 200, "{}", r.json);
-    s.wait_until("the replay", WAIT, |s| total_records(s, "out") == 24);
+    s.wait_until("the replay", WAIT, |s| s.total_records("out") == 24);
 
     assert_eq!(s.delete("/plugins/st").status, 200);
     assert_eq!(s.get("/plugins/st").code(), "unknown_plugin");
     assert_eq!(
-        total_records(&s, "out"),
+        s.total_records("out"),
         24,
         "deleting a plugin removed its output"
     );

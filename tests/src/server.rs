@@ -297,6 +297,17 @@ impl Server {
         }
     }
 
+    /// Records in a topic: the sum of its partitions' end offsets (0 when it
+    /// does not exist).
+    pub fn total_records(&self, topic: &str) -> u64 {
+        let r = self.get(&format!("/topics/{topic}"));
+        r.json["partitions"].as_array().map_or(0, |ps| {
+            ps.iter()
+                .map(|p| p["end_offset"].as_u64().unwrap_or(0))
+                .sum()
+        })
+    }
+
     /// Poll `check` until it is true or `timeout` passes (then panic with `what`).
     pub fn wait_until(
         &self,
