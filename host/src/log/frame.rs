@@ -397,7 +397,7 @@ fn seal(buf: &mut [u8], start: usize) {
     buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn put_ends<'x>(buf: &mut Vec<u8>, lens: impl Iterator<Item = usize>) {
+fn put_ends(buf: &mut Vec<u8>, lens: impl Iterator<Item = usize>) {
     let mut acc = 0u32;
     for l in lens {
         acc += l as u32;

@@ -119,13 +119,13 @@ impl SegmentIndex {
         self.max_ts = self.max_ts.max(batch_max_ts);
     }
 
-    /// Position of the last indexed batch starting at or before `rel`.
-    pub fn position_for_offset(&self, rel: u64) -> u64 {
-        let n = self.len();
-        let (mut lo, mut hi) = (0, n);
+    /// Position of the last entry for which `before(entry)` holds, given
+    /// that it holds for a prefix of the entries; 0 when for none.
+    fn last_position_where(&self, before: impl Fn((u32, u32, i64)) -> bool) -> u64 {
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if (self.entry(mid).0 as u64) <= rel {
+            if before(self.entry(mid)) {
                 lo = mid + 1
             } else {
                 hi = mid
@@ -138,24 +138,15 @@ impl SegmentIndex {
         }
     }
 
+    /// Position of the last indexed batch starting at or before `rel`.
+    pub fn position_for_offset(&self, rel: u64) -> u64 {
+        self.last_position_where(|e| e.0 as u64 <= rel)
+    }
+
     /// Position from which the first record with timestamp >= `ts` can be
     /// found by scanning forward: the last batch before which every record is older.
     pub fn position_for_time(&self, ts: i64) -> u64 {
-        let n = self.len();
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).2 < ts {
-                lo = mid + 1
-            } else {
-                hi = mid
-            }
-        }
-        if lo == 0 {
-            0
-        } else {
-            self.entry(lo - 1).1 as u64
-        }
+        self.last_position_where(|e| e.2 < ts)
     }
 
     /// Drop entries at or beyond file position `pos` (after a truncate).

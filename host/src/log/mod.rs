@@ -388,8 +388,10 @@ impl EventLog for Log {
         let _admin = self.inner.admin.lock();
         let topic = self.inner.topic(name)?;
         self.inner.topics.write().remove(name);
-        // Wake blocked readers so they notice (their next call gets UnknownTopic).
-        drop(topic);
+        // Wake blocked waiters so they notice (their next call gets UnknownTopic).
+        for p in &topic.partitions {
+            p.wake_waiters();
+        }
         Topic::remove_dir(&self.inner.config.dir, name)
     }
 

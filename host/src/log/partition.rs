@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -94,6 +94,7 @@ pub(crate) struct Partition {
     sync_done: Condvar,
     pub(crate) last_sync: Mutex<Instant>,
     waiters: AtomicUsize,
+    gone: AtomicBool,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
     end_tx: watch::Sender<u64>,
@@ -148,6 +149,7 @@ impl Partition {
             sync_done: Condvar::new(),
             last_sync: Mutex::new(Instant::now()),
             waiters: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
             end_tx,
@@ -341,6 +343,14 @@ impl Partition {
         }
     }
 
+    /// The partition is being deleted: wake every blocked `wait_for`
+    /// (they return false at once from now on).
+    pub fn wake_waiters(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        let _g = self.wait_lock.lock();
+        self.wait_cv.notify_all();
+    }
+
     /// Make everything below `up_to` visible (after `append_deferred`).
     pub fn publish(&self, up_to: u64) -> Result<()> {
         let end = self.log_end();
@@ -369,6 +379,9 @@ impl Partition {
         let ok = loop {
             if self.visible.load(Ordering::SeqCst) > offset {
                 break true;
+            }
+            if self.gone.load(Ordering::SeqCst) {
+                break false;
             }
             if self.wait_cv.wait_until(&mut g, deadline).timed_out() {
                 break self.visible.load(Ordering::SeqCst) > offset;
@@ -401,6 +414,13 @@ impl Partition {
         if from == visible || max_records == 0 {
             return Ok(out);
         }
+        // Size the per-record columns once (compacted topics may need fewer).
+        let expect = (max_records as u64).min(visible - from).min(1 << 16) as usize;
+        out.offsets.reserve(expect);
+        out.timestamps.reserve(expect);
+        out.key_ends.reserve(expect);
+        out.value_ends.reserve(expect);
+        out.headers.ends.reserve(expect);
         let mut bytes = 0usize;
         for seg in self.segments_from(from) {
             if seg.base >= visible {
@@ -682,8 +702,21 @@ fn read_segment(
             view.copy_into(out, i0, j);
             return Ok(true);
         }
+        let first = out.is_empty();
         view.copy_into(out, i0, i1);
         *bytes += take_bytes;
+        if first && i1 > i0 {
+            // Size the blobs once from the first batch's record sizes.
+            let want = max_records
+                .saturating_sub(out.len())
+                .min((visible - from) as usize)
+                .min(1 << 16);
+            let (n, room) = (out.len(), max_bytes.saturating_sub(*bytes));
+            let per = |blob: usize| (blob / n).saturating_mul(want).min(room);
+            let (values, keys) = (per(out.values.len()), per(out.keys.len()));
+            out.values.reserve(values);
+            out.keys.reserve(keys);
+        }
         if out.len() >= max_records || i1 < view.count && view.offset(i1) >= visible {
             return Ok(true);
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use memmap2::{Mmap, MmapOptions};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::error::{IoContext, Result};
 use super::frame::FrameHeader;
@@ -55,6 +55,7 @@ pub(crate) struct Segment {
     pub next_offset: AtomicU64,
     /// Written but not yet synced.
     pub dirty: AtomicBool,
+    sync_lock: Mutex<()>,
     pub created: Instant,
     /// Address space to reserve when mapping (0 = exactly the file).
     reserve: usize,
@@ -80,6 +81,7 @@ impl Segment {
             written: AtomicU64::new(written),
             next_offset: AtomicU64::new(next_offset),
             dirty: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
             created: Instant::now(),
             reserve,
             map: RwLock::new(MapState { map: None, len: 0 }),
@@ -186,12 +188,16 @@ impl Segment {
         Ok(())
     }
 
+    /// fdatasync if anything was written since the last sync. The lock makes
+    /// a caller that finds the segment clean wait for a sync in progress, so
+    /// "clean" always means "on disk".
     pub fn sync(&self) -> Result<()> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.file.sync_data() {
-                self.dirty.store(true, Ordering::Release);
-                return Err(e).ctx(|| format!("syncing {}", self.path.display()));
-            }
+        let _one_at_a_time = self.sync_lock.lock();
+        if self.dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.file.sync_data()
+        {
+            self.dirty.store(true, Ordering::Release);
+            return Err(e).ctx(|| format!("syncing {}", self.path.display()));
         }
         Ok(())
     }

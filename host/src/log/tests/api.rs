@@ -246,6 +246,22 @@ fn waiting_is_woken_by_appends() {
         !log.wait_for("t", 0, 1, Duration::from_millis(20))
             .expect("wait")
     );
+    // Deleting a topic wakes its waiters.
+    log.create_topic("doomed", TopicConfig::default())
+        .expect("create");
+    let waiter = {
+        let log = log.clone();
+        std::thread::spawn(move || log.wait_for("doomed", 0, 0, Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(30));
+    let t1 = Instant::now();
+    log.delete_topic("doomed").expect("delete");
+    // (A waiter that arrives after the deletion gets UnknownTopic instead.)
+    assert!(matches!(
+        waiter.join(),
+        Ok(Ok(false)) | Ok(Err(LogError::UnknownTopic(_)))
+    ));
+    assert!(t1.elapsed() < Duration::from_secs(10));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -314,7 +330,8 @@ fn retention_deletes_old_segments_by_size_and_age() {
             &format!("{i:060}"),
             if i < 100 { now - 3_600_000 } else { now },
         );
-        log.append("sized", 0, &[r.clone()]).expect("append");
+        log.append("sized", 0, std::slice::from_ref(&r))
+            .expect("append");
         log.append("aged", 0, &[r]).expect("append");
     }
     let reader = log

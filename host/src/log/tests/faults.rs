@@ -238,7 +238,7 @@ fn missing_or_damaged_indexes_are_rebuilt() {
     assert_eq!(log.offset_for_timestamp("t", 0, 301).expect("ts"), Some(91));
     drop(log);
     assert!(idx[0].exists(), "rebuilt index written back");
-    assert!(fs::metadata(&idx[3]).expect("meta").len() % 8 == 0);
+    assert!(fs::metadata(&idx[3]).expect("meta").len().is_multiple_of(8));
 }
 
 const CHILD_ENV: &str = "WEIR_LOG_CHILD_DIR";

@@ -68,7 +68,7 @@ fn record(seq: usize, key: u8, size: usize) -> Record {
     Record {
         key: if key == 0 { vec![] } else { vec![b'k', key] },
         value: format!("{seq}:{}", "x".repeat(size)).into_bytes(),
-        headers: if seq % 3 == 0 {
+        headers: if seq.is_multiple_of(3) {
             vec![("h".into(), seq.to_le_bytes().to_vec())]
         } else {
             vec![]
