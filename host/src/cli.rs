@@ -701,9 +701,9 @@ fn print_plugins(plugins: &Value) {
             p["name"].as_str().unwrap_or("?"),
             p["kind"].as_str().unwrap_or("?"),
             p["state"].as_str().unwrap_or("?"),
-            p["active_version"],
+            p["active_version"].as_u64().unwrap_or(0),
             lag,
-            p["error_count"]
+            p["error_count"].as_u64().unwrap_or(0)
         );
     }
 }

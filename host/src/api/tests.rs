@@ -470,6 +470,19 @@ async fn deploy_validates_before_the_engine() {
         (s, code(&v)),
         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
     );
+    // Components may be larger than data bodies (limit 8192 vs 4096 here).
+    let mut big = component.to_vec();
+    big.resize(6000, 0);
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/plugins/big",
+        big,
+        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    call(&app, "DELETE", "/plugins/big", Body::empty(), &[]).await;
     let (s, v) = call(&app, "PUT", "/plugins/e", &component[..], &[]).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_manifest"));
     let (_, v) = call(&app, "GET", "/plugins", Body::empty(), &[]).await;
