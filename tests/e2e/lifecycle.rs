@@ -123,3 +123,34 @@ fn sigterm_while_processing_keeps_exactly_once() {
 fn kill_9_while_processing_keeps_exactly_once() {
     interrupt_processing_then_check_exactly_once(true);
 }
+
+#[test]
+fn sigterm_ends_long_polls_and_exits_promptly() {
+    use std::time::{Duration, Instant};
+    let mut s = start(&[]);
+    s.create_topic("quiet", 1);
+    let url = s.url.clone();
+    let poll = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .get(format!(
+                "{url}/topics/quiet/partitions/0/records?wait_ms=25000"
+            ))
+            .call()
+            .map(|r| r.status().as_u16())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = s.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited for the long poll: {:?}",
+        started.elapsed()
+    );
+    // The poll got its (empty) answer instead of a reset connection.
+    assert_eq!(poll.join().unwrap().ok(), Some(200));
+}
