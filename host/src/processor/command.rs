@@ -141,6 +141,9 @@ pub fn decode_command(topic: &str, partition: u32, batch: &RecordBatch, i: usize
     }
 }
 
+/// Events and the state after them, or the plugin's rejection.
+type Decided = Result<(Vec<Event>, Vec<u8>), crate::runtime::Rejection>;
+
 pub struct CommandWorker {
     instance: CommandHandlerInstance,
     /// Latest state of aggregates this task owns (only ever ahead of the
@@ -239,7 +242,7 @@ impl CommandWorker {
         ctx: &TaskCtx,
         command: &Command,
         state: &[u8],
-    ) -> Result<Result<(Vec<Event>, Vec<u8>), crate::runtime::Rejection>, CallError> {
+    ) -> Result<Decided, CallError> {
         let mut tries = 0;
         loop {
             let start = std::time::Instant::now();
@@ -412,7 +415,7 @@ impl Worker for CommandWorker {
                 }
             }
         }
-        commit_step(ctx, &outputs, set)?;
+        commit_step(ctx, &outputs, &mut set)?;
         for (id, outcome, _) in results {
             ctx.shared.notify_result(&service, &id, outcome);
         }

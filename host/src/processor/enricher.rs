@@ -81,7 +81,7 @@ impl Worker for EnricherWorker {
             partition: ctx.partition,
             offset: next,
         });
-        commit_step(ctx, &outputs, set)?;
+        commit_step(ctx, &outputs, &mut set)?;
         outcome.finish()?;
         Ok(next)
     }

@@ -51,6 +51,8 @@ mod projection;
 mod task;
 
 #[cfg(test)]
+mod crash;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
@@ -134,7 +136,9 @@ pub struct EngineConfig {
     pub idle_wait: Duration,
     /// Most payload bytes read per batch.
     pub max_batch_bytes: usize,
-    /// Projections commit pending writes at least this often...
+    /// Projections commit pending writes as soon as a task has caught up,
+    /// and while catching up at least this often (default 500 ms: the
+    /// longest a busy pond's reads lag its input)...
     pub commit_interval: Duration,
     /// ...or when this many keys are pending...
     pub commit_max_writes: usize,
@@ -153,7 +157,7 @@ impl EngineConfig {
             fsync,
             idle_wait: Duration::from_millis(100),
             max_batch_bytes: 4 << 20,
-            commit_interval: Duration::from_millis(100),
+            commit_interval: Duration::from_millis(500),
             commit_max_writes: 200_000,
             commit_max_bytes: 64 << 20,
             default_partitions: 4,
@@ -302,6 +306,44 @@ pub struct Processor {
 }
 
 impl Processor {
+    fn new(
+        record: PluginRecord,
+        kind: PluginKind,
+        active: Option<Active>,
+        load_error: Option<String>,
+    ) -> Arc<Processor> {
+        Arc::new(Processor {
+            name: record.name.clone(),
+            kind,
+            record: Mutex::new(record),
+            active: RwLock::new(active),
+            load_error: Mutex::new(load_error),
+            commit_lock: Mutex::new(()),
+            metrics: ProcessorMetrics::default(),
+            crashed: AtomicBool::new(false),
+            main: Mutex::new(None),
+            rebuild: Mutex::new(None),
+            query: Mutex::new(None),
+        })
+    }
+
+    /// Make `active` the running version (tasks must be stopped): record it
+    /// durably, clear a `stop`, forget instances of the previous version.
+    fn activate(&self, shared: &Shared, active: Active) -> Result<()> {
+        let record = {
+            let mut r = self.record.lock();
+            r.active_version = active.version;
+            r.stopped = None;
+            r.clone()
+        };
+        shared.store.put_plugin(&record)?;
+        *self.active.write() = Some(active);
+        *self.load_error.lock() = None;
+        *self.query.lock() = None;
+        self.crashed.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Error policy `stop`: remember why and stop every task (from a task
     /// thread: no joining here).
     fn halt(&self, shared: &Shared, reason: String) {
@@ -346,6 +388,9 @@ fn consumer_id(name: &str, kind: PluginKind, generation: u32) -> String {
     }
 }
 
+/// Who waits for which command's result: (service, command id) → waiters.
+type Waiters = HashMap<(String, String), Vec<oneshot::Sender<CommandOutcome>>>;
+
 /// Engine-wide state shared with the task threads.
 pub struct Shared {
     log: Arc<dyn EventLog>,
@@ -354,7 +399,7 @@ pub struct Shared {
     config: EngineConfig,
     components: ComponentStore,
     processors: RwLock<BTreeMap<String, Arc<Processor>>>,
-    waiters: Mutex<HashMap<(String, String), Vec<oneshot::Sender<CommandOutcome>>>>,
+    waiters: Mutex<Waiters>,
     /// Serialises admin operations (deploy, pause, reset…).
     admin: Mutex<()>,
 }
@@ -495,19 +540,12 @@ impl Engine {
                 (None, Some(e))
             }
         };
-        Arc::new(Processor {
-            name: record.name.clone(),
-            kind: kind.unwrap_or(PluginKind::Enricher),
-            record: Mutex::new(record),
-            active: RwLock::new(active),
-            load_error: Mutex::new(load_error),
-            commit_lock: Mutex::new(()),
-            metrics: ProcessorMetrics::default(),
-            crashed: AtomicBool::new(false),
-            main: Mutex::new(None),
-            rebuild: Mutex::new(None),
-            query: Mutex::new(None),
-        })
+        Processor::new(
+            record,
+            kind.unwrap_or(PluginKind::Enricher),
+            active,
+            load_error,
+        )
     }
 
     /// Cut each owned output partition back to its recorded end and publish it.
@@ -692,7 +730,7 @@ impl Engine {
         let proc = match existing {
             Some(proc) => {
                 proc.stop_tasks();
-                let record = {
+                let version = {
                     let mut r = proc.record.lock();
                     let version = r.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
                     r.versions.push(VersionRecord {
@@ -701,19 +739,14 @@ impl Engine {
                         manifest: stored_manifest,
                         deployed_at_ms: now_ms(),
                     });
-                    r.active_version = version;
-                    r.stopped = None;
-                    r.clone()
+                    version
                 };
-                self.shared.store.put_plugin(&record)?;
-                *proc.active.write() = Some(Active {
-                    version: record.active_version,
+                let active = Active {
+                    version,
                     manifest: Arc::new(manifest),
                     plugin,
-                });
-                *proc.load_error.lock() = None;
-                *proc.query.lock() = None;
-                proc.crashed.store(false, Ordering::Relaxed);
+                };
+                proc.activate(&self.shared, active)?;
                 proc
             }
             None => {
@@ -752,14 +785,13 @@ impl Engine {
                 })?;
                 self.shared.store.set_checkpoints(&consumer, &starts)?;
                 self.shared.store.put_plugin(&record)?;
-                let proc = self.restore_with(
-                    record,
-                    Active {
-                        version: 1,
-                        manifest: Arc::new(manifest),
-                        plugin,
-                    },
-                );
+                let kind = manifest.kind;
+                let active = Active {
+                    version: 1,
+                    manifest: Arc::new(manifest),
+                    plugin,
+                };
+                let proc = Processor::new(record, kind, Some(active), None);
                 self.shared
                     .processors
                     .write()
@@ -769,22 +801,6 @@ impl Engine {
         };
         self.start_if_runnable(&proc);
         self.status_of(&proc)
-    }
-
-    fn restore_with(&self, record: PluginRecord, active: Active) -> Arc<Processor> {
-        Arc::new(Processor {
-            name: record.name.clone(),
-            kind: active.manifest.kind,
-            record: Mutex::new(record),
-            active: RwLock::new(Some(active)),
-            load_error: Mutex::new(None),
-            commit_lock: Mutex::new(()),
-            metrics: ProcessorMetrics::default(),
-            crashed: AtomicBool::new(false),
-            main: Mutex::new(None),
-            rebuild: Mutex::new(None),
-            query: Mutex::new(None),
-        })
     }
 
     /// No two processors write the same topic; nobody writes a service's commands.
@@ -1034,21 +1050,14 @@ impl Engine {
         let bytes = self.shared.components.load(&target.sha256)?;
         let plugin = self.shared.runtime.load(manifest.kind, &bytes)?;
         proc.stop_tasks();
-        let record = {
-            let mut r = proc.record.lock();
-            r.active_version = target.version;
-            r.stopped = None;
-            r.clone()
-        };
-        self.shared.store.put_plugin(&record)?;
-        *proc.active.write() = Some(Active {
+        let active = Active {
             version: target.version,
             manifest: Arc::new(manifest),
             plugin,
-        });
-        *proc.load_error.lock() = None;
-        *proc.query.lock() = None;
+        };
+        let result = proc.activate(&self.shared, active);
         self.start_if_runnable(&proc);
+        result?;
         self.status_of(&proc)
     }
 

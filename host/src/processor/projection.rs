@@ -11,7 +11,7 @@
 //! traffic promptly. A crash loses only uncommitted work, which the
 //! checkpoints make the tasks redo.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +32,11 @@ pub struct PondPending {
     pub checkpoints: BTreeMap<(String, u32), u64>,
     pub failed: Vec<FailedEvent>,
     pub since: Option<Instant>,
+    /// Committed values this generation's tasks already know (written by
+    /// their own commits or read before; `None` = absent), so a replay does
+    /// not go back to the store for every key after every commit. Only
+    /// these tasks write the generation, so it never goes stale.
+    pub known: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Bumped whenever pending work is dropped after a failure: every task
     /// that saw an older epoch must rewind to its committed checkpoint.
     pub epoch: u64,
@@ -44,6 +49,7 @@ impl PondPending {
             checkpoints: BTreeMap::new(),
             failed: Vec::new(),
             since: None,
+            known: HashMap::new(),
             epoch: 0,
         }))
     }
@@ -70,6 +76,7 @@ impl PondPending {
 /// over the pond's pending writes over the committed state.
 pub struct LayeredState<'a> {
     pub committed: &'a PondReader,
+    pub known: Option<&'a mut HashMap<Vec<u8>, Option<Vec<u8>>>>,
     pub pending: &'a WriteSet,
     pub writes: WriteSet,
     /// A store read failed: the batch must not commit.
@@ -78,8 +85,16 @@ pub struct LayeredState<'a> {
 
 impl LayeredState<'_> {
     fn committed_get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(v) = self.known.as_ref().and_then(|k| k.get(key)) {
+            return v.clone();
+        }
         match self.committed.get(key) {
-            Ok(v) => v,
+            Ok(v) => {
+                if let Some(known) = self.known.as_mut() {
+                    known.insert(key.to_vec(), v.clone());
+                }
+                v
+            }
             Err(e) => {
                 self.read_error = Some(e.to_string());
                 None
@@ -186,9 +201,19 @@ impl ProjectionWorker {
         });
         let mut outputs = Outputs::new();
         add_dead_letters(ctx, &pending.failed, &mut outputs);
-        let result = commit_step(ctx, &outputs, set);
+        let result = commit_step(ctx, &outputs, &mut set);
         match result {
-            Ok(()) => pending.clear(),
+            Ok(()) => {
+                pending.clear();
+                // What was just committed is known committed state.
+                let limit = ctx.shared.config.commit_max_writes;
+                if let Some(delta) = set.pond {
+                    if pending.known.len() + delta.writes.len() > limit {
+                        pending.known.clear();
+                    }
+                    pending.known.extend(delta.writes.into_entries());
+                }
+            }
             // The work is gone: every task redoes it from the committed checkpoints.
             Err(_) => pending.abandon(),
         }
@@ -216,6 +241,7 @@ impl Worker for ProjectionWorker {
             with_policy(ctx, batch, &mut |sub| {
                 let mut state = LayeredState {
                     committed: &committed,
+                    known: Some(&mut pending_ref.known),
                     pending: &pending_ref.writes,
                     writes: WriteSet::new(),
                     read_error: None,
@@ -252,16 +278,14 @@ impl Worker for ProjectionWorker {
             .insert((ctx.topic.clone(), ctx.partition), next);
         let since = *pending.since.get_or_insert_with(Instant::now);
         let cfg = &ctx.shared.config;
-        if pending.writes.len() >= cfg.commit_max_writes
+        let due = pending.writes.len() >= cfg.commit_max_writes
             || pending.writes.approx_bytes() >= cfg.commit_max_bytes
             || since.elapsed() >= cfg.commit_interval
             || !pending.failed.is_empty()
-            || stopping
-        {
-            if let Err(e) = self.commit(ctx, &mut pending) {
-                self.epoch = pending.epoch;
-                return Err(e);
-            }
+            || stopping;
+        if due && let Err(e) = self.commit(ctx, &mut pending) {
+            self.epoch = pending.epoch;
+            return Err(e);
         }
         outcome.finish()?;
         Ok(next)
@@ -289,6 +313,7 @@ pub fn query(
     let empty = WriteSet::new();
     let mut state = LayeredState {
         committed,
+        known: None,
         pending: &empty,
         writes: WriteSet::new(),
         read_error: None,

@@ -158,10 +158,10 @@ pub fn run(ctx: TaskCtx, mut worker: Box<dyn Worker>, mut next: u64) {
                 next = to;
                 continue;
             }
-            Err(LogError::UnknownTopic(_)) | Err(LogError::Closed) => {
-                if ctx.sleep(idle) {
-                    continue;
-                }
+            Err(e @ (LogError::UnknownTopic(_) | LogError::Closed)) => {
+                // The input went away (or the log is shutting down): idle until stopped.
+                ctx.note_error(format!("cannot read input: {e}"), Some(next));
+                ctx.sleep(idle.max(Duration::from_secs(1)));
                 continue;
             }
             Err(e) => {
@@ -466,7 +466,7 @@ pub fn add_dead_letters(ctx: &TaskCtx, failed: &[FailedEvent], outputs: &mut Out
 /// transaction, then publish. Serialised per processor, so the processor's
 /// output partitions never hold another step's unpublished records. Any
 /// failure before the store commit cuts the appended records off again.
-pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, mut set: CommitSet) -> Result<(), TaskError> {
+pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Result<(), TaskError> {
     let log = ctx.log();
     let _serial = ctx.proc.commit_lock.lock();
     let mut appended: Vec<(String, u32, u64, u64)> = Vec::new(); // topic, partition, before, after
@@ -495,7 +495,7 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, mut set: CommitSet) -> Resu
                 offset: *end,
             });
         }
-        ctx.shared.store.commit(&set)?;
+        ctx.shared.store.commit(set)?;
         Ok(())
     })();
     match result {

@@ -73,6 +73,11 @@ impl WriteSet {
         self.bytes = 0;
     }
 
+    /// The writes, by key: `Some(value)` put, `None` deleted.
+    pub fn into_entries(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> {
+        self.writes.into_iter()
+    }
+
     /// Pending entries with `prefix` strictly after `start_after`, in key order.
     pub fn range<'a>(
         &'a self,
