@@ -130,7 +130,14 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     let log = tokio::task::spawn_blocking(move || crate::log::Log::open(log_config))
         .await
         .map_err(|e| ServeError::Log(e.to_string()))?
-        .map_err(|e| ServeError::Log(format!("{} ({e})", dir.display())))?;
+        .map_err(|e| {
+            let hint = if matches!(e, crate::log::LogError::Corrupt { .. }) {
+                "; `weir serve --repair` truncates the log there (losing what follows)"
+            } else {
+                ""
+            };
+            ServeError::Log(format!("{}: {e}{hint}", dir.display()))
+        })?;
     let log: Arc<crate::log::Log> = Arc::new(log);
     let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(log.clone()));
     let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
