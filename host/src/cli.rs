@@ -186,6 +186,10 @@ pub enum PluginsCommand {
         #[arg(long)]
         version: Option<u32>,
     },
+    /// Rebuild a pond from offset 0 (reads switch once it caught up)
+    Rebuild {
+        name: String,
+    },
     Delete {
         name: String,
     },
@@ -831,6 +835,9 @@ fn plugins(client: &Client, json_out: bool, cmd: PluginsCommand) -> Result<()> {
         PluginsCommand::Rollback { name, version } => {
             let body = version.map_or(json!({}), |v| json!({"version": v}));
             ok(client.post_json(&path(name, "/rollback"), &body)?)?
+        }
+        PluginsCommand::Rebuild { name } => {
+            ok(client.post_json(&path(name, "/rebuild"), &json!({}))?)?
         }
         PluginsCommand::Delete { name } => ok(client.delete(&path(name, ""))?)?,
     };

@@ -232,6 +232,13 @@ fn river_pond_and_service_round_trip_and_survive_restart() {
         14,
         "an order was processed twice or lost across the restart"
     );
+    // A rebuilt pond ends where the old one was.
+    let r = s.post_json("/plugins/totals/rebuild", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.json);
+    s.wait_until("the rebuild to switch over", WAIT, |s| {
+        s.get("/plugins/totals").json["rebuilding_generation"].is_null()
+            && s.get("/ponds/totals/keys/c1").json["value"] == json!({"count": 7, "sum": 70})
+    });
     let r = s.post_json(
         "/services/bank/commands?wait=true",
         &cmd("deposit", json!({"amount": 1})),

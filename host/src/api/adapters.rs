@@ -188,6 +188,8 @@ fn plugin_view(s: processor::ProcessorStatus) -> PluginView {
             partition: e.partition,
             offset: e.offset,
         }),
+        generation: s.read_generation,
+        rebuilding_generation: s.rebuilding_generation,
     }
 }
 
@@ -403,6 +405,11 @@ impl Engine for ProcessorEngine {
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         let name = name.to_owned();
         self.call(move |e| e.delete(&name))
+    }
+    fn rebuild<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>> {
+        let name = name.to_owned();
+        let fut = self.call(move |e| e.rebuild(&name));
+        async move { Ok(plugin_view(fut.await?)) }.boxed()
     }
     fn pond_get(&self, pond: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
         Ok(self.engine.pond_get(pond, key)?)

@@ -141,6 +141,10 @@ pub struct PluginView {
     /// Events sent to the dead-letter topic since start.
     pub dead_lettered: u64,
     pub last_error: Option<LastErrorView>,
+    /// Projections: the state generation reads come from, and the one being
+    /// rebuilt beside it (if any).
+    pub generation: u32,
+    pub rebuilding_generation: Option<u32>,
 }
 
 /// Where a reset moves a processor's input position to.
@@ -236,6 +240,9 @@ pub trait Engine: Send + Sync + 'static {
         version: Option<u32>,
     ) -> BoxFuture<'a, Result<PluginView, ApiError>>;
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Rebuild a pond from offset 0 beside the current state; reads switch
+    /// to the new state once it has caught up.
+    fn rebuild<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>>;
 
     fn pond_get(&self, pond: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApiError>;
     fn pond_scan(

@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{name}/resume", post(plugins::resume))
         .route("/plugins/{name}/reset", post(plugins::reset))
         .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/plugins/{name}/rebuild", post(plugins::rebuild))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

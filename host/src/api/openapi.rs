@@ -163,6 +163,14 @@ pub const ROUTES: &[RouteDoc] = &[
         "200",
     ),
     (
+        "post",
+        "/plugins/{name}/rebuild",
+        "Rebuild a pond (projection) from offset 0 beside its current state; reads switch once it caught up",
+        true,
+        None,
+        "200",
+    ),
+    (
         "get",
         "/ponds/{pond}/keys",
         "Scan a pond by ?prefix=, ?start_after=, ?limit=",

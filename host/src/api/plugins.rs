@@ -238,6 +238,14 @@ pub(super) async fn rollback(
     )))
 }
 
+pub(super) async fn rebuild(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let name = plugin_name(path)?;
+    Ok(Json(json!(state.engine.rebuild(&name).await?)))
+}
+
 pub(super) async fn delete(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

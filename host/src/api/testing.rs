@@ -185,6 +185,8 @@ impl Engine for FakeEngine {
                 error_count: 0,
                 dead_lettered: 0,
                 last_error: None,
+                generation: 0,
+                rebuilding_generation: None,
             };
             plugins.insert(name, view.clone());
             Ok(view)
@@ -246,6 +248,9 @@ impl Engine for FakeEngine {
                 .ok_or_else(|| ApiError::unknown_plugin(name))
         }
         .boxed()
+    }
+    fn rebuild<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>> {
+        async move { self.plugin(name) }.boxed()
     }
     fn pond_get(&self, pond: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
         if pond != "balances" {

@@ -660,7 +660,7 @@ async fn metrics_and_openapi_describe_the_server() {
             assert_ne!(code(&v), "method_not_allowed", "{method} {path}");
         }
     }
-    assert_eq!(super::openapi::ROUTES.len(), 24);
+    assert_eq!(super::openapi::ROUTES.len(), 25);
 }
 
 #[tokio::test]
