@@ -26,7 +26,23 @@ fn weir(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
             .expect("write stdin");
     }
     drop(child.stdin.take());
-    child.wait_with_output().expect("weir output")
+    // A watchdog: a CLI that hangs (say, a tail that never sees its records)
+    // fails the test instead of hanging the suite.
+    let pid = child.id() as libc::pid_t;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: kill(2) on our own child, which is not reaped until
+            // wait_with_output returns (after which done_tx is sent).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    });
+    let out = child.wait_with_output().expect("weir output");
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
+    out
 }
 
 fn ok(out: &Output) -> String {
