@@ -13,7 +13,10 @@
 //!   WEIR_CRASH_CYCLES=500 cargo test -p weir-host --lib processor::crash::crash_harness -- --nocapture
 //!
 //! The child is this test binary re-run on the `crash_worker` test with
-//! `WEIR_CRASH_DIR` set (the `weir` server binary can replace it later).
+//! `WEIR_CRASH_DIR` set: an in-process engine, because the `weir serve`
+//! binary was not in `main` when this was written (the server's own e2e
+//! tests kill the real binary). Kills land anywhere — during start-up
+//! recovery, deploys, appends, between a deferred append and its commit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -167,11 +170,17 @@ fn crash_worker() {
         .map(|k| k + 1)
         .max()
         .unwrap_or(0);
+    let acks_path = dir.join("acks");
+    // A kill can tear the last line: start ours on a fresh one.
+    let torn = std::fs::read(&acks_path).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n'));
     let mut acks = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("acks"))
+        .open(&acks_path)
         .expect("acks");
+    if torn {
+        acks.write_all(b"\n").expect("ack");
+    }
     loop {
         let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         for _ in 0..10 {
@@ -194,7 +203,9 @@ fn crash_worker() {
                 .iter()
                 .map(|r| order_id(&r.value).to_string())
                 .collect();
-            writeln!(acks, "{}", ids.join(" ")).expect("ack");
+            // One write per line: a kill leaves a whole line or a torn last one.
+            acks.write_all(format!("{}\n", ids.join(" ")).as_bytes())
+                .expect("ack");
         }
         acks.sync_data().expect("sync acks");
         // Commands: the first for an account opens it; retry the previous id
@@ -301,7 +312,9 @@ fn check(dir: &Path, cycles: usize) {
     assert_eq!(unique.len(), ids.len(), "no order was produced twice");
     let acks = std::fs::read_to_string(dir.join("acks")).unwrap_or_default();
     let mut acked = 0;
-    for line in acks.lines() {
+    // A torn line (no newline; the next run started a fresh one) was never acknowledged.
+    let complete = acks.rsplit_once('\n').map_or("", |(whole, _)| whole);
+    for line in complete.lines() {
         for id in line
             .split_whitespace()
             .filter_map(|s| s.parse::<u64>().ok())

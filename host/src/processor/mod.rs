@@ -290,7 +290,7 @@ impl TaskSet {
 }
 
 /// A deployed processor.
-pub struct Processor {
+pub(crate) struct Processor {
     pub name: String,
     kind: PluginKind,
     record: Mutex<PluginRecord>,
@@ -340,7 +340,6 @@ impl Processor {
         *self.active.write() = Some(active);
         *self.load_error.lock() = None;
         *self.query.lock() = None;
-        self.crashed.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -392,7 +391,7 @@ fn consumer_id(name: &str, kind: PluginKind, generation: u32) -> String {
 type Waiters = HashMap<(String, String), Vec<oneshot::Sender<CommandOutcome>>>;
 
 /// Engine-wide state shared with the task threads.
-pub struct Shared {
+pub(crate) struct Shared {
     log: Arc<dyn EventLog>,
     store: Arc<Store>,
     runtime: Runtime,
@@ -497,9 +496,20 @@ impl Engine {
             restored.push(proc);
         }
         // Every owned output is cut back before any task (of any processor) reads.
+        // Even a processor whose component failed to load owns its outputs:
+        // use the registry's manifest, not the loaded plugin.
         for proc in &restored {
-            if let Some(active) = proc.active() {
-                engine.recover_outputs(proc, &active.manifest)?;
+            let manifest = proc
+                .record
+                .lock()
+                .active()
+                .map(|v| Manifest::parse(v.manifest.clone()));
+            match manifest {
+                Some(Ok(m)) => engine.recover_outputs(proc, &m)?,
+                Some(Err(e)) => {
+                    tracing::error!(processor = %proc.name, "cannot recover outputs: {e}")
+                }
+                None => {}
             }
         }
         for proc in &restored {
@@ -598,6 +608,18 @@ impl Engine {
         }
         if !adopt.is_empty() {
             self.shared.store.set_output_ends(&proc.name, &adopt)?;
+        }
+        Ok(())
+    }
+
+    /// After a task crashed mid-step (tasks stopped), cut the outputs back
+    /// to their committed ends before anything runs again.
+    fn recover_crashed(&self, proc: &Processor) -> Result<()> {
+        if proc.crashed.load(Ordering::Relaxed) {
+            if let Some(active) = proc.active() {
+                self.recover_outputs(proc, &active.manifest)?;
+            }
+            proc.crashed.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -747,6 +769,7 @@ impl Engine {
                     plugin,
                 };
                 proc.activate(&self.shared, active)?;
+                self.recover_crashed(&proc)?;
                 proc
             }
             None => {
@@ -907,7 +930,7 @@ impl Engine {
             RunState::Failed { reason: e }
         } else if proc.crashed.load(Ordering::Relaxed) {
             RunState::Failed {
-                reason: "crashed (simulated); restart the engine".into(),
+                reason: "a task crashed (see last_error); resume or restart to recover".into(),
             }
         } else if let Some(reason) = &record.stopped {
             RunState::Stopped {
@@ -988,6 +1011,7 @@ impl Engine {
             r.clone()
         };
         self.shared.store.put_plugin(&record)?;
+        self.recover_crashed(&proc)?;
         self.start_if_runnable(&proc);
         self.status_of(&proc)
     }
@@ -1055,7 +1079,9 @@ impl Engine {
             manifest: Arc::new(manifest),
             plugin,
         };
-        let result = proc.activate(&self.shared, active);
+        let result = proc
+            .activate(&self.shared, active)
+            .and_then(|_| self.recover_crashed(&proc));
         self.start_if_runnable(&proc);
         result?;
         self.status_of(&proc)
@@ -1389,7 +1415,29 @@ fn task_main(ctx: TaskCtx, pending: Arc<Mutex<PondPending>>, generation: u32) {
             }
         }
     };
-    task::run(ctx, worker, next);
+    let proc = ctx.proc.clone();
+    let (topic, partition) = (ctx.topic.clone(), ctx.partition);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        task::run(ctx, worker, next)
+    }));
+    if let Err(panic) = ran {
+        // A bug, not a plugin failure (those are caught): make it visible
+        // instead of leaving a silent, stalled partition.
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(processor = %proc.name, %topic, partition, "task panicked: {message}");
+        proc.crashed.store(true, Ordering::Relaxed);
+        proc.metrics.record_error(LastError {
+            message: format!("task panicked: {message}"),
+            at_ms: now_ms(),
+            topic: Some(topic),
+            partition: Some(partition),
+            offset: None,
+        });
+    }
 }
 
 /// Wait until all tasks of a rebuild generation are caught up, then promote it.
