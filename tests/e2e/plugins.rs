@@ -301,6 +301,13 @@ fn bad_components_and_manifests_are_refused_and_change_nothing() {
             400,
             "invalid_manifest",
         ),
+        // A config the plugin's own `init` refuses: refused at deploy time.
+        (
+            json!({"name": "cfg", "kind": "enricher", "inputs": ["in"], "outputs": ["out"], "config": {"customers_pond": 5}}),
+            plugin_bytes("enricher_orders"),
+            422,
+            "plugin_failed",
+        ),
         (
             json!({"name": "../x", "kind": "enricher", "inputs": ["in"], "outputs": ["out"]}),
             plugin_bytes("enricher_orders"),
