@@ -728,7 +728,12 @@ impl Engine {
         let config = manifest.config_json();
         let started = match manifest.kind {
             PluginKind::Enricher => plugin
-                .enricher(&manifest.name, limits, &config, Arc::new(crate::runtime::NoPonds))
+                .enricher(
+                    &manifest.name,
+                    limits,
+                    &config,
+                    Arc::new(crate::runtime::NoPonds),
+                )
                 .map(drop),
             PluginKind::Projection => plugin.projection(&manifest.name, limits, &config).map(drop),
             PluginKind::CommandHandler => plugin
