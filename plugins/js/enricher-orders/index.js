@@ -40,7 +40,7 @@ export const river = enricher({
     if (pond !== undefined && pond !== null && typeof pond !== 'string') {
       throw new Error('invalid config: customers_pond must be a string');
     }
-    return { customersPond: pond || 'customers' };
+    return { customersPond: pond === undefined || pond === null ? 'customers' : pond };
   },
   process(event, out, settings) {
     const order = parseOrder(event);

@@ -36,7 +36,7 @@ class Orders(weir.Enricher):
         pond = config.get("customers_pond")
         if pond is not None and not isinstance(pond, str):
             raise ValueError("invalid config: customers_pond must be a string")
-        self.customers_pond = pond or "customers"
+        self.customers_pond = "customers" if pond is None else pond
 
     def process(self, event, out):
         order = parse_order(event)
