@@ -141,7 +141,10 @@ impl RecordBatch {
             record.timestamp,
             &record.key,
             &record.value,
-            record.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())),
+            record
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_slice())),
         );
     }
 
@@ -164,7 +167,10 @@ impl RecordBatch {
     }
 
     /// Build a batch from records, numbering them from `first_offset`.
-    pub fn from_records<'a>(first_offset: u64, records: impl IntoIterator<Item = &'a Record>) -> Self {
+    pub fn from_records<'a>(
+        first_offset: u64,
+        records: impl IntoIterator<Item = &'a Record>,
+    ) -> Self {
         let mut batch = RecordBatch::default();
         for (i, r) in records.into_iter().enumerate() {
             batch.push(first_offset + i as u64, r);
@@ -214,7 +220,10 @@ mod tests {
         Record {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
             timestamp: 42,
         }
     }
@@ -241,10 +250,16 @@ mod tests {
     fn validate_rejects_inconsistent_columns() {
         let mut batch = RecordBatch::from_records(0, &[rec("k", "v", &[])]);
         batch.value_ends[0] = 5;
-        assert_eq!(batch.validate(), Err(MalformedBatch("value ends are not cumulative")));
+        assert_eq!(
+            batch.validate(),
+            Err(MalformedBatch("value ends are not cumulative"))
+        );
         let mut batch = RecordBatch::from_records(0, &[rec("k", "v", &[])]);
         batch.offsets.push(1);
-        assert_eq!(batch.validate(), Err(MalformedBatch("column lengths differ")));
+        assert_eq!(
+            batch.validate(),
+            Err(MalformedBatch("column lengths differ"))
+        );
         let mut batch = RecordBatch::from_records(0, &[rec("k", "v", &[("a", "b")])]);
         batch.headers.ends[0] = 0;
         assert!(batch.validate().is_err());

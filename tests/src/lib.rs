@@ -1,1 +1,5 @@
-//! Shared helpers for weir's end-to-end tests.
+//! Test support for weir: the example and fault-test plugins (built once
+//! per test run by this crate's build script) and, later, helpers that start
+//! the real server for end-to-end tests.
+
+pub mod plugins;

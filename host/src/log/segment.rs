@@ -1,0 +1,220 @@
+//! One segment: a file of batch frames named by its base offset
+//! (`00000000000000000042.log`), plus its indexes.
+//!
+//! Writes go through `pwrite` at the end of the written region, one call
+//! per appended batch. Reads go through a read-only memory map of the file
+//! and never look past `written` (whole frames only). The map of the active
+//! segment reserves address space beyond the end of the file so it rarely
+//! needs remapping; bytes beyond `written` are never touched.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use memmap2::{Mmap, MmapOptions};
+use parking_lot::RwLock;
+
+use super::error::{IoContext, Result};
+use super::frame::FrameHeader;
+use super::index::SegmentIndex;
+
+pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+pub(crate) fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+pub(crate) fn time_index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.timeindex"))
+}
+
+/// Parse `<20 digits>.log` into a base offset.
+pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+struct MapState {
+    map: Option<Mmap>,
+    len: usize,
+}
+
+pub(crate) struct Segment {
+    pub base: u64,
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    file: File,
+    /// Bytes of whole frames in the file.
+    pub written: AtomicU64,
+    /// Offset after the last batch (the base when empty).
+    pub next_offset: AtomicU64,
+    /// Written but not yet synced.
+    pub dirty: AtomicBool,
+    pub created: Instant,
+    /// Address space to reserve when mapping (0 = exactly the file).
+    reserve: usize,
+    map: RwLock<MapState>,
+    pub index: RwLock<SegmentIndex>,
+}
+
+impl Segment {
+    fn with_file(dir: &Path, base: u64, file: File, written: u64, next_offset: u64, index: SegmentIndex, reserve: usize) -> Self {
+        Segment {
+            base,
+            dir: dir.to_path_buf(),
+            path: log_path(dir, base),
+            file,
+            written: AtomicU64::new(written),
+            next_offset: AtomicU64::new(next_offset),
+            dirty: AtomicBool::new(false),
+            created: Instant::now(),
+            reserve,
+            map: RwLock::new(MapState { map: None, len: 0 }),
+            index: RwLock::new(index),
+        }
+    }
+
+    /// Create a new, empty active segment.
+    pub fn create(dir: &Path, base: u64, interval: u32, reserve: usize) -> Result<Self> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .ctx(|| format!("creating segment {}", path.display()))?;
+        Ok(Self::with_file(dir, base, file, 0, base, SegmentIndex::new(interval), reserve))
+    }
+
+    /// Wrap an already open file (a compacted replacement) that will live at
+    /// this segment's path.
+    pub fn from_file(dir: &Path, base: u64, file: File, written: u64, next_offset: u64, index: SegmentIndex) -> Self {
+        Self::with_file(dir, base, file, written, next_offset, index, 0)
+    }
+
+    /// Wrap an existing, validated segment file.
+    pub fn open(dir: &Path, base: u64, written: u64, next_offset: u64, index: SegmentIndex, reserve: usize) -> Result<Self> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening segment {}", path.display()))?;
+        Ok(Self::with_file(dir, base, file, written, next_offset, index, reserve))
+    }
+
+    pub fn max_ts(&self) -> i64 {
+        self.index.read().max_ts
+    }
+
+    pub fn size(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Write encoded frames at the end. `frames` lists each frame's header
+    /// (for the index). On failure the segment is cut back to where it was.
+    pub fn append(&self, bytes: &[u8], frames: &[FrameHeader]) -> Result<()> {
+        let pos = self.written.load(Ordering::Acquire);
+        if let Err(e) = self.file.write_all_at(bytes, pos) {
+            let _ = self.file.set_len(pos);
+            return Err(e).ctx(|| format!("appending to {}", self.path.display()));
+        }
+        self.dirty.store(true, Ordering::Release);
+        {
+            let mut index = self.index.write();
+            let mut at = pos;
+            for h in frames {
+                index.on_append((h.base_offset - self.base) as u32, at as u32, h.frame_len(), h.max_timestamp);
+                at += h.frame_len() as u64;
+            }
+        }
+        if let Some(last) = frames.last() {
+            self.next_offset.store(last.next_offset(), Ordering::Release);
+        }
+        self.written.store(pos + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.file.sync_data() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e).ctx(|| format!("syncing {}", self.path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `f` over the first `upto` bytes of the file (which must be written).
+    pub fn with_bytes<R>(&self, upto: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let upto = upto as usize;
+        if upto == 0 {
+            return Ok(f(&[]));
+        }
+        {
+            let state = self.map.read();
+            if let Some(map) = &state.map
+                && state.len >= upto
+            {
+                return Ok(f(&map[..upto]));
+            }
+        }
+        let mut state = self.map.write();
+        if state.len < upto {
+            let len = upto.max(self.reserve);
+            // SAFETY: the file is only appended to while mapped; bytes below
+            // `written` never change except by `truncate`, which takes the
+            // write lock of this map, so no reader holds a slice then.
+            let map = unsafe { MmapOptions::new().len(len).map(&self.file) }
+                .ctx(|| format!("mapping {}", self.path.display()))?;
+            state.map = Some(map);
+            state.len = len;
+        }
+        let state = parking_lot::RwLockWriteGuard::downgrade(state);
+        match &state.map {
+            Some(map) => Ok(f(&map[..upto])),
+            None => Ok(f(&[])),
+        }
+    }
+
+    /// Cut the file back to `pos` bytes ending at offset `next_offset`.
+    pub fn truncate(&self, pos: u64, next_offset: u64) -> Result<()> {
+        let mut state = self.map.write();
+        state.map = None;
+        state.len = 0;
+        self.file.set_len(pos).ctx(|| format!("truncating {}", self.path.display()))?;
+        self.file.sync_all().ctx(|| format!("syncing {}", self.path.display()))?;
+        self.index.write().truncate_at(pos);
+        self.written.store(pos, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Write this segment's index files (on seal, on close).
+    pub fn persist_index(&self) -> Result<()> {
+        let (ip, tp) = (index_path(&self.dir, self.base), time_index_path(&self.dir, self.base));
+        self.index.write().persist(&ip, &tp).ctx(|| format!("writing index {}", ip.display()))
+    }
+
+    /// Remove the segment's files (the open handle keeps readers working).
+    pub fn delete_files(&self) {
+        for p in [self.path.clone(), index_path(&self.dir, self.base), time_index_path(&self.dir, self.base)] {
+            if let Err(e) = fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %p.display(), error = %e, "could not remove segment file");
+            }
+        }
+    }
+}
+
+/// fsync a directory so a created or renamed entry is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("syncing directory {}", dir.display()))
+}

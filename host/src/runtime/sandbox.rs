@@ -1,0 +1,321 @@
+//! The sandbox around one plugin instance: the store's data ([`StoreState`]),
+//! its WASI context, its resource limiter and the host imports every world
+//! shares (`log`).
+//!
+//! WASI is preview 2 with nothing ambient: no preopened directories, no
+//! environment, no arguments, no sockets or name lookup, empty stdin, and
+//! deterministic "random" numbers (a plugin must be deterministic for its
+//! input, so replay gives the same result). Guest stdout / stderr become
+//! `tracing` events (target `weir::plugin`) tagged with the plugin's name;
+//! the last few KiB of stderr are kept so a trap (a Rust panic) can be
+//! reported with its message.
+
+use super::PondLookup;
+use super::bindings::enricher::weir::plugin::host as wit_host;
+use super::engine::Limits;
+use super::state::StateSlot;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How much of a guest's recent stderr is kept for error messages.
+const STDERR_TAIL: usize = 4096;
+/// A guest line longer than this is logged in pieces.
+const MAX_LINE: usize = 8192;
+
+/// Everything a plugin instance's store holds.
+pub(crate) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: TrackingLimiter,
+    pub(crate) plugin: Arc<str>,
+    stderr: GuestOutput,
+    /// Enrichers: where `lookup` reads.
+    pub(crate) lookup: Option<Arc<dyn PondLookup>>,
+    /// Projections: the state handle of the call in progress.
+    pub(crate) state: StateSlot,
+    /// Set by a host import that refused what the guest asked for.
+    pub(crate) refused: Option<String>,
+}
+
+impl StoreState {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        limits: &Limits,
+        lookup: Option<Arc<dyn PondLookup>>,
+    ) -> Self {
+        let stdout = GuestOutput::new(plugin.clone(), "stdout");
+        let stderr = GuestOutput::new(plugin.clone(), "stderr");
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout)
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x5e, 0x1f, 0x0d, 0x42,
+            ]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x42, 0x0d, 0x1f, 0x5e,
+            ]))
+            .insecure_random_seed(0x5eed)
+            .build();
+        StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: TrackingLimiter::new(limits),
+            plugin,
+            stderr,
+            lookup,
+            state: StateSlot::default(),
+            refused: None,
+        }
+    }
+
+    /// Reset per-call diagnostics.
+    pub(crate) fn begin_call(&mut self) {
+        self.limiter.denied = None;
+        self.refused = None;
+        self.stderr.clear_tail();
+    }
+
+    /// The guest's recent stderr output (trimmed), for error messages.
+    pub(crate) fn stderr_tail(&self) -> String {
+        self.stderr.tail()
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit_host::Host for StoreState {
+    fn log(&mut self, level: wit_host::Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &*self.plugin;
+        match level {
+            wit_host::Level::Trace => tracing::trace!(target: "weir::plugin", plugin, "{message}"),
+            wit_host::Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
+            wit_host::Level::Info => tracing::info!(target: "weir::plugin", plugin, "{message}"),
+            wit_host::Level::Warn => tracing::warn!(target: "weir::plugin", plugin, "{message}"),
+            wit_host::Level::Error => tracing::error!(target: "weir::plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl super::bindings::enricher::weir::plugin::types::Host for StoreState {}
+
+/// [`StoreLimits`] plus a record of the first growth it refused, so a trap
+/// that follows (e.g. Rust's allocation-failure abort) is reported as the
+/// resource limit it really is.
+pub(crate) struct TrackingLimiter {
+    inner: StoreLimits,
+    memory_bytes: usize,
+    pub(crate) denied: Option<String>,
+}
+
+impl TrackingLimiter {
+    fn new(limits: &Limits) -> Self {
+        let inner = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .table_elements(limits.table_elements)
+            .instances(limits.instances)
+            .tables(limits.tables)
+            .memories(limits.memories)
+            .trap_on_grow_failure(false)
+            .build();
+        TrackingLimiter {
+            inner,
+            memory_bytes: limits.memory_bytes,
+            denied: None,
+        }
+    }
+}
+
+impl ResourceLimiter for TrackingLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed && self.denied.is_none() {
+            self.denied = Some(format!(
+                "memory limit of {} bytes reached (asked to grow from {current} to {desired} bytes)",
+                self.memory_bytes
+            ));
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.table_growing(current, desired, maximum)?;
+        if !allowed && self.denied.is_none() {
+            self.denied = Some(format!(
+                "table limit reached (asked to grow from {current} to {desired} elements)"
+            ));
+        }
+        Ok(allowed)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A guest output stream (stdout or stderr) that becomes `tracing` events,
+/// one per line.
+#[derive(Clone)]
+struct GuestOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
+    buffers: Arc<Mutex<OutputBuffers>>,
+}
+
+#[derive(Default)]
+struct OutputBuffers {
+    partial: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl GuestOutput {
+    fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+        GuestOutput {
+            plugin,
+            stream,
+            buffers: Arc::default(),
+        }
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) {
+        let mut b = self.buffers.lock();
+        b.tail.extend_from_slice(bytes);
+        if b.tail.len() > STDERR_TAIL {
+            let cut = b.tail.len() - STDERR_TAIL;
+            b.tail.drain(..cut);
+        }
+        b.partial.extend_from_slice(bytes);
+        while let Some(nl) = b.partial.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = b.partial.drain(..=nl).collect();
+            self.emit(&line[..nl]);
+        }
+        if b.partial.len() > MAX_LINE {
+            let line = std::mem::take(&mut b.partial);
+            self.emit(&line);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        tracing::info!(target: "weir::plugin", plugin = &*self.plugin, stream = self.stream, "{line}");
+    }
+
+    fn clear_tail(&self) {
+        self.buffers.lock().tail.clear();
+    }
+
+    fn tail(&self) -> String {
+        String::from_utf8_lossy(&self.buffers.lock().tail)
+            .trim()
+            .to_string()
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keeps_a_bounded_tail() {
+        let out = GuestOutput::new("p".into(), "stderr");
+        out.write_bytes(b"first line\nsecond ");
+        out.write_bytes(b"line\n");
+        assert_eq!(out.tail(), "first line\nsecond line");
+        out.write_bytes(&vec![b'x'; STDERR_TAIL * 2]);
+        assert_eq!(out.tail().len(), STDERR_TAIL);
+        out.clear_tail();
+        assert_eq!(out.tail(), "");
+    }
+}

@@ -1,0 +1,92 @@
+//! Test enricher for the host's fault tests. What it does is chosen per
+//! event by the event's value, so one instance can misbehave on one batch
+//! and behave on the next:
+//!
+//! - `loop`: spin forever (the host's deadline must stop it)
+//! - `memory`: allocate until allocation fails (the memory limit must hold)
+//! - `panic`: panic with the message "faulty plugin panicked on purpose"
+//! - `fail`: return an error for this event
+//! - `file` / `socket` / `env`: try to read `/etc/passwd` or create a file,
+//!   connect a TCP socket, read the environment; emit what happened
+//! - `log`: log through the host and print to stdout / stderr
+//! - `count`: emit how many events this instance has seen (fresh instance = 1)
+//! - anything else: forwarded unchanged to output 0
+//!
+//! Config `{"fail_init": true}` makes `init` fail.
+
+use std::hint::black_box;
+use weir_guest::{Emitter, Enricher, Event};
+
+#[derive(serde::Deserialize, Default)]
+struct Config {
+    #[serde(default)]
+    fail_init: bool,
+}
+
+struct Faulty {
+    seen: u64,
+}
+
+fn file_access() -> String {
+    let read = std::fs::read("/etc/passwd").map(|b| b.len());
+    let create = std::fs::write("weir-escape.txt", b"x");
+    let list = std::fs::read_dir(".").map(|d| d.count());
+    format!("read={read:?} create={create:?} list={list:?}")
+}
+
+fn socket_access() -> String {
+    let tcp = std::net::TcpStream::connect("127.0.0.1:80").map(|_| ());
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").map(|_| ());
+    format!("tcp={tcp:?} udp={udp:?}")
+}
+
+fn env_access() -> String {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let home = std::env::var("HOME");
+    let args: Vec<String> = std::env::args().collect();
+    format!("vars={} home={home:?} args={}", vars.len(), args.len())
+}
+
+impl Enricher for Faulty {
+    fn init(config: &str) -> Result<Self, String> {
+        let config: Config = weir_guest::parse_config(config)?;
+        if config.fail_init {
+            return Err("init refused by config".to_string());
+        }
+        Ok(Faulty { seen: 0 })
+    }
+
+    fn process(&mut self, event: &Event<'_>, out: &mut Emitter) -> Result<(), String> {
+        self.seen += 1;
+        match event.value() {
+            b"loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            }
+            b"memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    black_box(&hoard);
+                }
+            }
+            b"panic" => panic!("faulty plugin panicked on purpose"),
+            b"fail" => Err(format!("event {} refused on purpose", event.index())),
+            b"file" => Ok(out.emit(0, b"file", file_access().as_bytes())),
+            b"socket" => Ok(out.emit(0, b"socket", socket_access().as_bytes())),
+            b"env" => Ok(out.emit(0, b"env", env_access().as_bytes())),
+            b"log" => {
+                weir_guest::log::info("hello from the faulty plugin");
+                println!("stdout line from the faulty plugin");
+                eprintln!("stderr line from the faulty plugin");
+                Ok(out.emit(0, b"log", b"logged"))
+            }
+            b"count" => Ok(out.emit(0, b"count", self.seen.to_string().as_bytes())),
+            _ => Ok(out.forward(0, event)),
+        }
+    }
+}
+
+weir_guest::enricher!(Faulty);
