@@ -2,4 +2,5 @@
 //! per test run by this crate's build script) and, later, helpers that start
 //! the real server for end-to-end tests.
 
+pub mod languages;
 pub mod plugins;

@@ -1,0 +1,352 @@
+//! Conformance of the example plugins written in Python, JavaScript and C
+//! with the Rust ones: each language's component is loaded into the host
+//! runtime, fed the same batches / commands as the Rust component, and must
+//! give the same outputs, state, query answers and decisions, byte for byte.
+//!
+//! Each component is compiled once into a persistent artifact cache
+//! (`target/lang-plugins/wasmtime-cache`) and then loaded a second time by a
+//! fresh runtime, which must take it from the cache. A missing toolchain
+//! fails the test with the install command; nothing is skipped silently.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use weir::batch::{Record, RecordBatch};
+use weir::runtime::*;
+use weir_testkit::languages::{self, Language};
+use weir_testkit::plugins::plugin_bytes;
+
+fn runtime_config() -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: Some(languages::output_dir().join("wasmtime-cache")),
+        pool: Some(PoolConfig::for_instances(16)),
+        ..RuntimeConfig::default()
+    }
+}
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(runtime_config()).expect("runtime"))
+}
+
+// ---- inputs ---------------------------------------------------------------
+
+/// The `customers` pond the enricher joins with: floats in every notation,
+/// integers beyond i64, escapes, unsorted and repeated keys, invalid JSON.
+fn customers(pond: &str, key: &[u8]) -> Option<Vec<u8>> {
+    if pond != "customers" {
+        return None;
+    }
+    let value: &str = match key {
+        b"c1" => {
+            r#"{"tier":"gold","name":"Ann","scores":[1e20,0.00001,1e-6,1.5e-7,1e16,2.5e-5,-0.0,1.0,100.5,0.1,1e15,123.456e3],
+               "ints":[123456789012345678,12345678901234567890,-9223372036854775808],
+               "nested":{"z":{"b":2,"a":1},"y":[{"k":1,"k":2}]},"text":"caf\u00e9 \ud83d\ude00 \u0001 tab\t quote\" slash\/ back\\"}"#
+        }
+        b"c2" => "not json",
+        b"c3" => "[1,2,{\"b\":1,\"a\":2}]",
+        b"c4" => "\"just a string\"",
+        k if k == "ü".as_bytes() => r#"{"name":"Ü","n":-0.0}"#,
+        _ => return None,
+    };
+    Some(value.as_bytes().to_vec())
+}
+
+fn batch(first_offset: u64, values: &[&str]) -> RecordBatch {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            key: if i % 3 == 0 { Vec::new() } else { format!("k{i}").into_bytes() },
+            value: v.as_bytes().to_vec(),
+            headers: if i % 2 == 0 { vec![("h".into(), b"v".to_vec())] } else { vec![] },
+            timestamp: 1_700_000_000_000 + i as i64,
+        })
+        .collect();
+    RecordBatch::from_records(first_offset, &records)
+}
+
+const ORDERS: &[&str] = &[
+    r#"{"id":"o1","customer":"c1","amount":10}"#,
+    r#"{"id":"o2","customer":"c2","amount":5,"extra":[1,{"x":null}]}"#,
+    "not json",
+    r#"{"id":"","customer":"c1","amount":3}"#,
+    r#"{"id":"o3","customer":"c1","amount":-3}"#,
+    r#"{"id":"o4","customer":"c3","amount":1.5}"#,
+    r#"{"id":"o5","customer":"c9","amount":7}"#,
+    r#"  {"id":"o6","customer":"c4","amount":2}  "#,
+    "[1,2]",
+    r#"{"id":"o7","customer":"ü","amount":9223372036854775807}"#,
+    r#"{"id":"o8","customer":"c1","amount":"10"}"#,
+    r#"{"id":"o9","customer":"c1","amount":18446744073709551615}"#,
+    r#"{"id":"o10","customer":"c1","amount":5} trailing"#,
+    r#"{"id":null,"customer":"c1","amount":1}"#,
+    r#"{"id":"o11","customer":"c3","amount":1e2}"#,
+    r#""a string""#,
+    r#"{"id":"o12","customer":"","amount":4}"#,
+    r#"{"customer":"c1","amount":4}"#,
+    r#"{"id":"o13","customer":"c3","amount":0}"#,
+    r#"{"id":"o14","customer":"c3","amount":1,"nested":{"deep":[[[]]]}}"#,
+];
+
+const TOTALS_BATCH_1: &[&str] = &[
+    r#"{"customer":"c1","amount":10}"#,
+    r#"{"customer":"c2","amount":-5,"id":"x"}"#,
+    r#"{"customer":"c1","amount":2}"#,
+    r#"{"customer":"ü","amount":9223372036854775807}"#,
+    r#"{"customer":"ü","amount":9223372036854775807}"#,
+    r#"{"customer":"10","amount":1}"#,
+    r#"{"customer":"2","amount":1}"#,
+];
+
+const TOTALS_BATCH_2: &[&str] = &[
+    r#"{"customer":"c1","amount":-9223372036854775808}"#,
+    r#"{"customer":"c3","amount":0}"#,
+    r#"  {"customer":"c2","amount":7}  "#,
+];
+
+/// Batches that fail, each at a known event; none of their writes count.
+const BAD_TOTALS_BATCHES: &[&[&str]] = &[
+    &[r#"{"customer":"c1","amount":1}"#, r#"{"customer":"c1","amount":1}"#, "not json"],
+    &[r#"{"customer":5,"amount":1}"#],
+    &[r#"{"customer":"c1","amount":1}"#, r#"{"customer":"c1","amount":1.5}"#],
+    &[r#"{"customer":"c1"}"#],
+];
+
+// ---- transcripts: what a plugin did with the inputs, as comparable lines --
+
+fn info_line(info: &PluginInfo) -> String {
+    format!("describe: {} {} {:?}", info.name, info.version, info.kind)
+}
+
+fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn enricher_transcript(plugin: &Plugin) -> Vec<String> {
+    let mut lines = vec![info_line(plugin.info())];
+    let limits = runtime().default_limits();
+    let refused = plugin.enricher("orders", limits.clone(), r#"{"customers_pond": 5}"#, Arc::new(NoPonds));
+    lines.push(format!("bad config refused: {}", refused.is_err()));
+    let mut instance = plugin
+        .enricher("orders", limits, r#"{"customers_pond":"customers"}"#, Arc::new(customers))
+        .expect("enricher init");
+    instance.set_output_count(1);
+    for (n, values) in [ORDERS, &ORDERS[..3]].iter().enumerate() {
+        let emitted = instance
+            .process("orders", 3, &batch(100 * n as u64, values))
+            .expect("process");
+        for i in 0..emitted.len() {
+            let headers: Vec<String> = emitted
+                .headers(i)
+                .map(|(k, v)| format!("{}={}", show(k), show(v)))
+                .collect();
+            lines.push(format!(
+                "batch {n} out {} from {} key {} headers {headers:?} value {}",
+                emitted.outputs[i],
+                emitted.sources[i],
+                show(emitted.key(i)),
+                show(emitted.value(i))
+            ));
+        }
+    }
+    lines
+}
+
+fn projection_transcript(plugin: &Plugin) -> Vec<String> {
+    let mut lines = vec![info_line(plugin.info())];
+    let mut instance = plugin
+        .projection("totals", runtime().default_limits(), "")
+        .expect("projection init");
+    let mut state = MemoryState::default();
+    for (n, values) in [TOTALS_BATCH_1, TOTALS_BATCH_2].iter().enumerate() {
+        let applied = instance.apply("orders", 0, &batch(10 * n as u64, values), &mut state);
+        lines.push(format!("apply {n}: {:?}", applied.map_err(|e| e.to_string())));
+    }
+    for (n, values) in BAD_TOTALS_BATCHES.iter().enumerate() {
+        let mut scratch = state.clone();
+        match instance.apply("orders", 0, &batch(50, values), &mut scratch) {
+            Err(CallError::Failure { event_index, .. }) => {
+                lines.push(format!("bad batch {n}: fails at {event_index:?}"))
+            }
+            other => lines.push(format!("bad batch {n}: unexpected {other:?}")),
+        }
+    }
+    for (key, value) in &state.entries {
+        lines.push(format!("state {} = {}", show(key), show(value)));
+    }
+    for request in ["", "c1", "zz", "ü", "10"] {
+        let answer = instance.query(request.as_bytes(), &mut state).expect("query call");
+        lines.push(format!("query {request:?}: {:?}", answer.map(|a| show(&a))));
+    }
+    lines
+}
+
+fn command(name: &str, data: &str) -> Command {
+    Command {
+        id: format!("cmd-{name}"),
+        aggregate: "acct-1".into(),
+        name: name.into(),
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+fn bank_transcript(plugin: &Plugin) -> Vec<String> {
+    let mut lines = vec![info_line(plugin.info())];
+    let limits = runtime().default_limits();
+    lines.push(format!(
+        "bad config refused: {}",
+        plugin.command_handler("bank", limits.clone(), r#"{"max_amount":"lots"}"#).is_err()
+    ));
+    let mut bank = plugin
+        .command_handler("bank", limits, r#"{"max_amount":100}"#)
+        .expect("bank init");
+    let commands = [
+        ("deposit", r#"{"amount":5}"#),
+        ("close", ""),
+        ("open", r#"{"owner":"  "}"#),
+        ("open", r#"{"owner":"Ann"}"#),
+        ("open", r#"{"owner":"Bob"}"#),
+        ("deposit", r#"{"amount":0}"#),
+        ("deposit", r#"{"amount":101}"#),
+        ("deposit", r#"{"amount":60,"note":"extra fields are ignored"}"#),
+        ("withdraw", r#"{"amount":61}"#),
+        ("close", "null"),
+        ("withdraw", r#"{"amount":60}"#),
+        ("fly", "{}"),
+        ("deposit", r#"{"amount":"x"}"#),
+        ("deposit", "{not json"),
+        ("deposit", r#"{"amount":1.5}"#),
+        ("open", "null"),
+        ("close", "  "),
+        ("deposit", r#"{"amount":1}"#),
+        ("open", r#"{"owner":"x"}"#),
+    ];
+    let mut state = Vec::new();
+    for (name, data) in commands {
+        match bank.decide(&command(name, data), &state).expect("decide call") {
+            Ok(events) => {
+                for e in &events {
+                    lines.push(format!("{name}: event {} {}", e.name, show(&e.data)));
+                }
+                state = bank.evolve(&state, &events).expect("evolve call");
+                lines.push(format!("  state {}", show(&state)));
+            }
+            // Serde's wording for a malformed command is Rust's own; the
+            // code is the contract.
+            Err(r) if r.code == "invalid-command" => lines.push(format!("{name}: rejected {}", r.code)),
+            Err(r) => lines.push(format!("{name}: rejected {} ({})", r.code, r.message)),
+        }
+    }
+    // A whole history folded at once, from empty.
+    let history: Vec<Event> = [
+        ("opened", r#"{"owner":"Cy"}"#),
+        ("deposited", r#"{"amount":70}"#),
+        ("withdrawn", r#"{"amount":20}"#),
+        ("deposited", r#"{"amount":9}"#),
+    ]
+    .iter()
+    .map(|(n, d)| Event { name: (*n).into(), data: d.as_bytes().to_vec() })
+    .collect();
+    let folded = bank.evolve(&[], &history).expect("evolve history");
+    lines.push(format!("history state {}", show(&folded)));
+    lines
+}
+
+// ---- comparison -----------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Enricher,
+    Projection,
+    Bank,
+}
+
+impl Kind {
+    fn plugin_kind(self) -> PluginKind {
+        match self {
+            Kind::Enricher => PluginKind::Enricher,
+            Kind::Projection => PluginKind::Projection,
+            Kind::Bank => PluginKind::CommandHandler,
+        }
+    }
+    fn rust_crate(self) -> &'static str {
+        match self {
+            Kind::Enricher => "enricher_orders",
+            Kind::Projection => "projection_totals",
+            Kind::Bank => "command_bank",
+        }
+    }
+    fn plugin_dir(self) -> &'static str {
+        match self {
+            Kind::Enricher => "enricher-orders",
+            Kind::Projection => "projection-totals",
+            Kind::Bank => "command-bank",
+        }
+    }
+    fn transcript(self, plugin: &Plugin) -> Vec<String> {
+        match self {
+            Kind::Enricher => enricher_transcript(plugin),
+            Kind::Projection => projection_transcript(plugin),
+            Kind::Bank => bank_transcript(plugin),
+        }
+    }
+}
+
+fn rust_transcript(kind: Kind) -> Vec<String> {
+    let plugin = runtime()
+        .load(kind.plugin_kind(), &plugin_bytes(kind.rust_crate()))
+        .unwrap_or_else(|e| panic!("loading {}: {e}", kind.rust_crate()));
+    kind.transcript(&plugin)
+}
+
+/// Loads `plugins/<lang>/<kind>` (compiling it, or from the cache), checks a
+/// fresh runtime takes it from the cache, and compares it with Rust.
+fn check(lang: Language, kind: Kind) {
+    let name = format!("{}/{}", lang.id(), kind.plugin_dir());
+    let bytes = languages::component_bytes(lang, kind.plugin_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let plugin = runtime()
+        .load(kind.plugin_kind(), &bytes)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    let first_load = started.elapsed();
+
+    let restarted = Runtime::new(runtime_config()).expect("runtime");
+    let started = Instant::now();
+    let again = restarted
+        .load(kind.plugin_kind(), &bytes)
+        .unwrap_or_else(|e| panic!("reloading {name}: {e}"));
+    let cached_load = started.elapsed();
+    assert_eq!(again.source(), ArtifactSource::DiskCache, "{name}: a second load must use the artifact cache");
+    eprintln!(
+        "{name}: {:.1} MB, first load {first_load:.2?} ({:?}), cached load {cached_load:.2?}",
+        bytes.len() as f64 / 1e6,
+        plugin.source()
+    );
+
+    let expected = rust_transcript(kind);
+    let got = kind.transcript(&again);
+    assert!(expected.len() > 3, "the Rust transcript is too short to mean anything: {expected:#?}");
+    for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(have, want, "{name} differs from Rust at line {i}");
+    }
+    assert_eq!(got.len(), expected.len(), "{name}: {got:#?}\nRust: {expected:#?}");
+}
+
+#[test]
+fn python_plugins_match_rust() {
+    check(Language::Python, Kind::Enricher);
+    check(Language::Python, Kind::Projection);
+    check(Language::Python, Kind::Bank);
+}
+
+#[test]
+fn javascript_plugins_match_rust() {
+    check(Language::JavaScript, Kind::Enricher);
+    check(Language::JavaScript, Kind::Projection);
+}
+
+#[test]
+fn c_plugins_match_rust() {
+    check(Language::C, Kind::Enricher);
+    check(Language::C, Kind::Projection);
+}
