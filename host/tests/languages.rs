@@ -56,9 +56,17 @@ fn batch(first_offset: u64, values: &[&str]) -> RecordBatch {
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            key: if i % 3 == 0 { Vec::new() } else { format!("k{i}").into_bytes() },
+            key: if i % 3 == 0 {
+                Vec::new()
+            } else {
+                format!("k{i}").into_bytes()
+            },
             value: v.as_bytes().to_vec(),
-            headers: if i % 2 == 0 { vec![("h".into(), b"v".to_vec())] } else { vec![] },
+            headers: if i % 2 == 0 {
+                vec![("h".into(), b"v".to_vec())]
+            } else {
+                vec![]
+            },
             timestamp: 1_700_000_000_000 + i as i64,
         })
         .collect();
@@ -106,9 +114,16 @@ const TOTALS_BATCH_2: &[&str] = &[
 
 /// Batches that fail, each at a known event; none of their writes count.
 const BAD_TOTALS_BATCHES: &[&[&str]] = &[
-    &[r#"{"customer":"c1","amount":1}"#, r#"{"customer":"c1","amount":1}"#, "not json"],
+    &[
+        r#"{"customer":"c1","amount":1}"#,
+        r#"{"customer":"c1","amount":1}"#,
+        "not json",
+    ],
     &[r#"{"customer":5,"amount":1}"#],
-    &[r#"{"customer":"c1","amount":1}"#, r#"{"customer":"c1","amount":1.5}"#],
+    &[
+        r#"{"customer":"c1","amount":1}"#,
+        r#"{"customer":"c1","amount":1.5}"#,
+    ],
     &[r#"{"customer":"c1"}"#],
 ];
 
@@ -125,10 +140,20 @@ fn show(bytes: &[u8]) -> String {
 fn enricher_transcript(plugin: &Plugin) -> Vec<String> {
     let mut lines = vec![info_line(plugin.info())];
     let limits = runtime().default_limits();
-    let refused = plugin.enricher("orders", limits.clone(), r#"{"customers_pond": 5}"#, Arc::new(NoPonds));
+    let refused = plugin.enricher(
+        "orders",
+        limits.clone(),
+        r#"{"customers_pond": 5}"#,
+        Arc::new(NoPonds),
+    );
     lines.push(format!("bad config refused: {}", refused.is_err()));
     let mut instance = plugin
-        .enricher("orders", limits, r#"{"customers_pond":"customers"}"#, Arc::new(customers))
+        .enricher(
+            "orders",
+            limits,
+            r#"{"customers_pond":"customers"}"#,
+            Arc::new(customers),
+        )
         .expect("enricher init");
     instance.set_output_count(1);
     for (n, values) in [ORDERS, &ORDERS[..3]].iter().enumerate() {
@@ -160,7 +185,10 @@ fn projection_transcript(plugin: &Plugin) -> Vec<String> {
     let mut state = MemoryState::default();
     for (n, values) in [TOTALS_BATCH_1, TOTALS_BATCH_2].iter().enumerate() {
         let applied = instance.apply("orders", 0, &batch(10 * n as u64, values), &mut state);
-        lines.push(format!("apply {n}: {:?}", applied.map_err(|e| e.to_string())));
+        lines.push(format!(
+            "apply {n}: {:?}",
+            applied.map_err(|e| e.to_string())
+        ));
     }
     for (n, values) in BAD_TOTALS_BATCHES.iter().enumerate() {
         let mut scratch = state.clone();
@@ -175,7 +203,9 @@ fn projection_transcript(plugin: &Plugin) -> Vec<String> {
         lines.push(format!("state {} = {}", show(key), show(value)));
     }
     for request in ["", "c1", "zz", "ü", "10"] {
-        let answer = instance.query(request.as_bytes(), &mut state).expect("query call");
+        let answer = instance
+            .query(request.as_bytes(), &mut state)
+            .expect("query call");
         lines.push(format!("query {request:?}: {:?}", answer.map(|a| show(&a))));
     }
     lines
@@ -195,7 +225,9 @@ fn bank_transcript(plugin: &Plugin) -> Vec<String> {
     let limits = runtime().default_limits();
     lines.push(format!(
         "bad config refused: {}",
-        plugin.command_handler("bank", limits.clone(), r#"{"max_amount":"lots"}"#).is_err()
+        plugin
+            .command_handler("bank", limits.clone(), r#"{"max_amount":"lots"}"#)
+            .is_err()
     ));
     let mut bank = plugin
         .command_handler("bank", limits, r#"{"max_amount":100}"#)
@@ -208,7 +240,10 @@ fn bank_transcript(plugin: &Plugin) -> Vec<String> {
         ("open", r#"{"owner":"Bob"}"#),
         ("deposit", r#"{"amount":0}"#),
         ("deposit", r#"{"amount":101}"#),
-        ("deposit", r#"{"amount":60,"note":"extra fields are ignored"}"#),
+        (
+            "deposit",
+            r#"{"amount":60,"note":"extra fields are ignored"}"#,
+        ),
         ("withdraw", r#"{"amount":61}"#),
         ("close", "null"),
         ("withdraw", r#"{"amount":60}"#),
@@ -223,7 +258,10 @@ fn bank_transcript(plugin: &Plugin) -> Vec<String> {
     ];
     let mut state = Vec::new();
     for (name, data) in commands {
-        match bank.decide(&command(name, data), &state).expect("decide call") {
+        match bank
+            .decide(&command(name, data), &state)
+            .expect("decide call")
+        {
             Ok(events) => {
                 for e in &events {
                     lines.push(format!("{name}: event {} {}", e.name, show(&e.data)));
@@ -233,7 +271,9 @@ fn bank_transcript(plugin: &Plugin) -> Vec<String> {
             }
             // Serde's wording for a malformed command is Rust's own; the
             // code is the contract.
-            Err(r) if r.code == "invalid-command" => lines.push(format!("{name}: rejected {}", r.code)),
+            Err(r) if r.code == "invalid-command" => {
+                lines.push(format!("{name}: rejected {}", r.code))
+            }
             Err(r) => lines.push(format!("{name}: rejected {} ({})", r.code, r.message)),
         }
     }
@@ -245,7 +285,10 @@ fn bank_transcript(plugin: &Plugin) -> Vec<String> {
         ("deposited", r#"{"amount":9}"#),
     ]
     .iter()
-    .map(|(n, d)| Event { name: (*n).into(), data: d.as_bytes().to_vec() })
+    .map(|(n, d)| Event {
+        name: (*n).into(),
+        data: d.as_bytes().to_vec(),
+    })
     .collect();
     let folded = bank.evolve(&[], &history).expect("evolve history");
     lines.push(format!("history state {}", show(&folded)));
@@ -303,7 +346,8 @@ fn rust_transcript(kind: Kind) -> Vec<String> {
 /// fresh runtime takes it from the cache, and compares it with Rust.
 fn check(lang: Language, kind: Kind) {
     let name = format!("{}/{}", lang.id(), kind.plugin_dir());
-    let bytes = languages::component_bytes(lang, kind.plugin_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let bytes =
+        languages::component_bytes(lang, kind.plugin_dir()).unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
     let plugin = runtime()
         .load(kind.plugin_kind(), &bytes)
@@ -316,7 +360,11 @@ fn check(lang: Language, kind: Kind) {
         .load(kind.plugin_kind(), &bytes)
         .unwrap_or_else(|e| panic!("reloading {name}: {e}"));
     let cached_load = started.elapsed();
-    assert_eq!(again.source(), ArtifactSource::DiskCache, "{name}: a second load must use the artifact cache");
+    assert_eq!(
+        again.source(),
+        ArtifactSource::DiskCache,
+        "{name}: a second load must use the artifact cache"
+    );
     eprintln!(
         "{name}: {:.1} MB, first load {first_load:.2?} ({:?}), cached load {cached_load:.2?}",
         bytes.len() as f64 / 1e6,
@@ -325,11 +373,18 @@ fn check(lang: Language, kind: Kind) {
 
     let expected = rust_transcript(kind);
     let got = kind.transcript(&again);
-    assert!(expected.len() > 3, "the Rust transcript is too short to mean anything: {expected:#?}");
+    assert!(
+        expected.len() > 3,
+        "the Rust transcript is too short to mean anything: {expected:#?}"
+    );
     for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(have, want, "{name} differs from Rust at line {i}");
     }
-    assert_eq!(got.len(), expected.len(), "{name}: {got:#?}\nRust: {expected:#?}");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{name}: {got:#?}\nRust: {expected:#?}"
+    );
 }
 
 #[test]
@@ -343,6 +398,7 @@ fn python_plugins_match_rust() {
 fn javascript_plugins_match_rust() {
     check(Language::JavaScript, Kind::Enricher);
     check(Language::JavaScript, Kind::Projection);
+    check(Language::JavaScript, Kind::Bank);
 }
 
 #[test]

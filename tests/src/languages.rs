@@ -51,7 +51,9 @@ pub fn output_dir() -> PathBuf {
 fn build(lang: Language) -> Result<PathBuf, String> {
     static BUILT: OnceLock<Mutex<HashMap<Language, Result<PathBuf, String>>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut built = built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut built = built
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     built
         .entry(lang)
         .or_insert_with(|| {
@@ -96,4 +98,3 @@ pub fn component_bytes(lang: Language, plugin: &str) -> Result<Vec<u8>, String> 
     let path = component_path(lang, plugin)?;
     std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
-

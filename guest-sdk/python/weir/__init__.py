@@ -661,6 +661,8 @@ def service(cls):
                 events = plugin.decide(Command(command.id, command.aggregate, command.name, data), current)
             except Rejection as r:
                 raise reject(r.code, r.message)
+            except Exception as e:  # a bug in decide: refuse the command, keep the instance
+                raise reject("error", str(e) or type(e).__name__)
             try:
                 return [_types.Event(name=e.name, data=dumps(e.data)) for e in events]
             except TypeError as e:
