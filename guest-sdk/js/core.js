@@ -71,7 +71,24 @@ const sortingReviver = reviveNumbers(true);
  */
 export function loads(data, sortKeys = false) {
   const text = typeof data === 'string' ? data : toText(data);
-  return JSON.parse(text, sortKeys ? sortingReviver : plainReviver);
+  // The reviver costs a call per value; without a fraction, an exponent or
+  // 16+ digits anywhere, plain JSON.parse reads every number exactly.
+  if (MAY_NEED_SOURCE.test(text)) return JSON.parse(text, sortKeys ? sortingReviver : plainReviver);
+  const value = JSON.parse(text);
+  if (sortKeys) markSorted(value);
+  return value;
+}
+
+const MAY_NEED_SOURCE = /\d[.eE]|\d{16}/;
+
+function markSorted(value) {
+  if (value === null || typeof value !== 'object') return;
+  if (Array.isArray(value)) {
+    for (const item of value) markSorted(item);
+    return;
+  }
+  Object.defineProperty(value, SORTED, { value: true });
+  for (const key of Object.keys(value)) markSorted(value[key]);
 }
 
 export function compareUtf8(a, b) {
@@ -159,9 +176,48 @@ function write(value, out) {
  * Integer-valued numbers are written as integers: wrap a float that must
  * stay one in `JsonFloat`. */
 export function dumps(value) {
+  if (HAS_RAW_JSON) {
+    try {
+      return JSON.stringify(value, rawReplacer);
+    } catch (e) {
+      if (e !== NEEDS_SLOW_PATH) throw e;
+    }
+  }
   const out = [];
   write(value, out);
   return out.join('');
+}
+
+// JSON.rawJSON (where the engine has it) lets the native JSON.stringify do
+// the work, with only numbers and sorted objects handed back to JS.
+const HAS_RAW_JSON = typeof JSON.rawJSON === 'function';
+const NEEDS_SLOW_PATH = Symbol('weir.needsSlowPath');
+const INDEX_LIKE = /^(0|[1-9][0-9]*)$/;
+
+function rawReplacer(key, value) {
+  switch (typeof value) {
+    case 'number':
+      return Number.isInteger(value) ? value : JSON.rawJSON(formatFloat(value));
+    case 'bigint':
+      return JSON.rawJSON(value.toString());
+    case 'object':
+      if (value === null || Array.isArray(value)) return value;
+      if (value instanceof JsonFloat) return JSON.rawJSON(formatFloat(value.value));
+      if (value[SORTED]) {
+        // A fresh object with the keys inserted in order -- unless a key
+        // looks like an array index: JS objects put those first.
+        const keys = Object.keys(value).sort(compareUtf8);
+        const sorted = {};
+        for (const k of keys) {
+          if (INDEX_LIKE.test(k)) throw NEEDS_SLOW_PATH;
+          sorted[k] = value[k];
+        }
+        return sorted;
+      }
+      return value;
+    default:
+      return value;
+  }
 }
 
 /** The plugin's JSON config as an object; empty or `null` gives `{}`. */

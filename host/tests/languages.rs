@@ -43,7 +43,7 @@ fn customers(pond: &str, key: &[u8]) -> Option<Vec<u8>> {
                "nested":{"z":{"b":2,"a":1},"y":[{"k":1,"k":2}]},"text":"caf\u00e9 \ud83d\ude00 \u0001 tab\t quote\" slash\/ back\\"}"#
         }
         b"c2" => "not json",
-        b"c3" => "[1,2,{\"b\":1,\"a\":2}]",
+        b"c3" => "[1,2,{\"b\":1,\"a\":2,\"10\":0,\"2\":0}]",
         b"c4" => "\"just a string\"",
         k if k == "ü".as_bytes() => r#"{"name":"Ü","n":-0.0}"#,
         _ => return None,
