@@ -11,6 +11,7 @@ pub struct Emitter {
     out: types::Emitted,
 }
 
+#[inline]
 fn end(len: usize) -> u32 {
     // The host bounds batches far below 4 GiB; saturate rather than wrap.
     u32::try_from(len).unwrap_or(u32::MAX)
@@ -40,11 +41,13 @@ impl Emitter {
 
     /// Emit a record to output `output` (an index into the manifest's
     /// `outputs`). An empty key means no key.
+    #[inline]
     pub fn emit(&mut self, output: u32, key: &[u8], value: &[u8]) {
         self.emit_with_headers(output, key, value, &[]);
     }
 
     /// Emit a record with headers.
+    #[inline]
     pub fn emit_with_headers(
         &mut self,
         output: u32,
@@ -58,6 +61,7 @@ impl Emitter {
 
     /// Emit a record whose value is `value` serialised as JSON (written
     /// straight into the output buffer).
+    #[inline]
     pub fn emit_json<T: serde::Serialize + ?Sized>(
         &mut self,
         output: u32,
@@ -74,6 +78,7 @@ impl Emitter {
     }
 
     /// Emit the event unchanged (key, value and headers) to `output`.
+    #[inline]
     pub fn forward(&mut self, output: u32, event: &Event<'_>) {
         self.out.values.extend_from_slice(event.value());
         self.finish(
@@ -84,14 +89,17 @@ impl Emitter {
     }
 
     /// Number of records emitted so far in this batch.
+    #[inline]
     pub fn len(&self) -> usize {
         self.out.outputs.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.out.outputs.is_empty()
     }
 
+    #[inline]
     fn finish<'h>(
         &mut self,
         output: u32,

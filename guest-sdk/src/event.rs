@@ -19,6 +19,7 @@ pub struct Event<'a> {
     index: usize,
 }
 
+#[inline]
 pub(crate) fn span(ends: &[u32], i: usize) -> Range<usize> {
     let start = if i == 0 {
         0
@@ -29,6 +30,7 @@ pub(crate) fn span(ends: &[u32], i: usize) -> Range<usize> {
     start..end.max(start)
 }
 
+#[inline]
 fn slice<'a>(blob: &'a [u8], ends: &[u32], i: usize) -> &'a [u8] {
     blob.get(span(ends, i)).unwrap_or(&[])
 }
@@ -39,25 +41,30 @@ impl Batch {
     }
 
     /// The topic the events were read from.
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.inner.topic
     }
 
     /// The partition the events were read from.
+    #[inline]
     pub fn partition(&self) -> u32 {
         self.inner.partition
     }
 
     /// Number of events.
+    #[inline]
     pub fn len(&self) -> usize {
         self.inner.offsets.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.inner.offsets.is_empty()
     }
 
     /// Event `index` (0-based), if it exists.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<Event<'_>> {
         (index < self.len()).then_some(Event {
             batch: &self.inner,
@@ -66,6 +73,7 @@ impl Batch {
     }
 
     /// All events, in offset order.
+    #[inline]
     pub fn events(&self) -> impl ExactSizeIterator<Item = Event<'_>> + '_ {
         (0..self.len()).map(move |index| Event {
             batch: &self.inner,
@@ -76,48 +84,58 @@ impl Batch {
 
 impl<'a> Event<'a> {
     /// Position of this event in its batch.
+    #[inline]
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// The event's offset in its partition.
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.batch.offsets.get(self.index).copied().unwrap_or(0)
     }
 
     /// Milliseconds since the Unix epoch.
+    #[inline]
     pub fn timestamp(&self) -> i64 {
         self.batch.timestamps.get(self.index).copied().unwrap_or(0)
     }
 
+    #[inline]
     pub fn topic(&self) -> &'a str {
         &self.batch.topic
     }
 
+    #[inline]
     pub fn partition(&self) -> u32 {
         self.batch.partition
     }
 
     /// The key; empty when the event has no key.
+    #[inline]
     pub fn key(&self) -> &'a [u8] {
         slice(&self.batch.keys, &self.batch.key_ends, self.index)
     }
 
     /// The key as UTF-8, if it is.
+    #[inline]
     pub fn key_str(&self) -> Option<&'a str> {
         std::str::from_utf8(self.key()).ok()
     }
 
+    #[inline]
     pub fn value(&self) -> &'a [u8] {
         slice(&self.batch.values, &self.batch.value_ends, self.index)
     }
 
     /// The value parsed as JSON (borrowing from the batch where `T` allows).
+    #[inline]
     pub fn json<T: serde::Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(self.value())
     }
 
     /// The event's headers as (name, value); names that are not UTF-8 are skipped.
+    #[inline]
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let h = &self.batch.headers;
         span(&h.ends, self.index).filter_map(move |j| {
@@ -127,6 +145,7 @@ impl<'a> Event<'a> {
     }
 
     /// The value of the first header called `name`.
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }

@@ -136,6 +136,8 @@
 //! weir_guest::command_handler!(Bank);
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::type_complexity))]
+
 extern crate self as weir_guest;
 
 mod bindings;

@@ -30,7 +30,7 @@ impl Mode {
 }
 
 fn event(i: usize) -> Vec<u8> {
-    let side = if i % 2 == 0 { "buy" } else { "sell" };
+    let side = if i.is_multiple_of(2) { "buy" } else { "sell" };
     let mut v = format!(
         r#"{{"id":{},"side":"{side}","qty":{},"sym":"WEIR","pad":""#,
         1_000_000 + i,

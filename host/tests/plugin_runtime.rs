@@ -3,6 +3,8 @@
 //! sandbox's fault handling (deadline, memory limit, panic, no ambient
 //! access), plus the precompiled-artifact cache.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use weir::batch::{Record, RecordBatch};

@@ -25,7 +25,12 @@ use crate::batch::RecordBatch;
 
 impl Partition {
     /// Visit every visible record of `seg`: (offset, key, value, timestamp).
-    fn for_each_record(&self, seg: &Segment, visible: u64, mut f: impl FnMut(u64, &[u8], &[u8], i64)) -> Result<()> {
+    fn for_each_record(
+        &self,
+        seg: &Segment,
+        visible: u64,
+        mut f: impl FnMut(u64, &[u8], &[u8], i64),
+    ) -> Result<()> {
         let max = self.settings.max_batch_bytes;
         seg.with_bytes(seg.size(), |data| -> Result<()> {
             let mut pos = 0;
@@ -89,7 +94,13 @@ impl Partition {
         Ok(rewritten)
     }
 
-    fn compact_segment(&self, seg: &Arc<Segment>, latest: &HashMap<Vec<u8>, u64>, delete_retention_ms: u64, now_ms: i64) -> Result<bool> {
+    fn compact_segment(
+        &self,
+        seg: &Arc<Segment>,
+        latest: &HashMap<Vec<u8>, u64>,
+        delete_retention_ms: u64,
+        now_ms: i64,
+    ) -> Result<bool> {
         let max = self.settings.max_batch_bytes;
         let last_offset = seg.next_offset.load(Ordering::Acquire).saturating_sub(1);
         let (out, dropped) = seg.with_bytes(seg.size(), |data| -> Result<(Vec<u8>, usize)> {
@@ -106,8 +117,8 @@ impl Partition {
                         return true;
                     }
                     let newest = latest.get(key).is_none_or(|&l| l == o);
-                    let expired_tombstone =
-                        view.value(i).is_empty() && view.timestamp(i).saturating_add(delete_retention_ms as i64) < now_ms;
+                    let expired_tombstone = view.value(i).is_empty()
+                        && view.timestamp(i).saturating_add(delete_retention_ms as i64) < now_ms;
                     newest && !expired_tombstone
                 };
                 let kept: Vec<usize> = (0..view.count).filter(|&i| keep(i)).collect();
@@ -130,7 +141,11 @@ impl Partition {
         }
         let scan = recovery::scan(&out, seg.base, &self.settings);
         if let Some((pos, reason)) = scan.error {
-            return Err(LogError::Corrupt { file: seg.path.clone(), position: pos, reason: format!("compaction output invalid: {reason}") });
+            return Err(LogError::Corrupt {
+                file: seg.path.clone(),
+                position: pos,
+                reason: format!("compaction output invalid: {reason}"),
+            });
         }
         let cleaned = seg.path.with_extension("log.cleaned");
         let mut file = OpenOptions::new()
@@ -140,9 +155,18 @@ impl Partition {
             .truncate(true)
             .open(&cleaned)
             .ctx(|| format!("creating {}", cleaned.display()))?;
-        file.write_all(&out).ctx(|| format!("writing {}", cleaned.display()))?;
-        file.sync_all().ctx(|| format!("syncing {}", cleaned.display()))?;
-        let new = Arc::new(Segment::from_file(&self.dir, seg.base, file, out.len() as u64, scan.next_offset, scan.index));
+        file.write_all(&out)
+            .ctx(|| format!("writing {}", cleaned.display()))?;
+        file.sync_all()
+            .ctx(|| format!("syncing {}", cleaned.display()))?;
+        let new = Arc::new(Segment::from_file(
+            &self.dir,
+            seg.base,
+            file,
+            out.len() as u64,
+            scan.next_offset,
+            scan.index,
+        ));
         let swapped = self.swap_segment(seg, new.clone(), || {
             fs::rename(&cleaned, &seg.path).ctx(|| format!("renaming {}", cleaned.display()))?;
             segment::sync_dir(&self.dir)

@@ -80,7 +80,9 @@ impl FromStr for FsyncPolicy {
             .ok_or_else(bad)?;
         let d = parse_duration(inner).ok_or_else(bad)?;
         if d.is_zero() {
-            return Err(LogError::InvalidConfig("fsync interval must be positive".into()));
+            return Err(LogError::InvalidConfig(
+                "fsync interval must be positive".into(),
+            ));
         }
         Ok(FsyncPolicy::Interval(d))
     }
@@ -136,15 +138,22 @@ impl Default for LogConfig {
 
 impl LogConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LogConfig { dir: dir.into(), ..LogConfig::default() }
+        LogConfig {
+            dir: dir.into(),
+            ..LogConfig::default()
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.index_interval_bytes == 0 {
-            return Err(LogError::InvalidConfig("index_interval_bytes must be positive".into()));
+            return Err(LogError::InvalidConfig(
+                "index_interval_bytes must be positive".into(),
+            ));
         }
         if self.max_batch_bytes < 1024 || self.max_batch_bytes > 512 << 20 {
-            return Err(LogError::InvalidConfig("max_batch_bytes must be within 1 KiB..=512 MiB".into()));
+            return Err(LogError::InvalidConfig(
+                "max_batch_bytes must be within 1 KiB..=512 MiB".into(),
+            ));
         }
         Ok(())
     }
@@ -194,7 +203,10 @@ pub(crate) const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
 impl TopicConfig {
     pub fn with_partitions(partitions: u32) -> Self {
-        TopicConfig { partitions, ..TopicConfig::default() }
+        TopicConfig {
+            partitions,
+            ..TopicConfig::default()
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -203,7 +215,9 @@ impl TopicConfig {
             return bad(format!("partitions must be within 1..={MAX_PARTITIONS}"));
         }
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
-            return bad(format!("segment_bytes must be within {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}"));
+            return bad(format!(
+                "segment_bytes must be within {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}"
+            ));
         }
         if self.segment_ms == Some(0) {
             return bad("segment_ms must be positive".into());
@@ -215,14 +229,22 @@ impl TopicConfig {
 /// Check a topic name: `[A-Za-z0-9._-]`, 1..=200 characters, not `.` or `..`.
 /// A valid name is always a safe single path component.
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let err = |reason| Err(LogError::InvalidName { name: name.chars().take(240).collect(), reason });
+    let err = |reason| {
+        Err(LogError::InvalidName {
+            name: name.chars().take(240).collect(),
+            reason,
+        })
+    };
     if name.is_empty() || name.len() > 200 {
         return err("must be 1 to 200 characters long");
     }
     if name == "." || name == ".." {
         return err("must not be \".\" or \"..\"");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return err("may contain only ASCII letters, digits, '.', '_' and '-'");
     }
     Ok(())
@@ -234,10 +256,21 @@ mod tests {
 
     #[test]
     fn fsync_policy_parses_and_round_trips() {
-        assert_eq!("always".parse::<FsyncPolicy>().ok(), Some(FsyncPolicy::Always));
-        assert_eq!("Never".parse::<FsyncPolicy>().ok(), Some(FsyncPolicy::Never));
+        assert_eq!(
+            "always".parse::<FsyncPolicy>().ok(),
+            Some(FsyncPolicy::Always)
+        );
+        assert_eq!(
+            "Never".parse::<FsyncPolicy>().ok(),
+            Some(FsyncPolicy::Never)
+        );
         let i50 = FsyncPolicy::Interval(Duration::from_millis(50));
-        for s in ["interval:50ms", "interval(50ms)", "interval:50", "interval=50ms"] {
+        for s in [
+            "interval:50ms",
+            "interval(50ms)",
+            "interval:50",
+            "interval=50ms",
+        ] {
             assert_eq!(s.parse::<FsyncPolicy>().ok(), Some(i50), "{s}");
         }
         assert_eq!(
@@ -263,7 +296,10 @@ mod tests {
         assert!(c.validate().is_ok());
         assert!(serde_json::from_str::<TopicConfig>(r#"{"partitons": 3}"#).is_err());
         assert!(TopicConfig::with_partitions(0).validate().is_err());
-        let tiny = TopicConfig { segment_bytes: 10, ..TopicConfig::default() };
+        let tiny = TopicConfig {
+            segment_bytes: 10,
+            ..TopicConfig::default()
+        };
         assert!(tiny.validate().is_err());
     }
 
@@ -272,7 +308,18 @@ mod tests {
         for ok in ["a", "orders.v1", "A_b-c.9", &"x".repeat(200), ".hidden"] {
             assert!(validate_topic_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "../etc", "a b", "é", &"x".repeat(201), "a\0b", "~x"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../etc",
+            "a b",
+            "é",
+            &"x".repeat(201),
+            "a\0b",
+            "~x",
+        ] {
             assert!(
                 matches!(validate_topic_name(bad), Err(LogError::InvalidName { .. })),
                 "{bad:?}"

@@ -16,14 +16,22 @@ pub enum LogError {
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
     #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
-    InvalidPartition { topic: String, partition: u32, partitions: u32 },
+    InvalidPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
     /// A read or lookup outside `start..=end`. `start` is the first offset
     /// still stored (it rises with retention), `end` the visible end.
     #[error("offset {offset} is out of range: the partition holds offsets {start}..{end}")]
     OffsetOutOfRange { offset: u64, start: u64, end: u64 },
     /// Stored data failed validation at `position` (a byte offset) of `file`.
     #[error("corrupt log data in {} at byte {position}: {reason}", file.display())]
-    Corrupt { file: PathBuf, position: u64, reason: String },
+    Corrupt {
+        file: PathBuf,
+        position: u64,
+        reason: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -49,6 +57,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| LogError::Io { context: what(), source })
+        self.map_err(|source| LogError::Io {
+            context: what(),
+            source,
+        })
     }
 }

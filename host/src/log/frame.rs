@@ -170,7 +170,11 @@ impl<'a> FrameView<'a> {
         let hcount = u32_at(body, 28) as usize;
         let lens = [32, 36, 40, 44].map(|at| u32_at(body, at) as usize);
         let mut rest = &body[BODY_HEADER_LEN..];
-        let deltas = if flags & HAS_DELTAS != 0 { Some(take(&mut rest, count * 4)?) } else { None };
+        let deltas = if flags & HAS_DELTAS != 0 {
+            Some(take(&mut rest, count * 4)?)
+        } else {
+            None
+        };
         let timestamps = take(&mut rest, count * 8)?;
         let key_ends = take(&mut rest, count * 4)?;
         let value_ends = take(&mut rest, count * 4)?;
@@ -251,7 +255,11 @@ impl<'a> FrameView<'a> {
                 let (mut lo, mut hi) = (0, self.count);
                 while lo < hi {
                     let mid = (lo + hi) / 2;
-                    if self.offset(mid) < offset { lo = mid + 1 } else { hi = mid }
+                    if self.offset(mid) < offset {
+                        lo = mid + 1
+                    } else {
+                        hi = mid
+                    }
                 }
                 lo
             }
@@ -275,7 +283,9 @@ impl<'a> FrameView<'a> {
             return;
         }
         match self.deltas {
-            None => out.offsets.extend((from..to).map(|i| self.base_offset + i as u64)),
+            None => out
+                .offsets
+                .extend((from..to).map(|i| self.base_offset + i as u64)),
             Some(_) => out.offsets.extend((from..to).map(|i| self.offset(i))),
         }
         out.timestamps.extend(
@@ -283,8 +293,22 @@ impl<'a> FrameView<'a> {
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
         );
-        copy_column(&mut out.key_ends, &mut out.keys, self.key_ends, self.keys, from, to);
-        copy_column(&mut out.value_ends, &mut out.values, self.value_ends, self.values, from, to);
+        copy_column(
+            &mut out.key_ends,
+            &mut out.keys,
+            self.key_ends,
+            self.keys,
+            from,
+            to,
+        );
+        copy_column(
+            &mut out.value_ends,
+            &mut out.values,
+            self.value_ends,
+            self.values,
+            from,
+            to,
+        );
         let h0 = end_at(self.header_ends, from) as usize;
         let h1 = end_at(self.header_ends, to) as usize;
         let hbase = out.headers.name_ends.len() as u32;
@@ -294,14 +318,34 @@ impl<'a> FrameView<'a> {
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) - h0 as u32 + hbase),
         );
         let hs = &mut out.headers;
-        copy_column(&mut hs.name_ends, &mut hs.names, self.name_ends, self.names, h0, h1);
-        copy_column(&mut hs.value_ends, &mut hs.values, self.hvalue_ends, self.hvalues, h0, h1);
+        copy_column(
+            &mut hs.name_ends,
+            &mut hs.names,
+            self.name_ends,
+            self.names,
+            h0,
+            h1,
+        );
+        copy_column(
+            &mut hs.value_ends,
+            &mut hs.values,
+            self.hvalue_ends,
+            self.hvalues,
+            h0,
+            h1,
+        );
     }
-
 }
 
 /// Copy ends `from..to` (rebased onto `out_blob`) and their blob bytes.
-fn copy_column(out_ends: &mut Vec<u32>, out_blob: &mut Vec<u8>, ends: &[u8], blob: &[u8], from: usize, to: usize) {
+fn copy_column(
+    out_ends: &mut Vec<u32>,
+    out_blob: &mut Vec<u8>,
+    ends: &[u8],
+    blob: &[u8],
+    from: usize,
+    to: usize,
+) {
     if from >= to {
         return;
     }
@@ -353,7 +397,7 @@ fn seal(buf: &mut [u8], start: usize) {
     buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn put_ends<'x>(buf: &mut Vec<u8>, lens: impl Iterator<Item = usize>) {
+fn put_ends(buf: &mut Vec<u8>, lens: impl Iterator<Item = usize>) {
     let mut acc = 0u32;
     for l in lens {
         acc += l as u32;
@@ -368,7 +412,11 @@ pub(crate) fn records_size(records: &[Record]) -> usize {
     for r in records {
         payload += r.key.len() + r.value.len();
         hcount += r.headers.len();
-        payload += r.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        payload += r
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>();
     }
     PREFIX_LEN + body_size(records.len(), hcount, payload, false)
 }
@@ -384,7 +432,11 @@ pub(crate) fn encode_records(buf: &mut Vec<u8>, base_offset: u64, records: &[Rec
         base_offset,
         count: records.len() as u32,
         last_delta: records.len() as u32 - 1,
-        max_ts: records.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN),
+        max_ts: records
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(i64::MIN),
         hcount: sum(&|r| r.headers.len()) as u32,
         lens: [
             sum(&|r| r.key.len()) as u32,
@@ -400,8 +452,18 @@ pub(crate) fn encode_records(buf: &mut Vec<u8>, base_offset: u64, records: &[Rec
     put_ends(buf, records.iter().map(|r| r.key.len()));
     put_ends(buf, records.iter().map(|r| r.value.len()));
     put_ends(buf, records.iter().map(|r| r.headers.len()));
-    put_ends(buf, records.iter().flat_map(|r| r.headers.iter().map(|h| h.0.len())));
-    put_ends(buf, records.iter().flat_map(|r| r.headers.iter().map(|h| h.1.len())));
+    put_ends(
+        buf,
+        records
+            .iter()
+            .flat_map(|r| r.headers.iter().map(|h| h.0.len())),
+    );
+    put_ends(
+        buf,
+        records
+            .iter()
+            .flat_map(|r| r.headers.iter().map(|h| h.1.len())),
+    );
     for r in records {
         buf.extend_from_slice(&r.key);
     }
@@ -423,7 +485,13 @@ pub(crate) fn encode_records(buf: &mut Vec<u8>, base_offset: u64, records: &[Rec
 
 /// Encoded size of a columnar batch.
 pub(crate) fn batch_size(b: &RecordBatch, deltas: bool) -> usize {
-    PREFIX_LEN + body_size(b.len(), b.headers.name_ends.len(), b.payload_bytes(), deltas)
+    PREFIX_LEN
+        + body_size(
+            b.len(),
+            b.headers.name_ends.len(),
+            b.payload_bytes(),
+            deltas,
+        )
 }
 
 fn put_u32s(buf: &mut Vec<u8>, v: &[u32]) {
@@ -436,17 +504,32 @@ fn put_u32s(buf: &mut Vec<u8>, v: &[u32]) {
 ///
 /// With `offsets = Some((base, last_delta))` the batch's own `offsets` are
 /// kept (compaction); otherwise records are numbered from `base_offset`.
-pub(crate) fn encode_batch(buf: &mut Vec<u8>, base_offset: u64, b: &RecordBatch, keep_offsets: Option<u32>) {
+pub(crate) fn encode_batch(
+    buf: &mut Vec<u8>,
+    base_offset: u64,
+    b: &RecordBatch,
+    keep_offsets: Option<u32>,
+) {
     let start = buf.len();
     buf.reserve(batch_size(b, keep_offsets.is_some()));
     let head = BodyHead {
-        flags: if keep_offsets.is_some() { HAS_DELTAS } else { 0 },
+        flags: if keep_offsets.is_some() {
+            HAS_DELTAS
+        } else {
+            0
+        },
         base_offset,
         count: b.len() as u32,
         last_delta: keep_offsets.unwrap_or(b.len() as u32 - 1),
         max_ts: b.timestamps.iter().copied().max().unwrap_or(i64::MIN),
         hcount: b.headers.name_ends.len() as u32,
-        lens: [b.keys.len(), b.values.len(), b.headers.names.len(), b.headers.values.len()].map(|l| l as u32),
+        lens: [
+            b.keys.len(),
+            b.values.len(),
+            b.headers.names.len(),
+            b.headers.values.len(),
+        ]
+        .map(|l| l as u32),
     };
     put_head(buf, &head);
     if keep_offsets.is_some() {
@@ -475,8 +558,18 @@ mod tests {
 
     fn recs() -> Vec<Record> {
         vec![
-            Record { key: b"k1".to_vec(), value: b"hello".to_vec(), headers: vec![("a".into(), b"1".to_vec())], timestamp: 5 },
-            Record { key: vec![], value: b"".to_vec(), headers: vec![], timestamp: 3 },
+            Record {
+                key: b"k1".to_vec(),
+                value: b"hello".to_vec(),
+                headers: vec![("a".into(), b"1".to_vec())],
+                timestamp: 5,
+            },
+            Record {
+                key: vec![],
+                value: b"".to_vec(),
+                headers: vec![],
+                timestamp: 3,
+            },
             Record {
                 key: b"k3".to_vec(),
                 value: b"world!".to_vec(),
@@ -496,8 +589,13 @@ mod tests {
         let mut buf = Vec::new();
         encode_records(&mut buf, 100, &records);
         assert_eq!(buf.len(), records_size(&records));
-        let Probe::Frame(h) = probe(&buf, 1 << 20, true) else { panic!("frame not accepted") };
-        assert_eq!((h.base_offset, h.count, h.max_timestamp, h.next_offset()), (100, 3, 9, 103));
+        let Probe::Frame(h) = probe(&buf, 1 << 20, true) else {
+            panic!("frame not accepted")
+        };
+        assert_eq!(
+            (h.base_offset, h.count, h.max_timestamp, h.next_offset()),
+            (100, 3, 9, 103)
+        );
         let view = FrameView::parse(body(&buf)).expect("parse");
         let mut out = RecordBatch::default();
         view.copy_into(&mut out, 0, 3);
@@ -510,7 +608,10 @@ mod tests {
         view.copy_into(&mut out, 1, 3);
         assert!(out.validate().is_ok());
         assert_eq!(out.record(4), records[2]);
-        assert_eq!(view.payload_bytes(0, 3), out.payload_bytes() - view.payload_bytes(1, 3));
+        assert_eq!(
+            view.payload_bytes(0, 3),
+            out.payload_bytes() - view.payload_bytes(1, 3)
+        );
     }
 
     #[test]
@@ -521,7 +622,9 @@ mod tests {
         }
         let mut buf = Vec::new();
         encode_batch(&mut buf, 10, &b, Some(4));
-        let Probe::Frame(h) = probe(&buf, 1 << 20, true) else { panic!("frame not accepted") };
+        let Probe::Frame(h) = probe(&buf, 1 << 20, true) else {
+            panic!("frame not accepted")
+        };
         assert_eq!(h.next_offset(), 15);
         let view = FrameView::parse(body(&buf)).expect("parse");
         assert_eq!(view.index_of(11), 1);
@@ -536,12 +639,21 @@ mod tests {
         let mut buf = Vec::new();
         encode_records(&mut buf, 0, &recs());
         for cut in 0..buf.len() {
-            assert!(matches!(probe(&buf[..cut], 1 << 20, true), Probe::Incomplete | Probe::Bad(_)), "cut {cut}");
+            assert!(
+                matches!(
+                    probe(&buf[..cut], 1 << 20, true),
+                    Probe::Incomplete | Probe::Bad(_)
+                ),
+                "cut {cut}"
+            );
         }
         for bit in 0..buf.len() * 8 {
             let mut b = buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(matches!(probe(&b, 1 << 20, true), Probe::Bad(_) | Probe::Incomplete), "bit {bit}");
+            assert!(
+                matches!(probe(&b, 1 << 20, true), Probe::Bad(_) | Probe::Incomplete),
+                "bit {bit}"
+            );
         }
     }
 }

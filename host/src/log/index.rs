@@ -85,7 +85,11 @@ impl SegmentIndex {
     fn entry(&self, i: usize) -> (u32, u32, i64) {
         let o = self.offsets.bytes();
         let t = self.times.bytes();
-        (u32_at(o, i * OFF_ENTRY), u32_at(o, i * OFF_ENTRY + 4), i64_at(t, i * TIME_ENTRY))
+        (
+            u32_at(o, i * OFF_ENTRY),
+            u32_at(o, i * OFF_ENTRY + 4),
+            i64_at(t, i * TIME_ENTRY),
+        )
     }
 
     fn owned(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
@@ -115,33 +119,42 @@ impl SegmentIndex {
         self.max_ts = self.max_ts.max(batch_max_ts);
     }
 
-    /// Position of the last indexed batch starting at or before `rel`.
-    pub fn position_for_offset(&self, rel: u64) -> u64 {
-        let n = self.len();
-        let (mut lo, mut hi) = (0, n);
+    /// Position of the last entry for which `before(entry)` holds, given
+    /// that it holds for a prefix of the entries; 0 when for none.
+    fn last_position_where(&self, before: impl Fn((u32, u32, i64)) -> bool) -> u64 {
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if (self.entry(mid).0 as u64) <= rel { lo = mid + 1 } else { hi = mid }
+            if before(self.entry(mid)) {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
         }
-        if lo == 0 { 0 } else { self.entry(lo - 1).1 as u64 }
+        if lo == 0 {
+            0
+        } else {
+            self.entry(lo - 1).1 as u64
+        }
+    }
+
+    /// Position of the last indexed batch starting at or before `rel`.
+    pub fn position_for_offset(&self, rel: u64) -> u64 {
+        self.last_position_where(|e| e.0 as u64 <= rel)
     }
 
     /// Position from which the first record with timestamp >= `ts` can be
     /// found by scanning forward: the last batch before which every record is older.
     pub fn position_for_time(&self, ts: i64) -> u64 {
-        let n = self.len();
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).2 < ts { lo = mid + 1 } else { hi = mid }
-        }
-        if lo == 0 { 0 } else { self.entry(lo - 1).1 as u64 }
+        self.last_position_where(|e| e.2 < ts)
     }
 
     /// Drop entries at or beyond file position `pos` (after a truncate).
     /// `max_ts` becomes an over-estimate, which only delays retention.
     pub fn truncate_at(&mut self, pos: u64) {
-        let keep = (0..self.len()).take_while(|&i| (self.entry(i).1 as u64) < pos).count();
+        let keep = (0..self.len())
+            .take_while(|&i| (self.entry(i).1 as u64) < pos)
+            .count();
         let (o, t) = self.owned();
         o.truncate(keep * OFF_ENTRY);
         t.truncate(keep * TIME_ENTRY);
@@ -166,17 +179,37 @@ impl SegmentIndex {
     /// Returns the index and the segment's next offset, or `None` when the
     /// files are missing, damaged or do not match the segment; the caller
     /// then rebuilds them by scanning.
-    pub fn load(off_path: &Path, time_path: &Path, log: &[u8], base: u64, interval: u32, max_body: usize) -> Option<(Self, u64)> {
+    pub fn load(
+        off_path: &Path,
+        time_path: &Path,
+        log: &[u8],
+        base: u64,
+        interval: u32,
+        max_body: usize,
+    ) -> Option<(Self, u64)> {
         let offsets = map_file(off_path).ok()?;
         let times = map_file(time_path).ok()?;
         let (ob, tb) = (offsets.bytes(), times.bytes());
-        if ob.len() % OFF_ENTRY != 0 || tb.len() % TIME_ENTRY != 0 || ob.len() / OFF_ENTRY != tb.len() / TIME_ENTRY {
+        if ob.len() % OFF_ENTRY != 0
+            || tb.len() % TIME_ENTRY != 0
+            || ob.len() / OFF_ENTRY != tb.len() / TIME_ENTRY
+        {
             return None;
         }
-        let mut index = SegmentIndex { offsets, times, bytes_since_entry: 0, max_ts: i64::MIN, interval: interval as u64 };
+        let mut index = SegmentIndex {
+            offsets,
+            times,
+            bytes_since_entry: 0,
+            max_ts: i64::MIN,
+            interval: interval as u64,
+        };
         let n = index.len();
         if n == 0 {
-            return if log.is_empty() { Some((index, base)) } else { None };
+            return if log.is_empty() {
+                Some((index, base))
+            } else {
+                None
+            };
         }
         let mut prev: Option<(u32, u32, i64)> = None;
         for i in 0..n {

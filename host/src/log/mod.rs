@@ -108,15 +108,28 @@ pub trait EventLog: Send + Sync {
     /// Append a columnar batch (its `offsets` are ignored) and publish.
     fn append_batch(&self, topic: &str, partition: u32, batch: &RecordBatch) -> Result<AppendAck>;
     /// Append durably (per policy) but keep invisible until [`EventLog::publish`].
-    fn append_deferred(&self, topic: &str, partition: u32, records: &[Record]) -> Result<AppendAck>;
+    fn append_deferred(&self, topic: &str, partition: u32, records: &[Record])
+    -> Result<AppendAck>;
     /// Columnar form of [`EventLog::append_deferred`].
-    fn append_batch_deferred(&self, topic: &str, partition: u32, batch: &RecordBatch) -> Result<AppendAck>;
+    fn append_batch_deferred(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &RecordBatch,
+    ) -> Result<AppendAck>;
     /// Make every offset below `up_to` visible.
     fn publish(&self, topic: &str, partition: u32, up_to: u64) -> Result<()>;
     /// Cut the log so `to` is the next offset. Refuses to cut visible
     /// records unless `force`. Cut offsets are assigned again.
     fn truncate(&self, topic: &str, partition: u32, to: u64, force: bool) -> Result<()>;
-    fn read(&self, topic: &str, partition: u32, from: u64, max_records: usize, max_bytes: usize) -> Result<RecordBatch>;
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<RecordBatch>;
     /// First stored offset (rises with retention).
     fn start_offset(&self, topic: &str, partition: u32) -> Result<u64>;
     /// The visible end: the next offset readers will see.
@@ -126,7 +139,8 @@ pub trait EventLog: Send + Sync {
     /// First visible offset whose record's timestamp is ≥ `ts_ms`.
     fn offset_for_timestamp(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>>;
     /// Block until the visible end is beyond `offset` (true) or `timeout` passes (false).
-    fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration) -> Result<bool>;
+    fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration)
+    -> Result<bool>;
     /// A watch of the visible end, for async waiting (`changed().await`).
     fn watch_end(&self, topic: &str, partition: u32) -> Result<watch::Receiver<u64>>;
     /// Sync everything written so far.
@@ -152,7 +166,9 @@ pub struct Log {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Log {
@@ -170,7 +186,8 @@ impl Log {
             }
             if name.starts_with('~') {
                 // An interrupted create or delete.
-                fs::remove_dir_all(entry.path()).ctx(|| format!("removing {}", entry.path().display()))?;
+                fs::remove_dir_all(entry.path())
+                    .ctx(|| format!("removing {}", entry.path().display()))?;
                 continue;
             }
             if validate_topic_name(&name).is_err() {
@@ -193,7 +210,10 @@ impl Log {
             .name("weir-log-maintenance".into())
             .spawn(move || worker.maintenance_loop())
             .ctx(|| "starting the log maintenance thread".into())?;
-        Ok(Log { inner, maintenance: Mutex::new(Some(handle)) })
+        Ok(Log {
+            inner,
+            maintenance: Mutex::new(Some(handle)),
+        })
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -246,17 +266,23 @@ impl Drop for Log {
 
 impl Inner {
     fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) { Err(LogError::Closed) } else { Ok(()) }
+        if self.closed.load(Ordering::Acquire) {
+            Err(LogError::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.check_open()?;
-        self.topics.read().get(name).cloned().ok_or_else(|| {
-            match validate_topic_name(name) {
+        self.topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| match validate_topic_name(name) {
                 Err(e) => e,
                 Ok(()) => LogError::UnknownTopic(name.to_string()),
-            }
-        })
+            })
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
@@ -265,7 +291,10 @@ impl Inner {
 
     fn all_partitions(&self) -> Vec<(Arc<Topic>, Arc<Partition>)> {
         let topics = self.topics.read();
-        topics.values().flat_map(|t| t.partitions.iter().map(move |p| (t.clone(), p.clone()))).collect()
+        topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.clone(), p.clone())))
+            .collect()
     }
 
     fn retention_and_compaction(&self) -> Result<()> {
@@ -344,7 +373,12 @@ impl EventLog for Log {
         if self.inner.topics.read().contains_key(name) {
             return Err(LogError::TopicExists(name.to_string()));
         }
-        let topic = Arc::new(Topic::create(&self.inner.config.dir, name, config, &self.inner.config)?);
+        let topic = Arc::new(Topic::create(
+            &self.inner.config.dir,
+            name,
+            config,
+            &self.inner.config,
+        )?);
         let info = topic.info();
         self.inner.topics.write().insert(name.to_string(), topic);
         Ok(info)
@@ -354,13 +388,21 @@ impl EventLog for Log {
         let _admin = self.inner.admin.lock();
         let topic = self.inner.topic(name)?;
         self.inner.topics.write().remove(name);
-        // Wake blocked readers so they notice (their next call gets UnknownTopic).
-        drop(topic);
+        // Wake blocked waiters so they notice (their next call gets UnknownTopic).
+        for p in &topic.partitions {
+            p.wake_waiters();
+        }
         Topic::remove_dir(&self.inner.config.dir, name)
     }
 
     fn topics(&self) -> Vec<TopicInfo> {
-        let mut v: Vec<TopicInfo> = self.inner.topics.read().values().map(|t| t.info()).collect();
+        let mut v: Vec<TopicInfo> = self
+            .inner
+            .topics
+            .read()
+            .values()
+            .map(|t| t.info())
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -372,23 +414,45 @@ impl EventLog for Log {
     fn partition_for(&self, topic: &str, key: &[u8]) -> Result<u32> {
         let t = self.inner.topic(topic)?;
         let n = t.partitions.len() as u32;
-        Ok(if key.is_empty() { t.round_robin.next(n) } else { partition_for_key(key, n) })
+        Ok(if key.is_empty() {
+            t.round_robin.next(n)
+        } else {
+            partition_for_key(key, n)
+        })
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<AppendAck> {
-        self.inner.partition(topic, partition)?.append(Payload::Records(records), false)
+        self.inner
+            .partition(topic, partition)?
+            .append(Payload::Records(records), false)
     }
 
     fn append_batch(&self, topic: &str, partition: u32, batch: &RecordBatch) -> Result<AppendAck> {
-        self.inner.partition(topic, partition)?.append(Payload::Batch(batch), false)
+        self.inner
+            .partition(topic, partition)?
+            .append(Payload::Batch(batch), false)
     }
 
-    fn append_deferred(&self, topic: &str, partition: u32, records: &[Record]) -> Result<AppendAck> {
-        self.inner.partition(topic, partition)?.append(Payload::Records(records), true)
+    fn append_deferred(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+    ) -> Result<AppendAck> {
+        self.inner
+            .partition(topic, partition)?
+            .append(Payload::Records(records), true)
     }
 
-    fn append_batch_deferred(&self, topic: &str, partition: u32, batch: &RecordBatch) -> Result<AppendAck> {
-        self.inner.partition(topic, partition)?.append(Payload::Batch(batch), true)
+    fn append_batch_deferred(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &RecordBatch,
+    ) -> Result<AppendAck> {
+        self.inner
+            .partition(topic, partition)?
+            .append(Payload::Batch(batch), true)
     }
 
     fn publish(&self, topic: &str, partition: u32, up_to: u64) -> Result<()> {
@@ -399,8 +463,17 @@ impl EventLog for Log {
         self.inner.partition(topic, partition)?.truncate(to, force)
     }
 
-    fn read(&self, topic: &str, partition: u32, from: u64, max_records: usize, max_bytes: usize) -> Result<RecordBatch> {
-        self.inner.partition(topic, partition)?.read(from, max_records, max_bytes)
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<RecordBatch> {
+        self.inner
+            .partition(topic, partition)?
+            .read(from, max_records, max_bytes)
     }
 
     fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
@@ -416,11 +489,22 @@ impl EventLog for Log {
     }
 
     fn offset_for_timestamp(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>> {
-        self.inner.partition(topic, partition)?.offset_for_timestamp(ts_ms)
+        self.inner
+            .partition(topic, partition)?
+            .offset_for_timestamp(ts_ms)
     }
 
-    fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration) -> Result<bool> {
-        Ok(self.inner.partition(topic, partition)?.wait_for(offset, timeout))
+    fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        Ok(self
+            .inner
+            .partition(topic, partition)?
+            .wait_for(offset, timeout))
     }
 
     fn watch_end(&self, topic: &str, partition: u32) -> Result<watch::Receiver<u64>> {

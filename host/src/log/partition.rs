@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -94,6 +94,7 @@ pub(crate) struct Partition {
     sync_done: Condvar,
     pub(crate) last_sync: Mutex<Instant>,
     waiters: AtomicUsize,
+    gone: AtomicBool,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
     end_tx: watch::Sender<u64>,
@@ -102,16 +103,31 @@ pub(crate) struct Partition {
 }
 
 fn corrupt(seg: &Segment, pos: u64, reason: &str) -> LogError {
-    LogError::Corrupt { file: seg.path.clone(), position: pos, reason: reason.to_string() }
+    LogError::Corrupt {
+        file: seg.path.clone(),
+        position: pos,
+        reason: reason.to_string(),
+    }
 }
 
 impl Partition {
     /// Open (recovering) or create the partition stored in `dir`.
-    pub fn open(dir: PathBuf, id: u32, settings: PartitionSettings, repair: bool, verify_all: bool) -> Result<Self> {
+    pub fn open(
+        dir: PathBuf,
+        id: u32,
+        settings: PartitionSettings,
+        repair: bool,
+        verify_all: bool,
+    ) -> Result<Self> {
         let recovered = recovery::recover(&dir, &settings, repair, verify_all)?;
         let active = match recovered.segments.last() {
             Some(s) => s.clone(),
-            None => return Err(LogError::InvalidConfig(format!("no segment in {}", dir.display()))),
+            None => {
+                return Err(LogError::InvalidConfig(format!(
+                    "no segment in {}",
+                    dir.display()
+                )));
+            }
         };
         let end = active.next_offset.load(Ordering::Acquire);
         let start = recovered.segments.first().map_or(end, |s| s.base);
@@ -120,7 +136,10 @@ impl Partition {
             dir,
             id,
             settings,
-            writer: Mutex::new(Writer { buf: Vec::new(), active }),
+            writer: Mutex::new(Writer {
+                buf: Vec::new(),
+                active,
+            }),
             segments: RwLock::new(recovered.segments),
             log_end: AtomicU64::new(end),
             visible: AtomicU64::new(end),
@@ -130,6 +149,7 @@ impl Partition {
             sync_done: Condvar::new(),
             last_sync: Mutex::new(Instant::now()),
             waiters: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
             end_tx,
@@ -160,14 +180,21 @@ impl Partition {
     pub fn append(&self, payload: Payload<'_>, deferred: bool) -> Result<AppendAck> {
         let count = payload.len();
         if count == 0 {
-            return Ok(AppendAck { base_offset: self.log_end(), count: 0 });
+            return Ok(AppendAck {
+                base_offset: self.log_end(),
+                count: 0,
+            });
         }
         if let Payload::Batch(b) = &payload {
-            b.validate().map_err(|e| LogError::InvalidArgument(e.to_string()))?;
+            b.validate()
+                .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
         }
         let size = payload.encoded_size();
         if size > self.settings.max_batch_bytes || count > u32::MAX as usize / 2 {
-            return Err(LogError::BatchTooLarge { size, max: self.settings.max_batch_bytes });
+            return Err(LogError::BatchTooLarge {
+                size,
+                max: self.settings.max_batch_bytes,
+            });
         }
         let mut w = self.writer.lock();
         let base = self.log_end.load(Ordering::Acquire);
@@ -180,7 +207,11 @@ impl Partition {
         }
         let header = match frame::probe(buf, self.settings.max_batch_bytes, false) {
             Probe::Frame(h) => h,
-            _ => return Err(LogError::InvalidArgument("batch could not be encoded".into())),
+            _ => {
+                return Err(LogError::InvalidArgument(
+                    "batch could not be encoded".into(),
+                ));
+            }
         };
         active.append(buf, &[header])?;
         if buf.capacity() > 4 << 20 {
@@ -195,7 +226,10 @@ impl Partition {
         if !deferred {
             self.advance_visible(end);
         }
-        Ok(AppendAck { base_offset: base, count: count as u32 })
+        Ok(AppendAck {
+            base_offset: base,
+            count: count as u32,
+        })
     }
 
     fn maybe_roll(&self, w: &mut Writer, base: u64, size: usize, count: usize) -> Result<()> {
@@ -205,7 +239,10 @@ impl Partition {
             return Ok(());
         }
         let too_big = written + size as u64 > self.settings.segment_bytes;
-        let too_old = self.settings.segment_ms.is_some_and(|ms| active.created.elapsed() >= Duration::from_millis(ms));
+        let too_old = self
+            .settings
+            .segment_ms
+            .is_some_and(|ms| active.created.elapsed() >= Duration::from_millis(ms));
         let rel_overflow = base - active.base + count as u64 >= u32::MAX as u64;
         if too_big || too_old || rel_overflow {
             self.roll_locked(w, base)?;
@@ -218,7 +255,12 @@ impl Partition {
             w.active.sync()?;
         }
         w.active.persist_index()?;
-        let seg = Arc::new(Segment::create(&self.dir, base, self.settings.index_interval, self.settings.reserve())?);
+        let seg = Arc::new(Segment::create(
+            &self.dir,
+            base,
+            self.settings.index_interval,
+            self.settings.reserve(),
+        )?);
         if self.settings.fsync == FsyncPolicy::Always {
             segment::sync_dir(&self.dir)?;
         }
@@ -266,8 +308,13 @@ impl Partition {
     }
 
     fn sync_dirty(&self) -> Result<()> {
-        let dirty: Vec<Arc<Segment>> =
-            self.segments.read().iter().filter(|s| s.dirty.load(Ordering::Acquire)).cloned().collect();
+        let dirty: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .iter()
+            .filter(|s| s.dirty.load(Ordering::Acquire))
+            .cloned()
+            .collect();
         for s in dirty {
             s.sync()?;
         }
@@ -296,11 +343,23 @@ impl Partition {
         }
     }
 
+    /// The partition is being deleted: wake every blocked `wait_for`
+    /// (they return false at once from now on).
+    pub fn wake_waiters(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        let _g = self.wait_lock.lock();
+        self.wait_cv.notify_all();
+    }
+
     /// Make everything below `up_to` visible (after `append_deferred`).
     pub fn publish(&self, up_to: u64) -> Result<()> {
         let end = self.log_end();
         if up_to > end {
-            return Err(LogError::OffsetOutOfRange { offset: up_to, start: self.start_offset(), end });
+            return Err(LogError::OffsetOutOfRange {
+                offset: up_to,
+                start: self.start_offset(),
+                end,
+            });
         }
         if self.settings.fsync == FsyncPolicy::Always {
             self.sync_to(up_to)?;
@@ -320,6 +379,9 @@ impl Partition {
         let ok = loop {
             if self.visible.load(Ordering::SeqCst) > offset {
                 break true;
+            }
+            if self.gone.load(Ordering::SeqCst) {
+                break false;
             }
             if self.wait_cv.wait_until(&mut g, deadline).timed_out() {
                 break self.visible.load(Ordering::SeqCst) > offset;
@@ -342,21 +404,46 @@ impl Partition {
         let visible = self.visible_end();
         let start = self.start_offset();
         if from < start || from > visible {
-            return Err(LogError::OffsetOutOfRange { offset: from, start, end: visible });
+            return Err(LogError::OffsetOutOfRange {
+                offset: from,
+                start,
+                end: visible,
+            });
         }
         let mut out = RecordBatch::default();
         if from == visible || max_records == 0 {
             return Ok(out);
         }
+        // Size the per-record columns once (compacted topics may need fewer).
+        let expect = (max_records as u64).min(visible - from).min(1 << 16) as usize;
+        out.offsets.reserve(expect);
+        out.timestamps.reserve(expect);
+        out.key_ends.reserve(expect);
+        out.value_ends.reserve(expect);
+        out.headers.ends.reserve(expect);
         let mut bytes = 0usize;
         for seg in self.segments_from(from) {
             if seg.base >= visible {
                 break;
             }
             let written = seg.size();
-            let pos = seg.index.read().position_for_offset(from.saturating_sub(seg.base));
+            let pos = seg
+                .index
+                .read()
+                .position_for_offset(from.saturating_sub(seg.base));
             let done = seg.with_bytes(written, |data| {
-                read_segment(&seg, data, pos, from, visible, max_records, max_bytes, &mut bytes, &mut out, &self.settings)
+                read_segment(
+                    &seg,
+                    data,
+                    pos,
+                    from,
+                    visible,
+                    max_records,
+                    max_bytes,
+                    &mut bytes,
+                    &mut out,
+                    &self.settings,
+                )
             })??;
             if done {
                 break;
@@ -417,7 +504,11 @@ impl Partition {
         let start = self.start_offset();
         let visible = self.visible_end();
         if to > end || to < start {
-            return Err(LogError::OffsetOutOfRange { offset: to, start, end });
+            return Err(LogError::OffsetOutOfRange {
+                offset: to,
+                start,
+                end,
+            });
         }
         if to < visible && !force {
             return Err(LogError::InvalidArgument(format!(
@@ -437,31 +528,48 @@ impl Partition {
         };
         // Find the cut position inside `keep`; a batch straddling `to` is re-encoded.
         let written = keep.size();
-        let pos = keep.index.read().position_for_offset(to.saturating_sub(keep.base));
-        let (cut, partial) = keep.with_bytes(written, |data| -> Result<(u64, Option<RecordBatch>)> {
-            let mut pos = pos as usize;
-            while pos < data.len() {
-                let h = frame_at(&keep, data, pos, self.settings.max_batch_bytes)?;
-                if h.base_offset >= to {
-                    break;
+        let pos = keep
+            .index
+            .read()
+            .position_for_offset(to.saturating_sub(keep.base));
+        let (cut, partial) =
+            keep.with_bytes(written, |data| -> Result<(u64, Option<RecordBatch>)> {
+                let mut pos = pos as usize;
+                while pos < data.len() {
+                    let h = frame_at(&keep, data, pos, self.settings.max_batch_bytes)?;
+                    if h.base_offset >= to {
+                        break;
+                    }
+                    if h.next_offset() > to {
+                        let view = checked_view(&keep, data, pos, &h)?;
+                        let mut b = RecordBatch::default();
+                        view.copy_into(&mut b, 0, view.index_of(to));
+                        return Ok((pos as u64, Some(b)));
+                    }
+                    pos += h.frame_len();
                 }
-                if h.next_offset() > to {
-                    let view = checked_view(&keep, data, pos, &h)?;
-                    let mut b = RecordBatch::default();
-                    view.copy_into(&mut b, 0, view.index_of(to));
-                    return Ok((pos as u64, Some(b)));
-                }
-                pos += h.frame_len();
-            }
-            Ok((pos as u64, None))
-        })??;
-        keep.truncate(cut, to.min(keep.next_offset.load(Ordering::Acquire)).max(keep.base))?;
+                Ok((pos as u64, None))
+            })??;
+        keep.truncate(
+            cut,
+            to.min(keep.next_offset.load(Ordering::Acquire))
+                .max(keep.base),
+        )?;
         if let Some(b) = partial.filter(|b| !b.is_empty()) {
             let base = b.offsets[0];
             let last = b.offsets[b.len() - 1];
             let contiguous = last - base + 1 == b.len() as u64;
             let mut buf = Vec::new();
-            frame::encode_batch(&mut buf, base, &b, if contiguous { None } else { Some((last - base) as u32) });
+            frame::encode_batch(
+                &mut buf,
+                base,
+                &b,
+                if contiguous {
+                    None
+                } else {
+                    Some((last - base) as u32)
+                },
+            );
             if let Probe::Frame(h) = frame::probe(&buf, usize::MAX / 2, false) {
                 keep.append(&buf, &[h])?;
                 keep.sync()?;
@@ -509,7 +617,12 @@ impl Partition {
 
     /// Replace `old` by `new` in the segment list (compaction). Returns false
     /// when `old` is no longer there (it was deleted or truncated meanwhile).
-    pub(crate) fn swap_segment(&self, old: &Arc<Segment>, new: Arc<Segment>, install: impl FnOnce() -> Result<()>) -> Result<bool> {
+    pub(crate) fn swap_segment(
+        &self,
+        old: &Arc<Segment>,
+        new: Arc<Segment>,
+        install: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
         let mut segs = self.segments.write();
         let Some(i) = segs.iter().position(|s| Arc::ptr_eq(s, old)) else {
             return Ok(false);
@@ -521,7 +634,12 @@ impl Partition {
 }
 
 /// Probe the frame at `pos` of a written region; damage there is corruption.
-pub(crate) fn frame_at(seg: &Segment, data: &[u8], pos: usize, max_body: usize) -> Result<FrameHeader> {
+pub(crate) fn frame_at(
+    seg: &Segment,
+    data: &[u8],
+    pos: usize,
+    max_body: usize,
+) -> Result<FrameHeader> {
     match frame::probe(&data[pos..], max_body, false) {
         Probe::Frame(h) => Ok(h),
         Probe::Incomplete => Err(corrupt(seg, pos as u64, "batch runs past the written end")),
@@ -530,7 +648,12 @@ pub(crate) fn frame_at(seg: &Segment, data: &[u8], pos: usize, max_body: usize) 
 }
 
 /// CRC-check and parse the frame at `pos`.
-pub(crate) fn checked_view<'a>(seg: &Segment, data: &'a [u8], pos: usize, h: &FrameHeader) -> Result<FrameView<'a>> {
+pub(crate) fn checked_view<'a>(
+    seg: &Segment,
+    data: &'a [u8],
+    pos: usize,
+    h: &FrameHeader,
+) -> Result<FrameView<'a>> {
     let frame_bytes = &data[pos..pos + h.frame_len()];
     if !frame::crc_ok(frame_bytes) {
         return Err(corrupt(seg, pos as u64, "batch checksum mismatch"));
@@ -579,8 +702,21 @@ fn read_segment(
             view.copy_into(out, i0, j);
             return Ok(true);
         }
+        let first = out.is_empty();
         view.copy_into(out, i0, i1);
         *bytes += take_bytes;
+        if first && i1 > i0 {
+            // Size the blobs once from the first batch's record sizes.
+            let want = max_records
+                .saturating_sub(out.len())
+                .min((visible - from) as usize)
+                .min(1 << 16);
+            let (n, room) = (out.len(), max_bytes.saturating_sub(*bytes));
+            let per = |blob: usize| (blob / n).saturating_mul(want).min(room);
+            let (values, keys) = (per(out.values.len()), per(out.keys.len()));
+            out.values.reserve(values);
+            out.keys.reserve(keys);
+        }
         if out.len() >= max_records || i1 < view.count && view.offset(i1) >= visible {
             return Ok(true);
         }
@@ -588,4 +724,3 @@ fn read_segment(
     }
     Ok(false)
 }
-

@@ -64,7 +64,10 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (key, want) in cases {
@@ -74,7 +77,10 @@ mod tests {
 
     #[test]
     fn keys_are_stable_and_keyless_spread_evenly() {
-        assert_eq!(partition_for_key(b"user-1", 8), partition_for_key(b"user-1", 8));
+        assert_eq!(
+            partition_for_key(b"user-1", 8),
+            partition_for_key(b"user-1", 8)
+        );
         assert!(partition_for_key(b"user-1", 8) < 8);
         let rr = RoundRobin::default();
         let mut counts = [0u32; 4];

@@ -81,7 +81,12 @@ pub(crate) fn scan(data: &[u8], base: u64, settings: &PartitionSettings) -> Scan
                 break;
             }
             Probe::Frame(h) => {
-                index.on_append((h.base_offset - base) as u32, pos as u32, h.frame_len(), h.max_timestamp);
+                index.on_append(
+                    (h.base_offset - base) as u32,
+                    pos as u32,
+                    h.frame_len(),
+                    h.max_timestamp,
+                );
                 next = h.next_offset();
                 pos += h.frame_len();
             }
@@ -95,7 +100,12 @@ pub(crate) fn scan(data: &[u8], base: u64, settings: &PartitionSettings) -> Scan
             }
         }
     }
-    Scan { valid_len: pos as u64, next_offset: next, index, error }
+    Scan {
+        valid_len: pos as u64,
+        next_offset: next,
+        index,
+        error,
+    }
 }
 
 /// Could the damage at `pos` be a write that did not finish?
@@ -113,7 +123,10 @@ fn looks_torn(data: &[u8], pos: usize, max_body: usize) -> bool {
 
 fn map_segment(path: &Path) -> Result<Option<Mmap>> {
     let file = fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    let len = file.metadata().ctx(|| format!("reading metadata of {}", path.display()))?.len();
+    let len = file
+        .metadata()
+        .ctx(|| format!("reading metadata of {}", path.display()))?
+        .len();
     if len == 0 {
         return Ok(None);
     }
@@ -122,7 +135,12 @@ fn map_segment(path: &Path) -> Result<Option<Mmap>> {
     Ok(Some(map))
 }
 
-pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, verify_all: bool) -> Result<Recovered> {
+pub(crate) fn recover(
+    dir: &Path,
+    settings: &PartitionSettings,
+    repair: bool,
+    verify_all: bool,
+) -> Result<Recovered> {
     fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
@@ -138,7 +156,11 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
     let rp = read_recovery_point(dir).unwrap_or(0);
     let sizes: Vec<u64> = bases
         .iter()
-        .map(|&b| fs::metadata(segment::log_path(dir, b)).map(|m| m.len()).unwrap_or(0))
+        .map(|&b| {
+            fs::metadata(segment::log_path(dir, b))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
         .collect();
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let mut scanned_any = false;
@@ -153,7 +175,9 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
             return Err(LogError::Corrupt {
                 file: path,
                 position: 0,
-                reason: format!("segment starts at offset {base}, before the previous segment ends ({p})"),
+                reason: format!(
+                    "segment starts at offset {base}, before the previous segment ends ({p})"
+                ),
             });
         }
         let is_last = i + 1 == bases.len();
@@ -161,10 +185,20 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
         let reserve = if is_last { settings.reserve() } else { 0 };
         let map = map_segment(&path)?;
         let data: &[u8] = map.as_deref().unwrap_or(&[]);
-        let (ip, tp) = (segment::index_path(dir, base), segment::time_index_path(dir, base));
+        let (ip, tp) = (
+            segment::index_path(dir, base),
+            segment::time_index_path(dir, base),
+        );
         let trusted = !verify_all && !is_last && bases[i + 1] <= rp;
         let loaded = if trusted {
-            SegmentIndex::load(&ip, &tp, data, base, settings.index_interval, settings.max_batch_bytes)
+            SegmentIndex::load(
+                &ip,
+                &tp,
+                data,
+                base,
+                settings.index_interval,
+                settings.max_batch_bytes,
+            )
         } else {
             None
         };
@@ -178,7 +212,8 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
                 let s = scan(data, base, settings);
                 let mut cut_rest = false;
                 if let Some((pos, reason)) = s.error {
-                    let torn = only_empty_after && looks_torn(data, pos as usize, settings.max_batch_bytes);
+                    let torn = only_empty_after
+                        && looks_torn(data, pos as usize, settings.max_batch_bytes);
                     if torn {
                         tracing::warn!(segment = %path.display(), position = pos, reason, "cutting a torn tail");
                     } else if repair {
@@ -189,19 +224,32 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
                         return Err(LogError::Corrupt {
                             file: path,
                             position: pos,
-                            reason: format!("{reason} (start with repair to cut the log here, losing everything after it)"),
+                            reason: format!(
+                                "{reason} (start with repair to cut the log here, losing everything after it)"
+                            ),
                         });
                     }
                     drop(map);
-                    let f = fs::OpenOptions::new().write(true).open(&path).ctx(|| format!("opening {}", path.display()))?;
-                    f.set_len(pos).ctx(|| format!("truncating {}", path.display()))?;
+                    let f = fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .ctx(|| format!("opening {}", path.display()))?;
+                    f.set_len(pos)
+                        .ctx(|| format!("truncating {}", path.display()))?;
                     f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
                 } else {
                     drop(map);
                 }
                 if cut_rest {
                     for &b in &bases[i + 1..] {
-                        let seg = Segment::open(dir, b, 0, b, SegmentIndex::new(settings.index_interval), 0)?;
+                        let seg = Segment::open(
+                            dir,
+                            b,
+                            0,
+                            b,
+                            SegmentIndex::new(settings.index_interval),
+                            0,
+                        )?;
                         seg.delete_files();
                     }
                     bases.truncate(i + 1);
@@ -210,7 +258,14 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
             }
         };
         let is_last = i + 1 == bases.len();
-        let seg = Segment::open(dir, base, written, next, index, if is_last { settings.reserve() } else { reserve })?;
+        let seg = Segment::open(
+            dir,
+            base,
+            written,
+            next,
+            index,
+            if is_last { settings.reserve() } else { reserve },
+        )?;
         if rebuilt {
             seg.dirty.store(true, Ordering::Release);
             if !is_last {
@@ -232,12 +287,17 @@ pub(crate) fn recover(dir: &Path, settings: &PartitionSettings, repair: bool, ve
     for s in &segments {
         s.sync()?;
     }
-    let end = segments.last().map_or(0, |s| s.next_offset.load(Ordering::Acquire));
+    let end = segments
+        .last()
+        .map_or(0, |s| s.next_offset.load(Ordering::Acquire));
     let recovery_point = if scanned_any || rp != end {
         write_recovery_point(dir, end)?;
         end
     } else {
         rp
     };
-    Ok(Recovered { segments, recovery_point })
+    Ok(Recovered {
+        segments,
+        recovery_point,
+    })
 }

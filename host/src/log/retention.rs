@@ -16,7 +16,12 @@ use super::partition::Partition;
 
 impl Partition {
     /// Apply retention now; returns how many segments were deleted.
-    pub(crate) fn apply_retention(&self, retention_ms: Option<u64>, retention_bytes: Option<u64>, now_ms: i64) -> Result<usize> {
+    pub(crate) fn apply_retention(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+    ) -> Result<usize> {
         let mut deleted = 0;
         loop {
             let visible = self.visible_end();
@@ -30,8 +35,10 @@ impl Partition {
             if candidate.next_offset.load(Ordering::Acquire) > visible {
                 break;
             }
-            let expired = retention_ms.is_some_and(|ms| candidate.max_ts() < now_ms.saturating_sub(ms as i64));
-            let oversize = retention_bytes.is_some_and(|max| total.saturating_sub(candidate.size()) >= max);
+            let expired = retention_ms
+                .is_some_and(|ms| candidate.max_ts() < now_ms.saturating_sub(ms as i64));
+            let oversize =
+                retention_bytes.is_some_and(|max| total.saturating_sub(candidate.size()) >= max);
             if !expired && !oversize {
                 break;
             }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use memmap2::{Mmap, MmapOptions};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::error::{IoContext, Result};
 use super::frame::FrameHeader;
@@ -55,6 +55,7 @@ pub(crate) struct Segment {
     pub next_offset: AtomicU64,
     /// Written but not yet synced.
     pub dirty: AtomicBool,
+    sync_lock: Mutex<()>,
     pub created: Instant,
     /// Address space to reserve when mapping (0 = exactly the file).
     reserve: usize,
@@ -63,7 +64,15 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn with_file(dir: &Path, base: u64, file: File, written: u64, next_offset: u64, index: SegmentIndex, reserve: usize) -> Self {
+    fn with_file(
+        dir: &Path,
+        base: u64,
+        file: File,
+        written: u64,
+        next_offset: u64,
+        index: SegmentIndex,
+        reserve: usize,
+    ) -> Self {
         Segment {
             base,
             dir: dir.to_path_buf(),
@@ -72,6 +81,7 @@ impl Segment {
             written: AtomicU64::new(written),
             next_offset: AtomicU64::new(next_offset),
             dirty: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
             created: Instant::now(),
             reserve,
             map: RwLock::new(MapState { map: None, len: 0 }),
@@ -89,24 +99,54 @@ impl Segment {
             .truncate(true)
             .open(&path)
             .ctx(|| format!("creating segment {}", path.display()))?;
-        Ok(Self::with_file(dir, base, file, 0, base, SegmentIndex::new(interval), reserve))
+        Ok(Self::with_file(
+            dir,
+            base,
+            file,
+            0,
+            base,
+            SegmentIndex::new(interval),
+            reserve,
+        ))
     }
 
     /// Wrap an already open file (a compacted replacement) that will live at
     /// this segment's path.
-    pub fn from_file(dir: &Path, base: u64, file: File, written: u64, next_offset: u64, index: SegmentIndex) -> Self {
+    pub fn from_file(
+        dir: &Path,
+        base: u64,
+        file: File,
+        written: u64,
+        next_offset: u64,
+        index: SegmentIndex,
+    ) -> Self {
         Self::with_file(dir, base, file, written, next_offset, index, 0)
     }
 
     /// Wrap an existing, validated segment file.
-    pub fn open(dir: &Path, base: u64, written: u64, next_offset: u64, index: SegmentIndex, reserve: usize) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        base: u64,
+        written: u64,
+        next_offset: u64,
+        index: SegmentIndex,
+        reserve: usize,
+    ) -> Result<Self> {
         let path = log_path(dir, base);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .ctx(|| format!("opening segment {}", path.display()))?;
-        Ok(Self::with_file(dir, base, file, written, next_offset, index, reserve))
+        Ok(Self::with_file(
+            dir,
+            base,
+            file,
+            written,
+            next_offset,
+            index,
+            reserve,
+        ))
     }
 
     pub fn max_ts(&self) -> i64 {
@@ -130,23 +170,34 @@ impl Segment {
             let mut index = self.index.write();
             let mut at = pos;
             for h in frames {
-                index.on_append((h.base_offset - self.base) as u32, at as u32, h.frame_len(), h.max_timestamp);
+                index.on_append(
+                    (h.base_offset - self.base) as u32,
+                    at as u32,
+                    h.frame_len(),
+                    h.max_timestamp,
+                );
                 at += h.frame_len() as u64;
             }
         }
         if let Some(last) = frames.last() {
-            self.next_offset.store(last.next_offset(), Ordering::Release);
+            self.next_offset
+                .store(last.next_offset(), Ordering::Release);
         }
-        self.written.store(pos + bytes.len() as u64, Ordering::Release);
+        self.written
+            .store(pos + bytes.len() as u64, Ordering::Release);
         Ok(())
     }
 
+    /// fdatasync if anything was written since the last sync. The lock makes
+    /// a caller that finds the segment clean wait for a sync in progress, so
+    /// "clean" always means "on disk".
     pub fn sync(&self) -> Result<()> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.file.sync_data() {
-                self.dirty.store(true, Ordering::Release);
-                return Err(e).ctx(|| format!("syncing {}", self.path.display()));
-            }
+        let _one_at_a_time = self.sync_lock.lock();
+        if self.dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.file.sync_data()
+        {
+            self.dirty.store(true, Ordering::Release);
+            return Err(e).ctx(|| format!("syncing {}", self.path.display()));
         }
         Ok(())
     }
@@ -188,8 +239,12 @@ impl Segment {
         let mut state = self.map.write();
         state.map = None;
         state.len = 0;
-        self.file.set_len(pos).ctx(|| format!("truncating {}", self.path.display()))?;
-        self.file.sync_all().ctx(|| format!("syncing {}", self.path.display()))?;
+        self.file
+            .set_len(pos)
+            .ctx(|| format!("truncating {}", self.path.display()))?;
+        self.file
+            .sync_all()
+            .ctx(|| format!("syncing {}", self.path.display()))?;
         self.index.write().truncate_at(pos);
         self.written.store(pos, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
@@ -198,13 +253,23 @@ impl Segment {
 
     /// Write this segment's index files (on seal, on close).
     pub fn persist_index(&self) -> Result<()> {
-        let (ip, tp) = (index_path(&self.dir, self.base), time_index_path(&self.dir, self.base));
-        self.index.write().persist(&ip, &tp).ctx(|| format!("writing index {}", ip.display()))
+        let (ip, tp) = (
+            index_path(&self.dir, self.base),
+            time_index_path(&self.dir, self.base),
+        );
+        self.index
+            .write()
+            .persist(&ip, &tp)
+            .ctx(|| format!("writing index {}", ip.display()))
     }
 
     /// Remove the segment's files (the open handle keeps readers working).
     pub fn delete_files(&self) {
-        for p in [self.path.clone(), index_path(&self.dir, self.base), time_index_path(&self.dir, self.base)] {
+        for p in [
+            self.path.clone(),
+            index_path(&self.dir, self.base),
+            time_index_path(&self.dir, self.base),
+        ] {
             if let Err(e) = fs::remove_file(&p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -216,5 +281,7 @@ impl Segment {
 
 /// fsync a directory so a created or renamed entry is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("syncing directory {}", dir.display()))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
 }

@@ -75,11 +75,16 @@ impl Topic {
             fs::remove_dir_all(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
         }
         fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        let meta = serde_json::to_vec_pretty(&Meta { name: name.to_string(), config: config.clone() })
-            .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+        let meta = serde_json::to_vec_pretty(&Meta {
+            name: name.to_string(),
+            config: config.clone(),
+        })
+        .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
         let meta_path = tmp.join(META);
         fs::write(&meta_path, meta).ctx(|| format!("writing {}", meta_path.display()))?;
-        fs::File::open(&meta_path).and_then(|f| f.sync_all()).ctx(|| format!("syncing {}", meta_path.display()))?;
+        fs::File::open(&meta_path)
+            .and_then(|f| f.sync_all())
+            .ctx(|| format!("syncing {}", meta_path.display()))?;
         for p in 0..config.partitions {
             let pdir = tmp.join(p.to_string());
             fs::create_dir_all(&pdir).ctx(|| format!("creating {}", pdir.display()))?;
@@ -103,17 +108,33 @@ impl Topic {
         meta.config.validate()?;
         let st = settings(&meta.config, log);
         let partitions = (0..meta.config.partitions)
-            .map(|p| Partition::open(dir.join(p.to_string()), p, st.clone(), log.repair, log.verify_on_open).map(Arc::new))
+            .map(|p| {
+                Partition::open(
+                    dir.join(p.to_string()),
+                    p,
+                    st.clone(),
+                    log.repair,
+                    log.verify_on_open,
+                )
+                .map(Arc::new)
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Topic { name: name.to_string(), config: meta.config, partitions, round_robin: RoundRobin::default() })
+        Ok(Topic {
+            name: name.to_string(),
+            config: meta.config,
+            partitions,
+            round_robin: RoundRobin::default(),
+        })
     }
 
     pub fn partition(&self, p: u32) -> Result<&Arc<Partition>> {
-        self.partitions.get(p as usize).ok_or_else(|| LogError::InvalidPartition {
-            topic: self.name.clone(),
-            partition: p,
-            partitions: self.partitions.len() as u32,
-        })
+        self.partitions
+            .get(p as usize)
+            .ok_or_else(|| LogError::InvalidPartition {
+                topic: self.name.clone(),
+                partition: p,
+                partitions: self.partitions.len() as u32,
+            })
     }
 
     pub fn info(&self) -> TopicInfo {

@@ -97,10 +97,10 @@ impl ArtifactCache {
                 message: format!("{e:#}"),
             }
         })?;
-        if let Some(path) = path {
-            if let Err(e) = store(&path, &artifact) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled artifact to the cache");
-            }
+        if let Some(path) = path
+            && let Err(e) = store(&path, &artifact)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled artifact to the cache");
         }
         Ok((component, ArtifactSource::Compiled))
     }

@@ -56,11 +56,13 @@ impl From<&Event> for types::Event {
     }
 }
 
+type DecideParams = (types::Command, Vec<u8>);
+type EvolveParams = (Vec<u8>, Vec<types::Event>);
 type DecideResult = (Result<Vec<types::Event>, types::Rejection>,);
 
 pub(crate) struct CommandHandlerFuncs {
-    decide: TypedFunc<(types::Command, Vec<u8>), DecideResult>,
-    evolve: TypedFunc<(Vec<u8>, Vec<types::Event>), (Vec<u8>,)>,
+    decide: TypedFunc<DecideParams, DecideResult>,
+    evolve: TypedFunc<EvolveParams, (Vec<u8>,)>,
 }
 
 impl WorldFuncs for CommandHandlerFuncs {

@@ -180,6 +180,7 @@ pub(crate) fn check(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

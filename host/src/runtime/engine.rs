@@ -196,6 +196,7 @@ impl Drop for EpochTicker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -403,6 +403,11 @@ impl Plugin {
         &self.inner.info
     }
 
+    /// Same as [`Plugin::info`]: the answer `describe` gave at load time.
+    pub fn describe(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
     /// Whether this load compiled the component or used the cache.
     pub fn source(&self) -> ArtifactSource {
         self.inner.source

@@ -63,12 +63,13 @@ impl wit_state::Host for StoreState {
     }
 }
 
+type QueryResult = (Result<Vec<u8>, String>,);
 type ApplyResult = (Result<(), types::Failure>,);
 
 pub(crate) struct ProjectionFuncs {
     /// Checked to be `(BatchRef<'static>,) -> ApplyResult`.
     apply: Func,
-    query: TypedFunc<(Vec<u8>,), (Result<Vec<u8>, String>,)>,
+    query: TypedFunc<(Vec<u8>,), QueryResult>,
 }
 
 impl WorldFuncs for ProjectionFuncs {
@@ -174,6 +175,7 @@ impl ProjectionInstance {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::runtime::state::MemoryState;

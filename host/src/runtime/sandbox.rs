@@ -304,6 +304,7 @@ impl tokio::io::AsyncWrite for GuestOutput {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

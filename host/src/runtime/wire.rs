@@ -180,6 +180,7 @@ impl Emitted {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -24,7 +24,15 @@ fn seg_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 fn batch(i: usize) -> Vec<Record> {
-    (0..3).map(|j| rec(&format!("k{i}"), &format!("batch-{i}-record-{j}"), (i * 10 + j) as i64)).collect()
+    (0..3)
+        .map(|j| {
+            rec(
+                &format!("k{i}"),
+                &format!("batch-{i}-record-{j}"),
+                (i * 10 + j) as i64,
+            )
+        })
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -64,13 +72,18 @@ fn all_records(log: &Log) -> Vec<Record> {
 fn a_tail_cut_at_any_byte_of_the_last_batch_is_recovered() {
     let src = tempfile::tempdir().expect("tempdir");
     let last_start = build(src.path(), 5, TopicConfig::default());
-    let seg = seg_files(&src.path().join("t/0"), "log").pop().expect("segment");
+    let seg = seg_files(&src.path().join("t/0"), "log")
+        .pop()
+        .expect("segment");
     let full = fs::metadata(&seg).expect("meta").len();
     let expected: Vec<Record> = (0..4).flat_map(batch).collect();
     for cut in last_start..full {
         let work = tempfile::tempdir().expect("tempdir");
         copy_dir(src.path(), work.path());
-        let f = fs::OpenOptions::new().write(true).open(work.path().join("t/0").join(seg.file_name().expect("name"))).expect("open");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(work.path().join("t/0").join(seg.file_name().expect("name")))
+            .expect("open");
         f.set_len(cut).expect("cut");
         drop(f);
         let log = open(work.path(), FsyncPolicy::Always);
@@ -84,7 +97,9 @@ fn a_tail_cut_at_any_byte_of_the_last_batch_is_recovered() {
 fn flipped_bits_before_the_tail_are_refused_or_repaired() {
     let src = tempfile::tempdir().expect("tempdir");
     build(src.path(), 10, TopicConfig::default());
-    let seg_name = seg_files(&src.path().join("t/0"), "log").pop().expect("segment");
+    let seg_name = seg_files(&src.path().join("t/0"), "log")
+        .pop()
+        .expect("segment");
     let data = fs::read(&seg_name).expect("read");
     // Batch frames are equal-sized here; batch 3 starts at 3 * len.
     let frame_len = data.len() / 10;
@@ -92,15 +107,30 @@ fn flipped_bits_before_the_tail_are_refused_or_repaired() {
     for byte in [0, 5, 9, 13, 30, 60, frame_len - 1] {
         let work = tempfile::tempdir().expect("tempdir");
         copy_dir(src.path(), work.path());
-        let seg = work.path().join("t/0").join(seg_name.file_name().expect("name"));
+        let seg = work
+            .path()
+            .join("t/0")
+            .join(seg_name.file_name().expect("name"));
         let mut bytes = fs::read(&seg).expect("read");
         bytes[target_start + byte] ^= 0x10;
         fs::write(&seg, &bytes).expect("write");
         match Log::open(config(work.path(), FsyncPolicy::Always)) {
-            Err(LogError::Corrupt { file, position, reason }) => {
+            Err(LogError::Corrupt {
+                file,
+                position,
+                reason,
+            }) => {
                 assert_eq!(file, seg, "names the file");
-                assert_eq!(position, target_start as u64, "names the position ({reason})");
-                let msg = LogError::Corrupt { file, position, reason }.to_string();
+                assert_eq!(
+                    position, target_start as u64,
+                    "names the position ({reason})"
+                );
+                let msg = LogError::Corrupt {
+                    file,
+                    position,
+                    reason,
+                }
+                .to_string();
                 assert!(msg.contains(".log") && msg.contains("repair"), "{msg}");
             }
             Err(other) => panic!("byte {byte}: wrong error {other}"),
@@ -109,15 +139,30 @@ fn flipped_bits_before_the_tail_are_refused_or_repaired() {
         let mut cfg = config(work.path(), FsyncPolicy::Always);
         cfg.repair = true;
         let log = Log::open(cfg).expect("repair");
-        assert_eq!(all_records(&log), (0..3).flat_map(batch).collect::<Vec<_>>());
-        assert_eq!(log.append("t", 0, &[rec("", "x", 0)]).expect("append").base_offset, 9);
+        assert_eq!(
+            all_records(&log),
+            (0..3).flat_map(batch).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            log.append("t", 0, &[rec("", "x", 0)])
+                .expect("append")
+                .base_offset,
+            9
+        );
     }
 }
 
 #[test]
 fn corruption_in_a_trusted_segment_is_never_returned_as_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    build(dir.path(), 40, TopicConfig { segment_bytes: 1024, ..TopicConfig::default() });
+    build(
+        dir.path(),
+        40,
+        TopicConfig {
+            segment_bytes: 1024,
+            ..TopicConfig::default()
+        },
+    );
     let first = seg_files(&dir.path().join("t/0"), "log").remove(0);
     let mut bytes = fs::read(&first).expect("read");
     let at = bytes.len() / 2;
@@ -132,7 +177,11 @@ fn corruption_in_a_trusted_segment_is_never_returned_as_data() {
         match log.read("t", 0, from, 1, usize::MAX) {
             Ok(b) => {
                 let r = b.record(0);
-                assert!(batch(b.offsets[0] as usize / 3).contains(&r), "garbage at {}", b.offsets[0]);
+                assert!(
+                    batch(b.offsets[0] as usize / 3).contains(&r),
+                    "garbage at {}",
+                    b.offsets[0]
+                );
                 from = b.offsets[0] + 1;
             }
             Err(LogError::Corrupt { file, .. }) => {
@@ -154,7 +203,14 @@ fn corruption_in_a_trusted_segment_is_never_returned_as_data() {
 #[test]
 fn missing_or_damaged_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    build(dir.path(), 60, TopicConfig { segment_bytes: 1024, ..TopicConfig::default() });
+    build(
+        dir.path(),
+        60,
+        TopicConfig {
+            segment_bytes: 1024,
+            ..TopicConfig::default()
+        },
+    );
     let pdir = dir.path().join("t/0");
     let idx = seg_files(&pdir, "index");
     let tidx = seg_files(&pdir, "timeindex");
@@ -162,18 +218,27 @@ fn missing_or_damaged_indexes_are_rebuilt() {
     fs::remove_file(&idx[0]).expect("rm");
     fs::write(&idx[1], b"garbage!garbage!").expect("write");
     fs::write(&tidx[2], [0xffu8; 36]).expect("write");
-    let f = fs::OpenOptions::new().write(true).open(&idx[3]).expect("open");
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&idx[3])
+        .expect("open");
     f.set_len(4).expect("truncate");
     drop(f);
     let log = open(dir.path(), FsyncPolicy::Always);
-    assert_eq!(all_records(&log), (0..60).flat_map(batch).collect::<Vec<_>>());
+    assert_eq!(
+        all_records(&log),
+        (0..60).flat_map(batch).collect::<Vec<_>>()
+    );
     for o in [0u64, 7, 31, 95, 179] {
-        assert_eq!(log.read("t", 0, o, 1, usize::MAX).expect("read").offsets, vec![o]);
+        assert_eq!(
+            log.read("t", 0, o, 1, usize::MAX).expect("read").offsets,
+            vec![o]
+        );
     }
     assert_eq!(log.offset_for_timestamp("t", 0, 301).expect("ts"), Some(91));
     drop(log);
     assert!(idx[0].exists(), "rebuilt index written back");
-    assert!(fs::metadata(&idx[3]).expect("meta").len() % 8 == 0);
+    assert!(fs::metadata(&idx[3]).expect("meta").len().is_multiple_of(8));
 }
 
 const CHILD_ENV: &str = "WEIR_LOG_CHILD_DIR";
@@ -182,17 +247,29 @@ const CHILD_ENV: &str = "WEIR_LOG_CHILD_DIR";
 #[test]
 #[ignore]
 fn sigkill_child_appender() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let log = Arc::new(open(Path::new(&dir), FsyncPolicy::Always));
-    let _ = log.create_topic("t", TopicConfig { segment_bytes: 64 << 10, ..TopicConfig::default() });
+    let _ = log.create_topic(
+        "t",
+        TopicConfig {
+            segment_bytes: 64 << 10,
+            ..TopicConfig::default()
+        },
+    );
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let log = log.clone();
             std::thread::spawn(move || {
                 let me = format!("{}:{t}", std::process::id());
                 for seq in 0.. {
-                    let recs: Vec<Record> = (0..1 + seq % 4).map(|j| rec("", &format!("{me}/{seq}/{j}/{}", "p".repeat(40)), 0)).collect();
-                    let Ok(ack) = log.append("t", 0, &recs) else { return };
+                    let recs: Vec<Record> = (0..1 + seq % 4)
+                        .map(|j| rec("", &format!("{me}/{seq}/{j}/{}", "p".repeat(40)), 0))
+                        .collect();
+                    let Ok(ack) = log.append("t", 0, &recs) else {
+                        return;
+                    };
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "ACK {} {} {me} {seq}", ack.base_offset, ack.count);
                     let _ = out.flush();
@@ -212,7 +289,13 @@ fn sigkill_during_appends_loses_no_acknowledged_record() {
     let mut acked: Vec<(u64, u32, String)> = Vec::new();
     for round in 0..3 {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "log::tests::faults::sigkill_child_appender", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "log::tests::faults::sigkill_child_appender",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -238,9 +321,15 @@ fn sigkill_during_appends_loses_no_acknowledged_record() {
 
         let log = open(dir.path(), FsyncPolicy::Always);
         let end = log.end_offset("t", 0).expect("end");
-        let b = log.read("t", 0, 0, usize::MAX, usize::MAX).expect("read all");
+        let b = log
+            .read("t", 0, 0, usize::MAX, usize::MAX)
+            .expect("read all");
         assert!(b.validate().is_ok());
-        assert_eq!(b.offsets, (0..end).collect::<Vec<u64>>(), "offsets contiguous");
+        assert_eq!(
+            b.offsets,
+            (0..end).collect::<Vec<u64>>(),
+            "offsets contiguous"
+        );
         let mut seen = std::collections::HashSet::new();
         for i in 0..b.len() {
             let v = String::from_utf8_lossy(b.value(i)).into_owned();
@@ -248,13 +337,29 @@ fn sigkill_during_appends_loses_no_acknowledged_record() {
             assert!(seen.insert(v), "duplicate record at {i}");
         }
         for (base, count, prefix) in &acked {
-            assert!(base + *count as u64 <= end, "acknowledged {base}+{count} lost (end {end})");
+            assert!(
+                base + *count as u64 <= end,
+                "acknowledged {base}+{count} lost (end {end})"
+            );
             for j in 0..*count as usize {
                 let v = String::from_utf8_lossy(b.value(*base as usize + j)).into_owned();
-                assert!(v.starts_with(prefix.as_str()), "record {} is {v:?}, expected {prefix}", base + j as u64);
+                assert!(
+                    v.starts_with(prefix.as_str()),
+                    "record {} is {v:?}, expected {prefix}",
+                    base + j as u64
+                );
             }
         }
-        let next = log.append("t", 0, &[rec("", &format!("x/{round}/0/{}", "p".repeat(40)), 0)]).expect("append");
-        assert_eq!(next.base_offset, end, "offsets continue after the recovered end");
+        let next = log
+            .append(
+                "t",
+                0,
+                &[rec("", &format!("x/{round}/0/{}", "p".repeat(40)), 0)],
+            )
+            .expect("append");
+        assert_eq!(
+            next.base_offset, end,
+            "offsets continue after the recovered end"
+        );
     }
 }

@@ -11,7 +11,12 @@ use std::time::Duration;
 use super::{FsyncPolicy, Log, LogConfig, Record};
 
 pub(super) fn rec(key: &str, value: &str, ts: i64) -> Record {
-    Record { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), headers: vec![], timestamp: ts }
+    Record {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        headers: vec![],
+        timestamp: ts,
+    }
 }
 
 pub(super) fn config(dir: &Path, fsync: FsyncPolicy) -> LogConfig {

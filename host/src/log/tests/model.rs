@@ -12,13 +12,28 @@ use crate::log::{EventLog, FsyncPolicy, Log, TopicConfig};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { part: u32, keys: Vec<u8>, size: usize },
-    Deferred { part: u32, n: usize },
-    Read { part: u32, from_pct: u8, max: usize },
+    Append {
+        part: u32,
+        keys: Vec<u8>,
+        size: usize,
+    },
+    Deferred {
+        part: u32,
+        n: usize,
+    },
+    Read {
+        part: u32,
+        from_pct: u8,
+        max: usize,
+    },
     Reopen,
-    Roll { part: u32 },
+    Roll {
+        part: u32,
+    },
     Compact,
-    TruncateUnpublished { part: u32 },
+    TruncateUnpublished {
+        part: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,7 +50,11 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Partitions 0 and 1 are in the plain topic, partition 2 stands for the compacted topic.
 fn target(part: u32) -> (&'static str, u32) {
-    if part < 2 { ("plain", part) } else { ("compact", 0) }
+    if part < 2 {
+        ("plain", part)
+    } else {
+        ("compact", 0)
+    }
 }
 
 struct Model {
@@ -49,7 +68,11 @@ fn record(seq: usize, key: u8, size: usize) -> Record {
     Record {
         key: if key == 0 { vec![] } else { vec![b'k', key] },
         value: format!("{seq}:{}", "x".repeat(size)).into_bytes(),
-        headers: if seq % 3 == 0 { vec![("h".into(), seq.to_le_bytes().to_vec())] } else { vec![] },
+        headers: if seq.is_multiple_of(3) {
+            vec![("h".into(), seq.to_le_bytes().to_vec())]
+        } else {
+            vec![]
+        },
         timestamp: seq as i64,
     }
 }
@@ -57,7 +80,9 @@ fn record(seq: usize, key: u8, size: usize) -> Record {
 fn check_plain(log: &Log, m: &Model, part: u32) -> Result<(), TestCaseError> {
     let (t, p) = target(part);
     let visible = m.records[part as usize].len() - m.pending[part as usize].map_or(0, |_| 0);
-    let b = log.read(t, p, 0, 100_000, usize::MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let b = log
+        .read(t, p, 0, 100_000, usize::MAX)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(b.len(), visible);
     for i in 0..b.len() {
         prop_assert_eq!(b.offsets[i], i as u64);
@@ -68,7 +93,9 @@ fn check_plain(log: &Log, m: &Model, part: u32) -> Result<(), TestCaseError> {
 
 fn check_compacted(log: &Log, m: &Model) -> Result<(), TestCaseError> {
     let all = &m.records[2];
-    let b = log.read("compact", 0, 0, 100_000, usize::MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let b = log
+        .read("compact", 0, 0, 100_000, usize::MAX)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut latest: HashMap<&[u8], u64> = HashMap::new();
     for (o, r) in all.iter().enumerate() {
         if !r.key.is_empty() {
@@ -93,18 +120,37 @@ fn check_compacted(log: &Log, m: &Model) -> Result<(), TestCaseError> {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut log = open(dir.path(), FsyncPolicy::Never);
-    let small = TopicConfig { segment_bytes: 1024, ..TopicConfig::with_partitions(2) };
-    log.create_topic("plain", small.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let compacted = TopicConfig { partitions: 1, compaction: true, delete_retention_ms: u64::MAX / 4, ..small };
-    log.create_topic("compact", compacted).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let mut m = Model { records: vec![Vec::new(); 3], pending: vec![None; 3] };
+    let small = TopicConfig {
+        segment_bytes: 1024,
+        ..TopicConfig::with_partitions(2)
+    };
+    log.create_topic("plain", small.clone())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let compacted = TopicConfig {
+        partitions: 1,
+        compaction: true,
+        delete_retention_ms: u64::MAX / 4,
+        ..small
+    };
+    log.create_topic("compact", compacted)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut m = Model {
+        records: vec![Vec::new(); 3],
+        pending: vec![None; 3],
+    };
     let mut seq = 0usize;
     let fail = |e: crate::log::LogError| TestCaseError::fail(e.to_string());
     for op in ops {
         match op {
             Op::Append { part, keys, size } => {
                 let (t, p) = target(part);
-                let recs: Vec<Record> = keys.iter().map(|&k| { seq += 1; record(seq, k, size) }).collect();
+                let recs: Vec<Record> = keys
+                    .iter()
+                    .map(|&k| {
+                        seq += 1;
+                        record(seq, k, size)
+                    })
+                    .collect();
                 let ack = log.append(t, p, &recs).map_err(fail)?;
                 let pr = &mut m.records[part as usize];
                 prop_assert_eq!(ack.base_offset, pr.len() as u64);
@@ -113,7 +159,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Deferred { part, n } => {
                 let (t, p) = target(part);
-                let recs: Vec<Record> = (0..n).map(|_| { seq += 1; record(seq, 1, 10) }).collect();
+                let recs: Vec<Record> = (0..n)
+                    .map(|_| {
+                        seq += 1;
+                        record(seq, 1, 10)
+                    })
+                    .collect();
                 let before = m.pending[part as usize].unwrap_or(m.records[part as usize].len());
                 let ack = log.append_deferred(t, p, &recs).map_err(fail)?;
                 prop_assert_eq!(ack.base_offset, m.records[part as usize].len() as u64);
@@ -128,11 +179,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::TruncateUnpublished { part } => {
                 let (t, p) = target(part);
                 let end = m.records[part as usize].len() as u64;
-                log.append_deferred(t, p, &[record(999_999, 2, 5)]).map_err(fail)?;
+                log.append_deferred(t, p, &[record(999_999, 2, 5)])
+                    .map_err(fail)?;
                 log.truncate(t, p, end, false).map_err(fail)?;
                 prop_assert_eq!(log.written_end(t, p).map_err(fail)?, end);
             }
-            Op::Read { part, from_pct, max } => {
+            Op::Read {
+                part,
+                from_pct,
+                max,
+            } => {
                 let (t, p) = target(part);
                 let len = m.records[part as usize].len();
                 let from = (len * from_pct as usize / 100) as u64;
@@ -144,7 +200,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 for i in 0..b.len() {
                     prop_assert!(b.offsets[i] >= from);
-                    prop_assert_eq!(&b.record(i), &m.records[part as usize][b.offsets[i] as usize]);
+                    prop_assert_eq!(
+                        &b.record(i),
+                        &m.records[part as usize][b.offsets[i] as usize]
+                    );
                 }
             }
             Op::Reopen => {

@@ -47,6 +47,11 @@ fn env_access() -> String {
     format!("vars={} home={home:?} args={}", vars.len(), args.len())
 }
 
+fn reply(out: &mut Emitter, key: &[u8], text: &str) -> Result<(), String> {
+    out.emit(0, key, text.as_bytes());
+    Ok(())
+}
+
 impl Enricher for Faulty {
     fn init(config: &str) -> Result<Self, String> {
         let config: Config = weir_guest::parse_config(config)?;
@@ -74,17 +79,20 @@ impl Enricher for Faulty {
             }
             b"panic" => panic!("faulty plugin panicked on purpose"),
             b"fail" => Err(format!("event {} refused on purpose", event.index())),
-            b"file" => Ok(out.emit(0, b"file", file_access().as_bytes())),
-            b"socket" => Ok(out.emit(0, b"socket", socket_access().as_bytes())),
-            b"env" => Ok(out.emit(0, b"env", env_access().as_bytes())),
+            b"file" => reply(out, b"file", &file_access()),
+            b"socket" => reply(out, b"socket", &socket_access()),
+            b"env" => reply(out, b"env", &env_access()),
             b"log" => {
                 weir_guest::log::info("hello from the faulty plugin");
                 println!("stdout line from the faulty plugin");
                 eprintln!("stderr line from the faulty plugin");
-                Ok(out.emit(0, b"log", b"logged"))
+                reply(out, b"log", "logged")
             }
-            b"count" => Ok(out.emit(0, b"count", self.seen.to_string().as_bytes())),
-            _ => Ok(out.forward(0, event)),
+            b"count" => reply(out, b"count", &self.seen.to_string()),
+            _ => {
+                out.forward(0, event);
+                Ok(())
+            }
         }
     }
 }
