@@ -40,7 +40,7 @@ fn orders(n: usize) -> RecordBatch {
 fn customers(_pond: &str, key: &[u8]) -> Option<Vec<u8>> {
     // Half the customers are known.
     let n: u32 = std::str::from_utf8(key.get(1..)?).ok()?.parse().ok()?;
-    (n % 2 == 0)
+    n.is_multiple_of(2)
         .then(|| format!(r#"{{"name":"customer {n}","tier":"gold","since":2019}}"#).into_bytes())
 }
 
