@@ -58,66 +58,56 @@ need() {
     }
 }
 
-build_python() {
-    need componentize-py python
-    local dir name world target stamp
-    for dir in "$root"/plugins/python/*/; do
+# One plugin, per language: build_one_<lang> DIR WORLD OUTPUT.
+build_one_python() {
+    (cd "$1" && componentize-py -d "$root/wit" -w "$2" componentize \
+        -p "$here/python" -p "$1" app -o "$3" >/dev/null)
+}
+
+build_one_js() {
+    node "$here/js/build.mjs" "$1/index.js" "$root/wit" "$2" "$3"
+}
+
+build_one_c() {
+    "$here/c/build.sh" "$1" "$2" "$3"
+}
+
+# Every plugin under plugins/<lang>/ that is not up to date.
+build_all() {
+    local lang="$1" dir name world target stamp
+    for dir in "$root/plugins/$lang"/*/; do
         name="$(basename "$dir")"
         world="$(world_of "$name")"
-        target="$out/python-$name.wasm"
-        stamp="$(stamp_of "$dir" "$here/python")"
+        target="$out/$lang-$name.wasm"
+        stamp="$(stamp_of "$dir" "$here/$lang")"
         up_to_date "$target" "$stamp" && continue
-        log "python: $name (world $world)"
-        (cd "$dir" && componentize-py -d "$root/wit" -w "$world" componentize \
-            -p "$here/python" -p "$dir" app -o "$target.tmp" >/dev/null)
+        log "$lang: $name (world $world)"
+        "build_one_$lang" "${dir%/}" "$world" "$target.tmp"
         mv "$target.tmp" "$target"
         echo "$stamp" >"$target.stamp"
     done
 }
 
-build_js() {
-    need node js
-    [ -d "$here/js/node_modules/@bytecodealliance/componentize-js" ] || {
-        log "toolchain missing: componentize-js not in guest-sdk/js/node_modules (run guest-sdk/install-toolchains.sh js)"
-        exit 3
-    }
-    local dir name world target stamp
-    for dir in "$root"/plugins/js/*/; do
-        name="$(basename "$dir")"
-        world="$(world_of "$name")"
-        target="$out/js-$name.wasm"
-        stamp="$(stamp_of "$dir" "$here/js")"
-        up_to_date "$target" "$stamp" && continue
-        log "js: $name (world $world)"
-        node "$here/js/build.mjs" "$dir/index.js" "$root/wit" "$world" "$target.tmp"
-        mv "$target.tmp" "$target"
-        echo "$stamp" >"$target.stamp"
-    done
-}
-
-build_c() {
-    need clang-19 c
-    need wasm-ld-19 c
-    need wit-bindgen c
-    local dir name world target stamp
-    for dir in "$root"/plugins/c/*/; do
-        name="$(basename "$dir")"
-        world="$(world_of "$name")"
-        target="$out/c-$name.wasm"
-        stamp="$(stamp_of "$dir" "$here/c")"
-        up_to_date "$target" "$stamp" && continue
-        log "c: $name (world $world)"
-        "$here/c/build.sh" "$dir" "$world" "$target.tmp"
-        mv "$target.tmp" "$target"
-        echo "$stamp" >"$target.stamp"
-    done
+check_toolchain() {
+    case "$1" in
+    python) need componentize-py python ;;
+    js)
+        need node js
+        [ -d "$here/js/node_modules/@bytecodealliance/componentize-js" ] || {
+            log "toolchain missing: componentize-js not in guest-sdk/js/node_modules (run guest-sdk/install-toolchains.sh js)"
+            exit 3
+        }
+        ;;
+    c)
+        need clang-19 c
+        need wasm-ld-19 c
+        need wit-bindgen c
+        ;;
+    *) log "unknown language '$1' (expected python, js or c)"; exit 2 ;;
+    esac
 }
 
 for lang in "${langs[@]}"; do
-    case "$lang" in
-    python) build_python ;;
-    js) build_js ;;
-    c) build_c ;;
-    *) log "unknown language '$lang' (expected python, js or c)"; exit 2 ;;
-    esac
+    check_toolchain "$lang"
+    build_all "$lang"
 done

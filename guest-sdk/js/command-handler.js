@@ -12,7 +12,7 @@
 //
 // State is JSON: stored as dumps(state), read back with loads.
 import { log as hostLog } from 'weir:plugin/host@0.1.0';
-import { Slot, dumps, loads, messageOf, parseConfig, toBytes, toText } from './core.js';
+import { commonExports, dumps, loads, messageOf, toBytes, toText } from './core.js';
 
 export * from './core.js';
 
@@ -42,27 +42,18 @@ function parseData(name, data) {
 
 /** The `service` export for a plugin object with `init`, `initialState`, `decide`, `evolve`. */
 export function commandHandler(plugin) {
-  const slot = new Slot();
+  const { slot, exports } = commonExports(plugin, 'command-handler');
   const reject = (code, message) => ({ code, message });
   const loadState = (bytes) => {
     const raw = toBytes(bytes);
     return raw.length === 0 ? plugin.initialState() : loads(raw);
   };
   return {
-    init(config) {
-      try {
-        slot.set({ settings: plugin.init ? plugin.init(parseConfig(config)) : undefined });
-      } catch (e) {
-        throw messageOf(e);
-      }
-    },
-    describe() {
-      return { name: plugin.name, version: plugin.version, kind: 'command-handler' };
-    },
+    ...exports,
     decide(command, stateBytes) {
-      let instance, data, state;
+      let settings, data, state;
       try {
-        instance = slot.get();
+        settings = slot.get();
       } catch (e) {
         throw reject('not-initialised', messageOf(e));
       }
@@ -81,7 +72,7 @@ export function commandHandler(plugin) {
         events = plugin.decide(
           { id: command.id, aggregate: command.aggregate, name: command.name, data },
           state,
-          instance.settings,
+          settings,
         );
       } catch (e) {
         if (e instanceof Rejection) throw reject(e.code, e.message);
@@ -92,10 +83,10 @@ export function commandHandler(plugin) {
     evolve(stateBytes, events) {
       // No error channel: an unreadable state or event traps (the host
       // reports it and commits nothing).
-      const instance = slot.get();
+      const settings = slot.get();
       let state = loadState(stateBytes);
       for (const event of events) {
-        state = plugin.evolve(state, { name: event.name, data: parseData(event.name, event.data) }, instance.settings);
+        state = plugin.evolve(state, { name: event.name, data: parseData(event.name, event.data) }, settings);
       }
       return encoder.encode(dumps(state));
     },

@@ -418,16 +418,56 @@ export function messageOf(error) {
   return (error instanceof Error ? error.message : String(error)) || 'error';
 }
 
-/** Holds the plugin object created by `init`. */
+/** Holds what the plugin's `init` returned. */
 export class Slot {
   constructor() {
-    this.plugin = undefined;
+    this.ready = false;
+    this.value = undefined;
   }
-  set(plugin) {
-    this.plugin = plugin;
+  set(value) {
+    this.value = value;
+    this.ready = true;
   }
   get() {
-    if (this.plugin === undefined) throw new Error('plugin not initialised: init was not called');
-    return this.plugin;
+    if (!this.ready) throw new Error('plugin not initialised: init was not called');
+    return this.value;
   }
+  /** `get` for a batch export: before init, a failure naming no event. */
+  forBatch() {
+    try {
+      return this.get();
+    } catch (e) {
+      throw failure(e, undefined);
+    }
+  }
+}
+
+/** The `init` and `describe` exports every world shares, and the slot
+ * holding what the plugin's `init(config)` returned. */
+export function commonExports(plugin, kind) {
+  const slot = new Slot();
+  const exports = {
+    init(config) {
+      try {
+        slot.set(plugin.init ? plugin.init(parseConfig(config)) : undefined);
+      } catch (e) {
+        throw messageOf(e);
+      }
+    },
+    describe() {
+      return { name: plugin.name, version: plugin.version, kind };
+    },
+  };
+  return { slot, exports };
+}
+
+/** A JSON integer that fits in a signed 64-bit integer, as a BigInt; else undefined. */
+export function asI64(x) {
+  return asInteger(x, -(2n ** 63n), 2n ** 63n - 1n);
+}
+
+/** A JSON integer within [min, max] (BigInts), as a BigInt; else undefined. */
+export function asInteger(x, min, max) {
+  const big = typeof x === 'number' && Number.isInteger(x) ? BigInt(x) : typeof x === 'bigint' ? x : undefined;
+  return big !== undefined && big >= min && big <= max ? big : undefined;
 }

@@ -8,7 +8,7 @@
 //   });
 import { log as hostLog } from 'weir:plugin/host@0.1.0';
 import { lookup as hostLookup } from 'weir:plugin/lookup@0.1.0';
-import { Emitter, Event, Slot, failure, messageOf, parseConfig, loads, toBytes } from './core.js';
+import { Emitter, Event, commonExports, failure, loads, toBytes } from './core.js';
 
 export * from './core.js';
 
@@ -37,31 +37,17 @@ export function lookupJson(pond, key) {
 
 /** The `river` export for a plugin object with `init` and `process`. */
 export function enricher(plugin) {
-  const slot = new Slot();
+  const { slot, exports } = commonExports(plugin, 'enricher');
   return {
-    init(config) {
-      try {
-        slot.set({ state: plugin.init ? plugin.init(parseConfig(config)) : undefined });
-      } catch (e) {
-        throw messageOf(e);
-      }
-    },
-    describe() {
-      return { name: plugin.name, version: plugin.version, kind: 'enricher' };
-    },
+    ...exports,
     process(batch) {
-      let instance;
-      try {
-        instance = slot.get();
-      } catch (e) {
-        throw failure(e, undefined);
-      }
+      const settings = slot.forBatch();
       const out = new Emitter();
       const n = batch.offsets.length;
       for (let i = 0; i < n; i++) {
         out.source = i;
         try {
-          plugin.process(new Event(batch, i), out, instance.state);
+          plugin.process(new Event(batch, i), out, settings);
         } catch (e) {
           throw failure(e, i);
         }

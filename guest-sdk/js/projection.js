@@ -9,7 +9,7 @@
 //   });
 import { log as hostLog } from 'weir:plugin/host@0.1.0';
 import * as hostState from 'weir:plugin/state@0.1.0';
-import { Event, Slot, dumps, failure, loads, messageOf, parseConfig, toBytes, toText } from './core.js';
+import { Event, commonExports, dumps, failure, loads, messageOf, toBytes, toText } from './core.js';
 
 export * from './core.js';
 
@@ -64,30 +64,16 @@ export class State {
 
 /** The `pond` export for a plugin object with `init`, `apply` and optionally `query`. */
 export function projection(plugin) {
-  const slot = new Slot();
+  const { slot, exports } = commonExports(plugin, 'projection');
   const state = new State();
   return {
-    init(config) {
-      try {
-        slot.set({ state: plugin.init ? plugin.init(parseConfig(config)) : undefined });
-      } catch (e) {
-        throw messageOf(e);
-      }
-    },
-    describe() {
-      return { name: plugin.name, version: plugin.version, kind: 'projection' };
-    },
+    ...exports,
     apply(batch) {
-      let instance;
-      try {
-        instance = slot.get();
-      } catch (e) {
-        throw failure(e, undefined);
-      }
+      const settings = slot.forBatch();
       const n = batch.offsets.length;
       for (let i = 0; i < n; i++) {
         try {
-          plugin.apply(new Event(batch, i), state, instance.state);
+          plugin.apply(new Event(batch, i), state, settings);
         } catch (e) {
           throw failure(e, i);
         }
@@ -96,7 +82,7 @@ export function projection(plugin) {
     query(request) {
       try {
         if (!plugin.query) throw new Error('this projection has no custom queries');
-        return toBytes(plugin.query(toBytes(request), state, slot.get().state));
+        return toBytes(plugin.query(toBytes(request), state, slot.get()));
       } catch (e) {
         throw messageOf(e);
       }

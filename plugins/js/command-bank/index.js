@@ -9,16 +9,7 @@
 // Same behaviour, events and state bytes as plugins/rust/command-bank;
 // amounts and balances are BigInts (64-bit, wrapping like Rust).
 // Config (optional): {"max_amount": 1000000}.
-import { commandHandler, Rejection } from '../../../guest-sdk/js/command-handler.js';
-
-const I64_MIN = -(2n ** 63n);
-const I64_MAX = 2n ** 63n - 1n;
-
-function asI64(x) {
-  if (typeof x === 'number' && Number.isInteger(x)) return BigInt(x);
-  if (typeof x === 'bigint' && x >= I64_MIN && x <= I64_MAX) return x;
-  return undefined;
-}
+import { asI64, commandHandler, Rejection } from '../../../guest-sdk/js/command-handler.js';
 
 const isObject = (x) => x !== null && typeof x === 'object' && !Array.isArray(x);
 

@@ -6,17 +6,7 @@
 //
 // Same behaviour as plugins/rust/enricher-orders. Config (optional):
 // {"customers_pond": "customers"}.
-import { enricher, lookupJson } from '../../../guest-sdk/js/enricher.js';
-
-const I64_MIN = -(2n ** 63n);
-const I64_MAX = 2n ** 63n - 1n;
-
-/** A JSON integer that fits in i64, as a BigInt; else undefined. */
-function asI64(x) {
-  if (typeof x === 'number' && Number.isInteger(x)) return BigInt(x);
-  if (typeof x === 'bigint' && x >= I64_MIN && x <= I64_MAX) return x;
-  return undefined;
-}
+import { asI64, enricher, lookupJson } from '../../../guest-sdk/js/enricher.js';
 
 /** [id, customer, amount] of a parseable order, else undefined. */
 function parseOrder(event) {

@@ -7,22 +7,15 @@
 //
 // Same behaviour as plugins/rust/projection-totals; counters are BigInts
 // with 64-bit wrap-around, as in Rust.
-import { projection, compareUtf8, dumps, loads, toText } from '../../../guest-sdk/js/projection.js';
+import { asI64, asInteger, compareUtf8, dumps, loads, projection, toText } from '../../../guest-sdk/js/projection.js';
 
-const I64_MIN = -(2n ** 63n);
-const I64_MAX = 2n ** 63n - 1n;
 const U64_MAX = 2n ** 64n - 1n;
-
-function asInt(x, min, max) {
-  const big = typeof x === 'number' && Number.isInteger(x) ? BigInt(x) : typeof x === 'bigint' ? x : undefined;
-  return big !== undefined && big >= min && big <= max ? big : undefined;
-}
 
 function readTotals(value, what) {
   if (value === undefined) return { count: 0n, sum: 0n };
   const ok = value !== null && typeof value === 'object' && !Array.isArray(value);
-  const count = ok ? asInt(value.count, 0n, U64_MAX) : undefined;
-  const sum = ok ? asInt(value.sum, I64_MIN, I64_MAX) : undefined;
+  const count = ok ? asInteger(value.count, 0n, U64_MAX) : undefined;
+  const sum = ok ? asI64(value.sum) : undefined;
   if (count === undefined || sum === undefined) throw new Error(`${what} is not valid totals`);
   return { count, sum };
 }
@@ -36,7 +29,7 @@ export const pond = projection({
       const order = event.json();
       const ok = order !== null && typeof order === 'object' && !Array.isArray(order);
       customer = ok ? order.customer : undefined;
-      amount = ok ? asInt(order.amount, I64_MIN, I64_MAX) : undefined;
+      amount = ok ? asI64(order.amount) : undefined;
       if (typeof customer !== 'string') throw new Error('missing or invalid field `customer`');
       if (amount === undefined) throw new Error('missing or invalid field `amount`');
     } catch (e) {
