@@ -406,3 +406,188 @@ fn c_plugins_match_rust() {
     check(Language::C, Kind::Enricher);
     check(Language::C, Kind::Projection);
 }
+
+// ---- the SDKs' float notation against serde_json, natively --------------
+
+/// Finite doubles: edge cases, then bit patterns from a fixed xorshift (all
+/// exponents), then decimal-looking values.
+fn sample_floats() -> Vec<f64> {
+    let mut values = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        0.5,
+        1.5,
+        100.0,
+        1e15,
+        1e16,
+        1e-5,
+        1e-6,
+        1e-7,
+        1.5e-7,
+        2.5e-5,
+        123456.789,
+        1e20,
+        1e21,
+        1e22,
+        1e100,
+        1e-100,
+        5e-324,
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        f64::MIN,
+        f64::EPSILON,
+        9007199254740993.0,
+        0.30000000000000004,
+        123456789012345680.0,
+    ];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while values.len() < 6000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if f.is_finite() {
+            values.push(f);
+        }
+        let decimal = (x % 2_000_000) as f64 / 10f64.powi((x % 12) as i32) - 1000.0;
+        values.push(decimal);
+    }
+    values
+}
+
+/// Runs `program args` with the floats' bit patterns (hex, one a line) on
+/// stdin and compares its output lines with serde_json's notation.
+fn check_float_notation(what: &str, program: &str, args: &[&str]) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let floats = sample_floats();
+    let input: String = floats
+        .iter()
+        .map(|f| format!("{:016x}\n", f.to_bits()))
+        .collect();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {program}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write stdin");
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got = String::from_utf8_lossy(&output.stdout);
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(got.len(), floats.len(), "{what}: one line per float");
+    for (f, line) in floats.iter().zip(got) {
+        let want = serde_json::to_string(f).expect("serde_json");
+        assert_eq!(line, want, "{what}: {f:e} (bits {:016x})", f.to_bits());
+    }
+}
+
+#[test]
+fn python_sdk_writes_floats_as_serde_json_does() {
+    let sdk = languages::repo_root().join("guest-sdk").join("python");
+    let script = format!(
+        r#"
+import sys, struct, types
+sys.modules["componentize_py_types"] = types.SimpleNamespace(Err=Exception)
+imports = types.ModuleType("wit_world.imports")
+imports.host = imports.types = None
+sys.modules["wit_world"] = types.ModuleType("wit_world")
+sys.modules["wit_world.imports"] = imports
+sys.path.insert(0, {sdk:?})
+import weir
+for line in sys.stdin:
+    value = struct.unpack(">d", bytes.fromhex(line.strip()))[0]
+    print(weir.dumps(value).decode())
+"#,
+        sdk = sdk.display().to_string()
+    );
+    check_float_notation("python SDK", "python3", &["-c", &script]);
+}
+
+#[test]
+fn javascript_sdk_writes_floats_as_serde_json_does() {
+    let core = languages::repo_root()
+        .join("guest-sdk")
+        .join("js")
+        .join("core.js");
+    let script = format!(
+        r#"
+import {{ dumps }} from {core:?};
+import {{ readFileSync }} from 'node:fs';
+const view = new DataView(new ArrayBuffer(8));
+const out = [];
+for (const line of readFileSync(0, 'utf8').split('\n')) {{
+  if (!line) continue;
+  view.setBigUint64(0, BigInt('0x' + line));
+  const value = view.getFloat64(0);
+  out.push(Number.isInteger(value) ? dumps(new JsonFloat(value)) : dumps(value));
+}}
+process.stdout.write(out.join('\n') + '\n');
+import {{ JsonFloat }} from {core:?};
+"#,
+        core = format!("file://{}", core.display())
+    );
+    check_float_notation(
+        "javascript SDK",
+        "node",
+        &["--input-type=module", "-e", &script],
+    );
+}
+
+#[test]
+fn c_sdk_writes_floats_as_serde_json_does() {
+    let sdk = languages::repo_root().join("guest-sdk").join("c");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let main = dir.path().join("main.c");
+    std::fs::write(
+        &main,
+        r#"
+#include "weir.h"
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned long long bits;
+        double value;
+        if (sscanf(line, "%llx", &bits) != 1) continue;
+        memcpy(&value, &bits, sizeof value);
+        weir_buf out = {0};
+        weir_json_write_float(&out, value);
+        printf("%.*s\n", (int)out.len, (const char *)out.ptr);
+        weir_buf_free(&out);
+    }
+    return 0;
+}
+"#,
+    )
+    .expect("write main.c");
+    let binary = dir.path().join("floats");
+    let status = std::process::Command::new("cc")
+        .arg("-O1")
+        .arg("-I")
+        .arg(&sdk)
+        .arg(&main)
+        .arg(sdk.join("weir_json.c"))
+        .arg("-lm")
+        .arg("-o")
+        .arg(&binary)
+        .status()
+        .expect("run cc");
+    assert!(
+        status.success(),
+        "compiling the C SDK's JSON natively failed"
+    );
+    check_float_notation("C SDK", binary.to_str().expect("utf-8 path"), &[]);
+}
