@@ -224,7 +224,8 @@ static bool parse_number(parser *ps, weir_json *v) {
         errno = 0;
         if (neg) {
             long long x = strtoll(text, NULL, 10);
-            if (errno == 0) { v->type = WEIR_JSON_INT; v->i = x; }
+            /* serde_json reads "-0" as the float -0.0 */
+            if (errno == 0 && x != 0) { v->type = WEIR_JSON_INT; v->i = x; }
             else is_float = true;
         } else {
             unsigned long long x = strtoull(text, NULL, 10);

@@ -46,6 +46,7 @@ function reviveNumbers(sortKeys) {
     if (typeof value === 'number') {
       const source = context && context.source;
       if (source === undefined) return value;
+      if (!Number.isFinite(value)) throw new SyntaxError(`number out of range: ${source}`);
       if (/[.eE]/.test(source)) return new JsonFloat(value);
       if (Number.isSafeInteger(value)) return value;
       const big = BigInt(source);
@@ -71,15 +72,37 @@ const sortingReviver = reviveNumbers(true);
  */
 export function loads(data, sortKeys = false) {
   const text = typeof data === 'string' ? data : toText(data);
+  let value;
   // The reviver costs a call per value; without a fraction, an exponent or
   // 16+ digits anywhere, plain JSON.parse reads every number exactly.
-  if (MAY_NEED_SOURCE.test(text)) return JSON.parse(text, sortKeys ? sortingReviver : plainReviver);
-  const value = JSON.parse(text);
-  if (sortKeys) markSorted(value);
+  if (MAY_NEED_SOURCE.test(text)) {
+    value = JSON.parse(text, sortKeys ? sortingReviver : plainReviver);
+  } else {
+    value = JSON.parse(text);
+    if (sortKeys) markSorted(value);
+  }
+  if (SURROGATE_ESCAPE.test(text)) checkScalarValues(value);
   return value;
 }
 
 const MAY_NEED_SOURCE = /\d[.eE]|\d{16}/;
+// A \uD800-\uDFFF escape: JSON may pair two into one character; a lone one
+// is not a Unicode scalar value, and serde_json refuses it.
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function checkScalarValues(value) {
+  if (typeof value === 'string') {
+    if (LONE_SURROGATE.test(value)) throw new SyntaxError('lone surrogate in string');
+  } else if (Array.isArray(value)) {
+    for (const item of value) checkScalarValues(item);
+  } else if (value !== null && typeof value === 'object' && !(value instanceof JsonFloat)) {
+    for (const key of Object.keys(value)) {
+      checkScalarValues(key);
+      checkScalarValues(value[key]);
+    }
+  }
+}
 
 function markSorted(value) {
   if (value === null || typeof value !== 'object') return;
@@ -127,7 +150,8 @@ function write(value, out) {
       out.push(JSON.stringify(value));
       return;
     case 'number':
-      if (Number.isInteger(value)) out.push(String(value));
+      // -0 is a float in serde_json ("-0" reads as -0.0).
+      if (Number.isInteger(value) && !Object.is(value, -0)) out.push(String(value));
       else out.push(formatFloat(value));
       return;
     case 'bigint':
@@ -197,7 +221,7 @@ const INDEX_LIKE = /^(0|[1-9][0-9]*)$/;
 function rawReplacer(key, value) {
   switch (typeof value) {
     case 'number':
-      return Number.isInteger(value) ? value : JSON.rawJSON(formatFloat(value));
+      return Number.isInteger(value) && !Object.is(value, -0) ? value : JSON.rawJSON(formatFloat(value));
     case 'bigint':
       return JSON.rawJSON(value.toString());
     case 'object':

@@ -458,16 +458,10 @@ fn sample_floats() -> Vec<f64> {
     values
 }
 
-/// Runs `program args` with the floats' bit patterns (hex, one a line) on
-/// stdin and compares its output lines with serde_json's notation.
-fn check_float_notation(what: &str, program: &str, args: &[&str]) {
+/// Runs `program args` with `input` lines on stdin; its output lines.
+fn run_lines(what: &str, program: &str, args: &[&str], input: &[String]) -> Vec<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let floats = sample_floats();
-    let input: String = floats
-        .iter()
-        .map(|f| format!("{:016x}\n", f.to_bits()))
-        .collect();
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -476,7 +470,8 @@ fn check_float_notation(what: &str, program: &str, args: &[&str]) {
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: cannot run {program}: {e}"));
     let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let text: String = input.iter().map(|l| format!("{l}\n")).collect();
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
     let output = child.wait_with_output().expect("wait");
     writer.join().expect("writer").expect("write stdin");
     assert!(
@@ -484,17 +479,80 @@ fn check_float_notation(what: &str, program: &str, args: &[&str]) {
         "{what}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let got = String::from_utf8_lossy(&output.stdout);
-    let got: Vec<&str> = got.lines().collect();
-    assert_eq!(got.len(), floats.len(), "{what}: one line per float");
-    for (f, line) in floats.iter().zip(got) {
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), input.len(), "{what}: one line out per line in");
+    lines
+}
+
+/// The floats' bit patterns (hex, one a line) through `program`, which
+/// prints each in the SDK's notation; compared with serde_json's.
+fn check_float_notation(what: &str, program: &str, args: &[&str]) {
+    let floats = sample_floats();
+    let input: Vec<String> = floats
+        .iter()
+        .map(|f| format!("{:016x}", f.to_bits()))
+        .collect();
+    for (f, line) in floats.iter().zip(run_lines(what, program, args, &input)) {
         let want = serde_json::to_string(f).expect("serde_json");
         assert_eq!(line, want, "{what}: {f:e} (bits {:016x})", f.to_bits());
     }
 }
 
+/// JSON documents (hex-encoded, one a line) through `program`, which parses
+/// each as a serde_json::Value would be (sorted keys) and writes it back, or
+/// prints `error`; compared with serde_json's own round trip.
+fn check_json_round_trip(what: &str, program: &str, args: &[&str]) {
+    let docs = [
+        r#"{"b":1,"a":[true,false,null],"c":{"z":"x","y":-0.0}}"#,
+        r#"  {"k":1,"k":2, "j" : [ ] , "i":{}}  "#,
+        r#""caf\u00e9 \ud83d\ude00 \u0001\u001f \b\f\n\r\t \/ \\ \" \u007f""#,
+        "\"raw UTF-8: \u{e9} \u{1F600} \u{7f}\"",
+        "[1e400]",
+        "[123456789012345678, 12345678901234567890, -9223372036854775808, -0, 0, 1E2, 1e-2, 2.50]",
+        r#"{"10":1,"2":2,"a":3,"B":4,"\u00e9":5,"e":6}"#,
+        "[[[[[[[[[[]]]]]]]]]]",
+        "{\"a\":1} x",
+        "{\"a\":01}",
+        "[1,]",
+        "{\"a\" 1}",
+        "NaN",
+        "[Infinity]",
+        "\"\\ud800\"",
+        "\"\\udc00x\"",
+        "\"tab\tinside\"",
+        "",
+        "  ",
+        "[1.5e-7, 100.0, 1e16, 1e15, 0.00001, 5e-324]",
+        "{\"nested\":{\"b\":{\"d\":1,\"c\":2},\"a\":[{\"y\":1,\"x\":2}]}}",
+        "true",
+        "nul",
+        "-",
+        "[.5]",
+        "[1.]",
+        "[-01]",
+        "\"\\x41\"",
+    ];
+    let input: Vec<String> = docs
+        .iter()
+        .map(|d| d.bytes().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    for (doc, line) in docs.iter().zip(run_lines(what, program, args, &input)) {
+        let want = serde_json::from_str::<serde_json::Value>(doc)
+            .map(|v| serde_json::to_string(&v).expect("serialise"))
+            .unwrap_or_else(|_| "error".to_string());
+        assert_eq!(line, want, "{what}: round trip of {doc:?}");
+    }
+}
+
+// Each SDK's JSON code run natively: mode `float` prints the float with the
+// given bits, mode `json` round-trips the hex-encoded document (or prints
+// `error`).
+
 #[test]
-fn python_sdk_writes_floats_as_serde_json_does() {
+fn python_sdk_json_matches_serde_json() {
     let sdk = languages::repo_root().join("guest-sdk").join("python");
     let script = format!(
         r#"
@@ -507,46 +565,64 @@ sys.modules["wit_world.imports"] = imports
 sys.path.insert(0, {sdk:?})
 import weir
 for line in sys.stdin:
-    value = struct.unpack(">d", bytes.fromhex(line.strip()))[0]
-    print(weir.dumps(value).decode())
+    raw = bytes.fromhex(line.strip())
+    if sys.argv[1] == "float":
+        print(weir.dumps(struct.unpack(">d", raw)[0]).decode())
+        continue
+    try:
+        print(weir.dumps(weir.loads(raw, sort_keys=True)).decode())
+    except (ValueError, UnicodeError):
+        print("error")
 "#,
         sdk = sdk.display().to_string()
     );
-    check_float_notation("python SDK", "python3", &["-c", &script]);
+    check_float_notation("python SDK", "python3", &["-c", &script, "float"]);
+    check_json_round_trip("python SDK", "python3", &["-c", &script, "json"]);
 }
 
 #[test]
-fn javascript_sdk_writes_floats_as_serde_json_does() {
+fn javascript_sdk_json_matches_serde_json() {
     let core = languages::repo_root()
         .join("guest-sdk")
         .join("js")
         .join("core.js");
     let script = format!(
         r#"
-import {{ dumps }} from {core:?};
+import {{ dumps, loads, JsonFloat }} from {core:?};
 import {{ readFileSync }} from 'node:fs';
 const view = new DataView(new ArrayBuffer(8));
 const out = [];
-for (const line of readFileSync(0, 'utf8').split('\n')) {{
-  if (!line) continue;
-  view.setBigUint64(0, BigInt('0x' + line));
-  const value = view.getFloat64(0);
-  out.push(Number.isInteger(value) ? dumps(new JsonFloat(value)) : dumps(value));
+for (const line of readFileSync(0, 'utf8').split('\n').slice(0, -1)) {{
+  const raw = Uint8Array.from(line.match(/../g) || [], (h) => parseInt(h, 16));
+  if (process.argv[1] === 'float') {{
+    const value = new DataView(raw.buffer).getFloat64(0);
+    out.push(Number.isInteger(value) ? dumps(new JsonFloat(value)) : dumps(value));
+    continue;
+  }}
+  try {{
+    out.push(dumps(loads(raw, true)));
+  }} catch (e) {{
+    out.push('error');
+  }}
 }}
-process.stdout.write(out.join('\n') + '\n');
-import {{ JsonFloat }} from {core:?};
+process.stdout.write(out.map((l) => l + '\n').join(''));
 "#,
         core = format!("file://{}", core.display())
     );
-    check_float_notation(
-        "javascript SDK",
-        "node",
-        &["--input-type=module", "-e", &script],
-    );
+    // Node 20 has JSON.parse source access (which the SDK needs for exact
+    // numbers, and SpiderMonkey in componentize-js has) behind a flag.
+    let node = [
+        "--harmony-json-parse-with-source",
+        "--input-type=module",
+        "-e",
+        &script,
+    ];
+    check_float_notation("javascript SDK", "node", &[&node[..], &["float"]].concat());
+    check_json_round_trip("javascript SDK", "node", &[&node[..], &["json"]].concat());
 }
 
 #[test]
-fn c_sdk_writes_floats_as_serde_json_does() {
+fn c_sdk_json_matches_serde_json() {
     let sdk = languages::repo_root().join("guest-sdk").join("c");
     let dir = tempfile::tempdir().expect("temp dir");
     let main = dir.path().join("main.c");
@@ -555,25 +631,43 @@ fn c_sdk_writes_floats_as_serde_json_does() {
         r#"
 #include "weir.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-int main(void) {
-    char line[64];
+int main(int argc, char **argv) {
+    static char line[1 << 16];
+    bool floats = argc > 1 && strcmp(argv[1], "float") == 0;
     while (fgets(line, sizeof line, stdin)) {
-        unsigned long long bits;
-        double value;
-        if (sscanf(line, "%llx", &bits) != 1) continue;
-        memcpy(&value, &bits, sizeof value);
+        size_t n = strcspn(line, "\n") / 2;
+        uint8_t *raw = malloc(n + 1);
+        for (size_t i = 0; i < n; i++) sscanf(line + 2 * i, "%2hhx", &raw[i]);
         weir_buf out = {0};
-        weir_json_write_float(&out, value);
+        if (floats) {
+            double value = 0;
+            unsigned char be[8];
+            memcpy(be, raw, 8);
+            for (int i = 0; i < 8; i++) ((unsigned char *)&value)[i] = be[7 - i];
+            weir_json_write_float(&out, value);
+        } else {
+            weir_error err;
+            weir_json *doc = weir_json_parse((weir_bytes){raw, n}, &err);
+            if (doc) {
+                weir_json_sort_keys(doc);
+                weir_json_write(&out, doc);
+                weir_json_free(doc);
+            } else {
+                weir_buf_push_str(&out, "error");
+            }
+        }
         printf("%.*s\n", (int)out.len, (const char *)out.ptr);
         weir_buf_free(&out);
+        free(raw);
     }
     return 0;
 }
 "#,
     )
     .expect("write main.c");
-    let binary = dir.path().join("floats");
+    let binary = dir.path().join("json");
     let status = std::process::Command::new("cc")
         .arg("-O1")
         .arg("-I")
@@ -589,5 +683,7 @@ int main(void) {
         status.success(),
         "compiling the C SDK's JSON natively failed"
     );
-    check_float_notation("C SDK", binary.to_str().expect("utf-8 path"), &[]);
+    let binary = binary.to_str().expect("utf-8 path");
+    check_float_notation("C SDK", binary, &["float"]);
+    check_json_round_trip("C SDK", binary, &["json"]);
 }

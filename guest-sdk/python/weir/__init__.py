@@ -77,13 +77,47 @@ def _big_int_as_float(text):
     # serde_json keeps integers that fit in i64/u64 exact and reads larger
     # ones as f64.
     value = int(text)
-    return value if _I64_MIN <= value <= _U64_MAX else float(value)
+    if value == 0 and text.startswith("-"):
+        return -0.0  # serde_json reads "-0" as the float -0.0
+    if _I64_MIN <= value <= _U64_MAX:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"number out of range: {text[:20]}...") from None
 
 
-_DECODER = _json.JSONDecoder(parse_constant=_reject_constant, parse_int=_big_int_as_float)
+def _finite_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+_DECODER = _json.JSONDecoder(parse_constant=_reject_constant, parse_int=_big_int_as_float, parse_float=_finite_float)
 _VALUE_DECODER = _json.JSONDecoder(
-    parse_constant=_reject_constant, parse_int=_big_int_as_float, object_pairs_hook=_SORTED_OBJECT
+    parse_constant=_reject_constant,
+    parse_int=_big_int_as_float,
+    parse_float=_finite_float,
+    object_pairs_hook=_SORTED_OBJECT,
 )
+# A \uD800-\uDFFF escape: JSON text may pair them into one character; a
+# lone one is not a Unicode scalar value, and serde_json refuses it.
+_SURROGATE_ESCAPE = _re.compile(r"\\u[dD][89abcdefABCDEF]")
+_LONE_SURROGATE = _re.compile("[\ud800-\udfff]")
+
+
+def _check_scalar_values(value):
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            raise ValueError("lone surrogate in string")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_scalar_values(k)
+            _check_scalar_values(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_scalar_values(v)
 
 
 def loads(data, sort_keys=False):
@@ -95,7 +129,10 @@ def loads(data, sort_keys=False):
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data).decode("utf-8")
-    return (_VALUE_DECODER if sort_keys else _DECODER).decode(data)
+    value = (_VALUE_DECODER if sort_keys else _DECODER).decode(data)
+    if _SURROGATE_ESCAPE.search(data):
+        _check_scalar_values(value)
+    return value
 
 
 _ESCAPE = _json.encoder.encode_basestring  # escapes exactly what serde_json escapes
