@@ -59,8 +59,18 @@ need() {
 }
 
 # One plugin, per language: build_one_<lang> DIR WORLD OUTPUT.
+# componentize-py from PATH, else from the scripts folder of python3's
+# installation (pip puts it there; a pyenv shim may not be rehashed yet).
+componentize_py() {
+    if command -v componentize-py >/dev/null 2>&1; then
+        componentize-py "$@"
+    else
+        "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/componentize-py" "$@"
+    fi
+}
+
 build_one_python() {
-    (cd "$1" && componentize-py -d "$root/wit" -w "$2" componentize \
+    (cd "$1" && componentize_py -d "$root/wit" -w "$2" componentize \
         -p "$here/python" -p "$1" app -o "$3" >/dev/null)
 }
 
@@ -90,7 +100,13 @@ build_all() {
 
 check_toolchain() {
     case "$1" in
-    python) need componentize-py python ;;
+    python)
+        command -v componentize-py >/dev/null 2>&1 ||
+            [ -x "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/componentize-py" ] || {
+            log "toolchain missing: componentize-py not found (run guest-sdk/install-toolchains.sh python)"
+            exit 3
+        }
+        ;;
     js)
         need node js
         [ -d "$here/js/node_modules/@bytecodealliance/componentize-js" ] || {

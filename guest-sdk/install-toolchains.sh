@@ -19,8 +19,9 @@ CLANG_MAJOR=19
 log() { printf 'install-toolchains: %s\n' "$*" >&2; }
 
 install_python() {
-    if command -v componentize-py >/dev/null 2>&1 &&
-        [ "$(componentize-py --version 2>/dev/null | awk '{print $2}')" = "$COMPONENTIZE_PY_VERSION" ]; then
+    local installed
+    installed="$(python3 -c 'import importlib.metadata as m; print(m.version("componentize-py"))' 2>/dev/null || true)"
+    if [ "$installed" = "$COMPONENTIZE_PY_VERSION" ]; then
         log "componentize-py $COMPONENTIZE_PY_VERSION already installed"
         return
     fi
