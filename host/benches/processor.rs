@@ -1,0 +1,416 @@
+//! Processor benchmarks, each beside a native reference measured in the same run:
+//!
+//! 1. enricher end to end (log → plugin → log, exactly-once commit), events/s,
+//!    vs. a native copy of the same events log → log;
+//! 2. replay: N events (~100 B, 10,000 keys) through a count+sum projection
+//!    from offset 0 to caught up (target: 20 M in ≤ 10 s), vs. a native fold
+//!    (read + JSON parse + hash map) over the same log;
+//! 3. command handler: sequential latency (p50 / p99) and throughput with
+//!    many commands in flight, fsync `never` and `always`.
+//!
+//!   CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench processor
+//!   WEIR_BENCH_QUICK=1 …                     (small N everywhere)
+//!   WEIR_BENCH_REPLAY_EVENTS=20000000 …      (replay size; default 20 M, quick 1 M)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir::batch::Record;
+use weir::log::{EventLog, FsyncPolicy, Log, LogConfig, TopicConfig};
+use weir::processor::{CommandOutcome, CommandRequest, Engine, EngineConfig};
+use weir::runtime::{MemoryState, PluginKind, PoolConfig, Runtime, RuntimeConfig};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    log: Arc<Log>,
+    engine: Engine,
+}
+
+fn setup(fsync: FsyncPolicy, runtime: &Runtime) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lc = LogConfig::new(dir.path().join("log"));
+    lc.default_fsync = fsync;
+    let log = Arc::new(Log::open(lc).expect("log"));
+    let config = EngineConfig::new(dir.path().join("data"), fsync);
+    let engine = Engine::open(config, log.clone(), runtime.clone()).expect("engine");
+    Setup {
+        _dir: dir,
+        log,
+        engine,
+    }
+}
+
+/// ~100-byte order for customer `key`.
+fn order(i: usize, keys: usize) -> Record {
+    let customer = format!("c{:05}", i % keys);
+    let mut value = format!(
+        r#"{{"id":"o{i}","customer":"{customer}","amount":{},"pad":""#,
+        i % 1000
+    );
+    while value.len() < 98 {
+        value.push('x');
+    }
+    value.push_str("\"}");
+    Record {
+        key: customer.into_bytes(),
+        value: value.into_bytes(),
+        headers: vec![],
+        timestamp: i as i64,
+    }
+}
+
+/// Append `n` orders over `keys` customers, in 1000-record batches per partition.
+fn produce(log: &Log, topic: &str, n: usize, keys: usize) -> Duration {
+    let partitions = log.topic(topic).expect("topic").partitions.len() as u32;
+    let start = Instant::now();
+    let mut pending: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
+    for i in 0..n {
+        let r = order(i, keys);
+        let p = log.partition_for(topic, &r.key).expect("partition");
+        pending[p as usize].push(r);
+        if pending[p as usize].len() == 1000 {
+            log.append(topic, p, &pending[p as usize]).expect("append");
+            pending[p as usize].clear();
+        }
+    }
+    for (p, records) in pending.iter().enumerate() {
+        if !records.is_empty() {
+            log.append(topic, p as u32, records).expect("append");
+        }
+    }
+    start.elapsed()
+}
+
+fn wait_caught_up(engine: &Engine, name: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let s = engine.inspect(name).expect("inspect");
+        if s.lag() == 0 && !s.partitions.is_empty() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} did not catch up within {limit:?}: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn plugin(name: &str) -> Vec<u8> {
+    weir_testkit::plugins::plugin_bytes(name)
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!("{:.2} M events/s", n as f64 / d.as_secs_f64() / 1e6)
+}
+
+fn bench_enricher(runtime: &Runtime, n: usize) {
+    let s = setup(FsyncPolicy::Never, runtime);
+    s.log
+        .create_topic("in", TopicConfig::with_partitions(2))
+        .expect("topic");
+    produce(&s.log, "in", n, 10_000);
+    // Native reference: read every partition and append the same records to another topic.
+    s.log
+        .create_topic("native.out", TopicConfig::with_partitions(2))
+        .expect("topic");
+    let start = Instant::now();
+    for p in 0..2 {
+        let mut offset = 0;
+        loop {
+            let batch = s.log.read("in", p, offset, 1000, 4 << 20).expect("read");
+            if batch.is_empty() {
+                break;
+            }
+            let records: Vec<Record> = (0..batch.len()).map(|i| batch.record(i)).collect();
+            s.log.append("native.out", p, &records).expect("append");
+            offset = batch.offsets[batch.len() - 1] + 1;
+        }
+    }
+    let native = start.elapsed();
+    // Compile once beforehand: a deploy then loads the precompiled artifact (as a restarted host does).
+    runtime
+        .load(PluginKind::Enricher, &plugin("bench_enricher"))
+        .expect("warm the component cache");
+    let manifest = serde_json::json!({"name": "bench-map", "kind": "enricher", "inputs": ["in"], "outputs": ["out"],
+        "config": {"mode": "map"}, "partitions": 2});
+    let start = Instant::now();
+    s.engine
+        .deploy(manifest, &plugin("bench_enricher"))
+        .expect("deploy");
+    let deployed = start.elapsed();
+    let took = wait_caught_up(&s.engine, "bench-map", Duration::from_secs(600)) + deployed;
+    let out: u64 = s
+        .log
+        .topic("out")
+        .expect("out")
+        .partitions
+        .iter()
+        .map(|p| p.end_offset)
+        .sum();
+    assert_eq!(out as usize, n, "every event mapped exactly once");
+    println!("enricher map, {n} events, 2 partitions, exactly-once, fsync never:");
+    println!(
+        "  weir enricher (deploy → caught up): {:>8.3} s  {}",
+        took.as_secs_f64(),
+        rate(n, took)
+    );
+    println!(
+        "  native log→log copy (reference)   : {:>8.3} s  {}",
+        native.as_secs_f64(),
+        rate(n, native)
+    );
+    println!(
+        "  ratio weir / native               : {:.2}x",
+        took.as_secs_f64() / native.as_secs_f64()
+    );
+}
+
+fn bench_replay(runtime: &Runtime, n: usize) {
+    let keys = 10_000;
+    let s = setup(FsyncPolicy::Never, runtime);
+    s.log
+        .create_topic("orders", TopicConfig::with_partitions(2))
+        .expect("topic");
+    let produced = produce(&s.log, "orders", n, keys);
+    println!(
+        "replay: produced {n} events (~100 B, {keys} keys, 2 partitions) in {:.1} s",
+        produced.as_secs_f64()
+    );
+    // Native reference: read + parse + fold into a hash map.
+    #[derive(serde::Deserialize)]
+    struct Order<'a> {
+        #[serde(borrow)]
+        customer: &'a str,
+        amount: i64,
+    }
+    let start = Instant::now();
+    let mut totals: HashMap<String, (u64, i64)> = HashMap::new();
+    for p in 0..2 {
+        let mut offset = 0;
+        loop {
+            let batch = s
+                .log
+                .read("orders", p, offset, 10_000, 8 << 20)
+                .expect("read");
+            if batch.is_empty() {
+                break;
+            }
+            for i in 0..batch.len() {
+                let o: Order = serde_json::from_slice(batch.value(i)).expect("json");
+                let e = totals.entry(o.customer.to_string()).or_default();
+                e.0 += 1;
+                e.1 += o.amount;
+            }
+            offset = batch.offsets[batch.len() - 1] + 1;
+        }
+    }
+    let native = start.elapsed();
+    // Plugin alone: the same batches through `apply` over an in-memory map (no store, no log writes).
+    let loaded = runtime
+        .load(PluginKind::Projection, &plugin("projection_totals"))
+        .expect("load");
+    let mut instance = loaded
+        .projection("alone", runtime.default_limits(), "{}")
+        .expect("instance");
+    let mut memory = MemoryState::default();
+    let start = Instant::now();
+    for p in 0..2 {
+        let mut offset = 0;
+        loop {
+            let batch = s
+                .log
+                .read("orders", p, offset, 10_000, 8 << 20)
+                .expect("read");
+            if batch.is_empty() {
+                break;
+            }
+            instance
+                .apply("orders", p, &batch, &mut memory)
+                .expect("apply");
+            offset = batch.offsets[batch.len() - 1] + 1;
+        }
+    }
+    let alone = start.elapsed();
+    let manifest = serde_json::json!({"name": "totals", "kind": "projection", "inputs": ["orders"], "max_batch": 10000});
+    let start = Instant::now();
+    s.engine
+        .deploy(manifest, &plugin("projection_totals"))
+        .expect("deploy");
+    let deployed = start.elapsed();
+    let took = wait_caught_up(&s.engine, "totals", Duration::from_secs(1800)) + deployed;
+    // Check against the native fold.
+    let mut checked = 0;
+    for (customer, (count, sum)) in totals.iter().take(100) {
+        let v = s
+            .engine
+            .pond_get("totals", customer.as_bytes())
+            .expect("get")
+            .expect("present");
+        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        assert_eq!(
+            (v["count"].as_u64(), v["sum"].as_i64()),
+            (Some(*count), Some(*sum))
+        );
+        checked += 1;
+    }
+    let status = s.engine.inspect("totals").expect("inspect");
+    println!(
+        "replay count+sum projection, {n} events from offset 0 to caught up ({checked} keys verified):"
+    );
+    println!(
+        "  weir projection      : {:>8.3} s  {}  ({} store commits)",
+        took.as_secs_f64(),
+        rate(n, took),
+        status.metrics.commits
+    );
+    println!(
+        "  plugin alone (memory state, no store): {:>8.3} s  {}",
+        alone.as_secs_f64(),
+        rate(n, alone)
+    );
+    println!(
+        "  native fold (ref.)   : {:>8.3} s  {}",
+        native.as_secs_f64(),
+        rate(n, native)
+    );
+    println!(
+        "  ratio weir / native  : {:.2}x",
+        took.as_secs_f64() / native.as_secs_f64()
+    );
+    let projected = took.as_secs_f64() * 20_000_000.0 / n as f64;
+    println!("  20 M events at this rate: {projected:.1} s (target ≤ 10 s)");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn bench_commands(runtime: &Runtime, n: usize, fsync: FsyncPolicy) {
+    let s = setup(fsync, runtime);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let manifest = serde_json::json!({"name": "bank", "kind": "command-handler", "partitions": 2});
+    s.engine
+        .deploy(manifest, &plugin("command_bank"))
+        .expect("deploy");
+    let accounts = 100;
+    let engine = Arc::new(s.engine);
+    let cmd = |id: String, account: usize, name: &str, data: serde_json::Value| CommandRequest {
+        id,
+        aggregate: format!("acc-{account}"),
+        name: name.into(),
+        data: data.to_string().into_bytes(),
+        expected_version: None,
+        reply_topic: None,
+    };
+    let wait = Duration::from_secs(60);
+    for a in 0..accounts {
+        let out = tokio
+            .block_on(engine.submit_and_wait(
+                "bank",
+                cmd(
+                    format!("open-{a}"),
+                    a,
+                    "open",
+                    serde_json::json!({"owner": "o"}),
+                ),
+                wait,
+            ))
+            .expect("open");
+        assert!(matches!(out, CommandOutcome::Applied { .. }), "{out:?}");
+    }
+    // Latency: one command at a time, submit → applied.
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        let out = tokio
+            .block_on(engine.submit_and_wait(
+                "bank",
+                cmd(
+                    format!("seq-{i}"),
+                    i % accounts,
+                    "deposit",
+                    serde_json::json!({"amount": 1}),
+                ),
+                wait,
+            ))
+            .expect("deposit");
+        latencies.push(start.elapsed());
+        assert!(matches!(out, CommandOutcome::Applied { .. }), "{out:?}");
+    }
+    latencies.sort();
+    // Throughput: 256 commands in flight.
+    let total = n * 4;
+    let start = Instant::now();
+    tokio.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        let inflight = Arc::new(tokio::sync::Semaphore::new(256));
+        for i in 0..total {
+            let permit = inflight.clone().acquire_owned().await.expect("semaphore");
+            let engine = engine.clone();
+            let c = cmd(
+                format!("par-{i}"),
+                i % accounts,
+                "deposit",
+                serde_json::json!({"amount": 1}),
+            );
+            set.spawn(async move {
+                let out = engine
+                    .submit_and_wait("bank", c, wait)
+                    .await
+                    .expect("deposit");
+                drop(permit);
+                assert!(matches!(out, CommandOutcome::Applied { .. }), "{out:?}");
+            });
+        }
+        while set.join_next().await.is_some() {}
+    });
+    let took = start.elapsed();
+    println!("command handler (bank), fsync {fsync}:");
+    println!(
+        "  sequential submit→applied: p50 {:?}  p99 {:?}  ({n} commands)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "  256 in flight: {total} commands in {:.2} s = {:.0} commands/s",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64()
+    );
+}
+
+fn main() {
+    let quick = std::env::var("WEIR_BENCH_QUICK").is_ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        pool: Some(PoolConfig::for_instances(64)),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let enrich_n = env_usize(
+        "WEIR_BENCH_ENRICH_EVENTS",
+        if quick { 200_000 } else { 2_000_000 },
+    );
+    let replay_n = env_usize(
+        "WEIR_BENCH_REPLAY_EVENTS",
+        if quick { 1_000_000 } else { 20_000_000 },
+    );
+    let commands = env_usize("WEIR_BENCH_COMMANDS", if quick { 500 } else { 2_000 });
+    bench_enricher(&runtime, enrich_n);
+    bench_replay(&runtime, replay_n);
+    bench_commands(&runtime, commands, FsyncPolicy::Never);
+    bench_commands(&runtime, commands / 4, FsyncPolicy::Always);
+}

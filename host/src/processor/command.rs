@@ -1,0 +1,435 @@
+//! The command-handler (service) worker: the decider pattern.
+//!
+//! Commands arrive in the service's commands topic keyed by aggregate id,
+//! so one partition task owns each aggregate and needs no locks. Per
+//! command: a command id seen before returns its first result; otherwise
+//! the aggregate's state is its latest snapshot (rebuilt by `evolve` over
+//! the aggregate's events only when the snapshot was made by another
+//! plugin build), the expected version is checked, `decide` runs, and the
+//! events are appended to the events topic (key = aggregate id, headers:
+//! event name, aggregate version, command id). Events, snapshots, results
+//! and the checkpoint of a batch commit together (exactly-once); results
+//! are then published to waiters and, when a command names one, to its
+//! reply topic (at-least-once: a crash may repeat a reply; consumers
+//! dedupe by the correlation id).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Record, RecordBatch};
+use crate::runtime::{CallError, Command, CommandHandlerInstance, Event};
+use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
+
+use super::EngineError;
+use super::manifest::ErrorPolicy;
+use super::metrics::ProcessorMetrics;
+use super::task::{
+    FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers,
+};
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum CommandOutcome {
+    /// Durably in the service's commands topic; not handled yet.
+    Accepted {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// Handled: these events were appended; the aggregate is at `version`.
+    Applied { events: Vec<Event>, version: u64 },
+    /// The aggregate was not at the expected version.
+    Conflict { expected: u64, actual: u64 },
+    /// The service refused the command (or kept failing on it:
+    /// code `handler-failed`).
+    Rejected { code: String, message: String },
+}
+
+impl CommandOutcome {
+    /// The reply-topic rendering: event bodies as JSON when they are JSON.
+    pub fn to_reply_json(&self, id: &str) -> serde_json::Value {
+        let body = |data: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(data).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(data).into_owned())
+            })
+        };
+        match self {
+            CommandOutcome::Applied { events, version } => serde_json::json!({
+                "id": id, "outcome": "applied", "version": version,
+                "events": events.iter().map(|e| serde_json::json!({"name": e.name, "data": body(&e.data)})).collect::<Vec<_>>(),
+            }),
+            other => {
+                let mut v = serde_json::to_value(other).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("id".into(), id.into());
+                }
+                v
+            }
+        }
+    }
+}
+
+/// A command as it sits in the commands topic.
+pub struct CommandRecord {
+    pub id: String,
+    pub command: Command,
+    pub expected_version: Option<u64>,
+    pub reply_topic: Option<String>,
+}
+
+/// Build the commands-topic record for a command.
+pub fn encode_command(
+    id: &str,
+    aggregate: &str,
+    name: &str,
+    data: &[u8],
+    expected_version: Option<u64>,
+    reply_topic: Option<&str>,
+    timestamp: i64,
+) -> Record {
+    let mut h = vec![
+        (headers::COMMAND_ID.to_string(), id.as_bytes().to_vec()),
+        (headers::COMMAND.to_string(), name.as_bytes().to_vec()),
+    ];
+    if let Some(v) = expected_version {
+        h.push((
+            headers::EXPECTED_VERSION.to_string(),
+            v.to_string().into_bytes(),
+        ));
+    }
+    if let Some(t) = reply_topic {
+        h.push((headers::REPLY_TOPIC.to_string(), t.as_bytes().to_vec()));
+    }
+    Record {
+        key: aggregate.as_bytes().to_vec(),
+        value: data.to_vec(),
+        headers: h,
+        timestamp,
+    }
+}
+
+fn header<'a>(batch: &'a RecordBatch, i: usize, name: &str) -> Option<&'a [u8]> {
+    batch
+        .headers(i)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+fn header_str(batch: &RecordBatch, i: usize, name: &str) -> Option<String> {
+    header(batch, i, name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Decode command `i` of a commands-topic batch. A command without an id
+/// gets its position as id, so a replay still recognises it.
+pub fn decode_command(topic: &str, partition: u32, batch: &RecordBatch, i: usize) -> CommandRecord {
+    let offset = batch.offsets[i];
+    let id = header_str(batch, i, headers::COMMAND_ID)
+        .unwrap_or_else(|| format!("{topic}/{partition}/{offset}"));
+    CommandRecord {
+        command: Command {
+            id: id.clone(),
+            aggregate: String::from_utf8_lossy(batch.key(i)).into_owned(),
+            name: header_str(batch, i, headers::COMMAND).unwrap_or_default(),
+            data: batch.value(i).to_vec(),
+        },
+        id,
+        expected_version: header_str(batch, i, headers::EXPECTED_VERSION)
+            .and_then(|v| v.parse().ok()),
+        reply_topic: header_str(batch, i, headers::REPLY_TOPIC).filter(|t| !t.is_empty()),
+    }
+}
+
+/// Events and the state after them, or the plugin's rejection.
+type Decided = Result<(Vec<Event>, Vec<u8>), crate::runtime::Rejection>;
+
+pub struct CommandWorker {
+    instance: CommandHandlerInstance,
+    /// Latest state of aggregates this task owns (only ever ahead of the
+    /// store inside a step; dropped on any error).
+    cache: HashMap<String, AggregateSnapshot>,
+}
+
+const CACHE_LIMIT: usize = 100_000;
+
+impl CommandWorker {
+    pub fn new(ctx: &TaskCtx) -> Result<Self, EngineError> {
+        let limits = ctx.manifest.limits(&ctx.shared.runtime.default_limits());
+        let instance = ctx
+            .plugin
+            .command_handler(&ctx.proc.name, limits, &ctx.manifest.config_json())
+            .map_err(|e| EngineError::Plugin(e.to_string()))?;
+        Ok(CommandWorker {
+            instance,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// The aggregate's current state, rebuilt when made by another build.
+    fn load(&mut self, ctx: &TaskCtx, aggregate: &str) -> Result<AggregateSnapshot, TaskError> {
+        if let Some(s) = self.cache.get(aggregate) {
+            return Ok(s.clone());
+        }
+        let digest = ctx.plugin.digest();
+        let snap = ctx
+            .shared
+            .store
+            .aggregate(&ctx.proc.name, aggregate)?
+            .unwrap_or_default();
+        let snap = if snap.version > 0 && snap.plugin_sha256 != digest {
+            self.rebuild(ctx, aggregate, snap.version)?
+        } else {
+            AggregateSnapshot {
+                plugin_sha256: digest.to_string(),
+                ..snap
+            }
+        };
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(aggregate.to_string(), snap.clone());
+        Ok(snap)
+    }
+
+    /// Fold the aggregate's events (its events-topic partition, filtered by
+    /// key) with this build's `evolve`, up to `version` events.
+    fn rebuild(
+        &mut self,
+        ctx: &TaskCtx,
+        aggregate: &str,
+        version: u64,
+    ) -> Result<AggregateSnapshot, TaskError> {
+        let topic = &ctx.manifest.outputs[0];
+        let log = ctx.log();
+        let partition = log.partition_for(topic, aggregate.as_bytes())?;
+        let end = log.end_offset(topic, partition)?;
+        let mut offset = log.start_offset(topic, partition)?;
+        let mut state = Vec::new();
+        let mut seen = 0u64;
+        while offset < end && seen < version {
+            let batch = log.read(topic, partition, offset, 1000, 4 << 20)?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut events = Vec::new();
+            for i in 0..batch.len() {
+                if batch.key(i) == aggregate.as_bytes() && seen + (events.len() as u64) < version {
+                    events.push(Event {
+                        name: header_str(&batch, i, headers::EVENT).unwrap_or_default(),
+                        data: batch.value(i).to_vec(),
+                    });
+                }
+            }
+            if !events.is_empty() {
+                seen += events.len() as u64;
+                state = self.instance.evolve(&state, &events).map_err(|e| {
+                    TaskError::Infra(format!("rebuilding {aggregate} with evolve failed: {e}"))
+                })?;
+            }
+            offset = batch.offsets.last().map_or(end, |o| o + 1);
+        }
+        Ok(AggregateSnapshot {
+            version: seen,
+            plugin_sha256: ctx.plugin.digest().to_string(),
+            state,
+        })
+    }
+
+    /// decide + evolve with the processor's retry policy.
+    fn decide(
+        &mut self,
+        ctx: &TaskCtx,
+        command: &Command,
+        state: &[u8],
+    ) -> Result<Decided, CallError> {
+        let mut tries = 0;
+        loop {
+            let start = std::time::Instant::now();
+            let result = self
+                .instance
+                .decide(command, state)
+                .and_then(|decided| match decided {
+                    Ok(events) if events.is_empty() => Ok(Ok((events, state.to_vec()))),
+                    Ok(events) => {
+                        let next = self.instance.evolve(state, &events)?;
+                        Ok(Ok((events, next)))
+                    }
+                    Err(r) => Ok(Err(r)),
+                });
+            ctx.metrics().observe_call(start.elapsed());
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    ctx.note_error(
+                        format!("plugin v{} on command {}: {e}", ctx.version, command.id),
+                        None,
+                    );
+                    if tries >= ctx.manifest.retries || ctx.sleep(ctx.manifest.backoff(tries)) {
+                        return Err(e);
+                    }
+                    tries += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Worker for CommandWorker {
+    fn handle(&mut self, ctx: &TaskCtx, batch: &RecordBatch) -> Result<u64, TaskError> {
+        let next = batch.offsets.last().map_or(0, |o| o + 1);
+        let service = ctx.proc.name.clone();
+        let events_topic = ctx.manifest.outputs[0].clone();
+        let mut outputs = Outputs::new();
+        let mut dirty: BTreeMap<String, AggregateSnapshot> = BTreeMap::new();
+        let mut results: Vec<(String, CommandOutcome, Option<String>)> = Vec::new();
+        let mut failed = Vec::new();
+        let mut next = next;
+        let mut stopped = None;
+        for i in 0..batch.len() {
+            let rec = decode_command(&ctx.topic, ctx.partition, batch, i);
+            if results.iter().any(|(id, _, _)| *id == rec.id)
+                || ctx
+                    .shared
+                    .store
+                    .command_result(&service, &rec.id)?
+                    .is_some()
+            {
+                continue; // handled before: its first result stands
+            }
+            let aggregate = rec.command.aggregate.clone();
+            let snap = self.load(ctx, &aggregate)?;
+            if let Some(expected) = rec.expected_version
+                && expected != snap.version
+            {
+                results.push((
+                    rec.id,
+                    CommandOutcome::Conflict {
+                        expected,
+                        actual: snap.version,
+                    },
+                    rec.reply_topic,
+                ));
+                continue;
+            }
+            let outcome = match self.decide(ctx, &rec.command, &snap.state) {
+                Ok(Ok((events, state))) => {
+                    let partition = ctx
+                        .log()
+                        .partition_for(&events_topic, aggregate.as_bytes())?;
+                    let list = outputs
+                        .entry((events_topic.clone(), partition))
+                        .or_default();
+                    for (n, e) in events.iter().enumerate() {
+                        list.push(Record {
+                            key: aggregate.as_bytes().to_vec(),
+                            value: e.data.clone(),
+                            headers: vec![
+                                (headers::EVENT.into(), e.name.as_bytes().to_vec()),
+                                (
+                                    headers::VERSION.into(),
+                                    (snap.version + 1 + n as u64).to_string().into_bytes(),
+                                ),
+                                (headers::COMMAND_ID.into(), rec.id.as_bytes().to_vec()),
+                            ],
+                            timestamp: batch.timestamps[i],
+                        });
+                    }
+                    let version = snap.version + events.len() as u64;
+                    let updated = AggregateSnapshot {
+                        version,
+                        plugin_sha256: snap.plugin_sha256.clone(),
+                        state,
+                    };
+                    self.cache.insert(aggregate.clone(), updated.clone());
+                    dirty.insert(aggregate, updated);
+                    CommandOutcome::Applied { events, version }
+                }
+                Ok(Err(rejection)) => CommandOutcome::Rejected {
+                    code: rejection.code,
+                    message: rejection.message,
+                },
+                Err(e) => {
+                    let message = e.to_string();
+                    match ctx.manifest.error_policy {
+                        ErrorPolicy::Stop => {
+                            // Commit what came before; stop at this command.
+                            next = batch.offsets[i];
+                            stopped = Some(format!(
+                                "{}/{} offset {next}: {message}",
+                                ctx.topic, ctx.partition
+                            ));
+                            break;
+                        }
+                        ErrorPolicy::Skip => ProcessorMetrics::add(&ctx.metrics().skipped, 1),
+                        ErrorPolicy::Dlq => failed.push(FailedEvent {
+                            topic: ctx.topic.clone(),
+                            partition: ctx.partition,
+                            offset: batch.offsets[i],
+                            record: batch.record(i),
+                            error: message.clone(),
+                        }),
+                    }
+                    CommandOutcome::Rejected {
+                        code: "handler-failed".into(),
+                        message,
+                    }
+                }
+            };
+            results.push((rec.id, outcome, rec.reply_topic));
+        }
+        add_dead_letters(ctx, &failed, &mut outputs);
+        let mut set = CommitSet::new(ctx.consumer.clone());
+        set.checkpoints.push(PartitionPos {
+            topic: ctx.topic.clone(),
+            partition: ctx.partition,
+            offset: next,
+        });
+        set.aggregates = dirty
+            .into_iter()
+            .map(|(a, s)| (service.clone(), a, s))
+            .collect();
+        for (id, outcome, _) in &results {
+            let bytes = serde_json::to_vec(outcome).map_err(|e| TaskError::Infra(e.to_string()))?;
+            set.command_results
+                .push((service.clone(), id.clone(), bytes));
+        }
+        // Replies go out before the commit: at-least-once (a crash repeats them).
+        for (id, outcome, reply) in &results {
+            if let Some(topic) = reply {
+                let record = Record {
+                    key: id.as_bytes().to_vec(),
+                    value: outcome.to_reply_json(id).to_string().into_bytes(),
+                    headers: vec![(headers::CORRELATION_ID.into(), id.as_bytes().to_vec())],
+                    timestamp: super::now_ms(),
+                };
+                let sent = ctx
+                    .log()
+                    .partition_for(topic, id.as_bytes())
+                    .and_then(|p| ctx.log().append(topic, p, &[record]));
+                if let Err(e) = sent {
+                    ctx.note_error(
+                        format!("reply to {topic} for command {id} failed: {e}"),
+                        None,
+                    );
+                }
+            }
+        }
+        commit_step(ctx, &outputs, &mut set)?;
+        for (id, outcome, _) in results {
+            ctx.shared.notify_result(&service, &id, outcome);
+        }
+        match stopped {
+            Some(reason) => Err(TaskError::PolicyStop(reason)),
+            None => Ok(next),
+        }
+    }
+
+    fn flush(&mut self, _ctx: &TaskCtx) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn reset_cache(&mut self) {
+        self.cache.clear();
+    }
+}

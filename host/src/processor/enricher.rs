@@ -1,0 +1,92 @@
+//! The enricher (river) worker: batch in → plugin `process` → records out.
+//! Each emitted record goes to the manifest output it names, to the
+//! partition of its key (`partition_for`), stamped with its source event's
+//! timestamp; outputs, dead letters and the input checkpoint commit together.
+
+use std::sync::Arc;
+
+use crate::batch::{Record, RecordBatch};
+use crate::runtime::{Emitted, EnricherInstance};
+use crate::store::{CommitSet, PartitionPos};
+
+use super::task::{
+    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy,
+};
+use super::{EngineError, PondLookupImpl};
+
+pub struct EnricherWorker {
+    instance: EnricherInstance,
+}
+
+impl EnricherWorker {
+    pub fn new(ctx: &TaskCtx) -> Result<Self, EngineError> {
+        let limits = ctx.manifest.limits(&ctx.shared.runtime.default_limits());
+        let lookup = Arc::new(PondLookupImpl {
+            shared: Arc::downgrade(&ctx.shared),
+        });
+        let mut instance = ctx
+            .plugin
+            .enricher(&ctx.proc.name, limits, &ctx.manifest.config_json(), lookup)
+            .map_err(|e| EngineError::Plugin(e.to_string()))?;
+        instance.set_output_count(ctx.manifest.outputs.len() as u32);
+        Ok(EnricherWorker { instance })
+    }
+}
+
+/// Emitted records of one (sub-)batch as (output index, record).
+fn records_of(emitted: &Emitted, batch: &RecordBatch) -> Vec<(u32, Record)> {
+    (0..emitted.len())
+        .map(|i| {
+            let source = emitted.sources[i] as usize;
+            let record = Record {
+                key: emitted.key(i).to_vec(),
+                value: emitted.value(i).to_vec(),
+                headers: emitted
+                    .headers(i)
+                    .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.to_vec()))
+                    .collect(),
+                timestamp: batch.timestamps.get(source).copied().unwrap_or_default(),
+            };
+            (emitted.outputs[i], record)
+        })
+        .collect()
+}
+
+impl Worker for EnricherWorker {
+    fn handle(&mut self, ctx: &TaskCtx, batch: &RecordBatch) -> Result<u64, TaskError> {
+        let next = batch.offsets.last().map_or(0, |o| o + 1);
+        let instance = &mut self.instance;
+        let mut outcome = with_policy(ctx, batch, &mut |sub| {
+            let emitted = instance.process(&ctx.topic, ctx.partition, sub)?;
+            Ok(records_of(&emitted, sub))
+        })?;
+        let next = outcome.next(next);
+        let mut outputs = Outputs::new();
+        for (output, record) in std::mem::take(&mut outcome.done).into_iter().flatten() {
+            let Some(topic) = ctx.manifest.outputs.get(output as usize) else {
+                return Err(TaskError::Infra(format!(
+                    "plugin named output {output}, which does not exist"
+                )));
+            };
+            let partition = ctx.log().partition_for(topic, &record.key)?;
+            outputs
+                .entry((topic.clone(), partition))
+                .or_default()
+                .push(record);
+        }
+        add_dead_letters(ctx, &outcome.failed, &mut outputs);
+        let mut set = CommitSet::new(ctx.consumer.clone());
+        set.checkpoints.push(PartitionPos {
+            topic: ctx.topic.clone(),
+            partition: ctx.partition,
+            offset: next,
+        });
+        commit_step(ctx, &outputs, &mut set)?;
+        outcome.finish()?;
+        Ok(next)
+    }
+
+    fn flush(&mut self, _ctx: &TaskCtx) -> Result<(), TaskError> {
+        Ok(())
+    }
+}

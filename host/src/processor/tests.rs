@@ -1,0 +1,781 @@
+//! Pipelines over the example plugins, failure policies with the faulty
+//! plugin, hot swap, restart, and exactly-once after a simulated crash.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+use crate::batch::Record;
+use crate::log::{Log, LogConfig};
+use crate::runtime::{PoolConfig, RuntimeConfig};
+
+struct Harness {
+    dir: tempfile::TempDir,
+    fsync: FsyncPolicy,
+    log: Option<Arc<Log>>,
+    engine: Option<Engine>,
+    runtime: Runtime,
+}
+
+fn runtime(dir: &std::path::Path) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.join("cache")),
+        pool: Some(PoolConfig::for_instances(32)),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Self::with_fsync(FsyncPolicy::Never)
+    }
+
+    fn with_fsync(fsync: FsyncPolicy) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(dir.path());
+        let mut h = Harness {
+            dir,
+            fsync,
+            log: None,
+            engine: None,
+            runtime,
+        };
+        h.start();
+        h
+    }
+
+    fn config(&self) -> EngineConfig {
+        let mut c = EngineConfig::new(self.dir.path().join("data"), self.fsync);
+        c.idle_wait = Duration::from_millis(20);
+        c.commit_interval = Duration::from_millis(10);
+        c
+    }
+
+    fn start(&mut self) {
+        let mut lc = LogConfig::new(self.dir.path().join("log"));
+        lc.default_fsync = self.fsync;
+        let log = Arc::new(Log::open(lc).expect("open log"));
+        self.log = Some(log.clone());
+        self.engine =
+            Some(Engine::open(self.config(), log, self.runtime.clone()).expect("open engine"));
+    }
+
+    /// Drop the engine and the log (as a process exit would) and open both again.
+    fn restart(&mut self) {
+        self.engine = None;
+        if let Some(log) = self.log.take() {
+            let _ = log.close();
+        }
+        self.start();
+    }
+
+    fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("engine")
+    }
+
+    fn log(&self) -> &Log {
+        self.log.as_ref().expect("log")
+    }
+
+    fn topic(&self, name: &str, partitions: u32) {
+        self.log()
+            .create_topic(name, TopicConfig::with_partitions(partitions))
+            .expect("create topic");
+    }
+
+    fn produce(&self, topic: &str, key: &str, value: &[u8], ts: i64) {
+        let p = self
+            .log()
+            .partition_for(topic, key.as_bytes())
+            .expect("partition");
+        let record = Record {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            headers: vec![],
+            timestamp: ts,
+        };
+        self.log().append(topic, p, &[record]).expect("append");
+    }
+
+    /// Every visible record of a topic, with its partition.
+    fn read_all(&self, topic: &str) -> Vec<(u32, Record)> {
+        let mut out = Vec::new();
+        for p in self.log().topic(topic).expect("topic").partitions {
+            let mut offset = p.start_offset;
+            loop {
+                let batch = self
+                    .log()
+                    .read(topic, p.partition, offset, 1000, 1 << 20)
+                    .expect("read");
+                if batch.is_empty() {
+                    break;
+                }
+                for i in 0..batch.len() {
+                    out.push((p.partition, batch.record(i)));
+                }
+                offset = batch.offsets[batch.len() - 1] + 1;
+            }
+        }
+        out
+    }
+
+    fn deploy(&self, manifest: serde_json::Value, plugin: &str) -> ProcessorStatus {
+        self.engine()
+            .deploy(manifest, &weir_testkit::plugins::plugin_bytes(plugin))
+            .expect("deploy")
+    }
+
+    fn wait_caught_up(&self, name: &str) -> ProcessorStatus {
+        wait_for(&format!("{name} caught up"), || {
+            let s = self.engine().inspect(name).expect("inspect");
+            (s.lag() == 0 && !s.partitions.is_empty()).then_some(s)
+        })
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn order(i: u32) -> Vec<u8> {
+    order_for(i, &format!("c{}", i % 5))
+}
+
+fn order_for(i: u32, customer: &str) -> Vec<u8> {
+    json!({"id": format!("o{i}"), "customer": customer, "amount": i + 1})
+        .to_string()
+        .into_bytes()
+}
+
+fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+#[test]
+fn enricher_pipeline_emits_each_valid_order_once() {
+    let h = Harness::new();
+    h.topic("orders", 2);
+    for i in 0..200 {
+        h.produce("orders", &format!("c{}", i % 5), &order(i), 1000 + i as i64);
+    }
+    h.produce("orders", "bad", b"not json", 5);
+    h.deploy(json!({"name": "enrich", "kind": "enricher", "inputs": ["orders"], "outputs": ["orders.enriched"]}), "enricher_orders");
+    for i in 200..300 {
+        h.produce("orders", &format!("c{}", i % 5), &order(i), 1000 + i as i64);
+    }
+    let status = h.wait_caught_up("enrich");
+    assert_eq!(status.state, RunState::Running);
+    let out = h.read_all("orders.enriched");
+    let mut ids = BTreeMap::new();
+    for (partition, r) in &out {
+        let v: serde_json::Value = serde_json::from_slice(&r.value).expect("json");
+        let id = v["id"].as_str().expect("id").to_string();
+        let n: i64 = id[1..].parse().expect("number");
+        assert_eq!(r.timestamp, 1000 + n, "the source event's timestamp");
+        assert_eq!(
+            *partition,
+            h.log().partition_for("orders.enriched", &r.key).expect("p"),
+            "partitioned by key"
+        );
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    assert_eq!(ids.len(), 300, "every valid order once");
+    assert!(ids.values().all(|&c| c == 1), "no duplicates");
+    assert!(status.metrics.events_in >= 301);
+    assert_eq!(status.metrics.events_out, 300);
+}
+
+#[test]
+fn projection_state_commits_with_checkpoints_and_answers_reads() {
+    let h = Harness::new();
+    h.topic("orders", 3);
+    for i in 0..500 {
+        h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
+    }
+    h.deploy(
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    );
+    h.wait_caught_up("totals");
+    let mut want: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    for i in 0..500u32 {
+        let e = want.entry(format!("c{}", i % 5)).or_default();
+        e.0 += 1;
+        e.1 += (i + 1) as i64;
+    }
+    for (customer, (count, sum)) in &want {
+        let v = h
+            .engine()
+            .pond_get("totals", customer.as_bytes())
+            .expect("get")
+            .expect("present");
+        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        assert_eq!(
+            (v["count"].as_u64(), v["sum"].as_i64()),
+            (Some(*count), Some(*sum)),
+            "{customer}"
+        );
+    }
+    let page = h
+        .engine()
+        .pond_scan("totals", b"c", Some(b"c1"), 2)
+        .expect("scan");
+    assert_eq!(
+        page.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![b"c2".to_vec(), b"c3".to_vec()]
+    );
+    let all = h
+        .engine()
+        .pond_query("totals", b"")
+        .expect("query")
+        .expect("answer");
+    let all: serde_json::Value = serde_json::from_slice(&all).expect("json");
+    assert_eq!(all["c4"]["count"].as_u64(), Some(100));
+    assert!(matches!(
+        h.engine().pond_get("nope", b"x"),
+        Err(EngineError::NotFound(_))
+    ));
+}
+
+fn command(id: &str, aggregate: &str, name: &str, data: serde_json::Value) -> CommandRequest {
+    CommandRequest {
+        id: id.into(),
+        aggregate: aggregate.into(),
+        name: name.into(),
+        data: data.to_string().into_bytes(),
+        expected_version: None,
+        reply_topic: None,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
+#[test]
+fn command_handler_decides_appends_and_answers_once() {
+    let h = Harness::new();
+    h.topic("bank.replies", 1);
+    h.deploy(
+        json!({"name": "bank", "kind": "command-handler", "partitions": 2}),
+        "command_bank",
+    );
+    let engine = h.engine();
+    let tokio = rt();
+    let wait = Duration::from_secs(30);
+    let run = |c: CommandRequest| {
+        tokio
+            .block_on(engine.submit_and_wait("bank", c, wait))
+            .expect("submit")
+    };
+
+    let opened = run(command("c1", "acc-1", "open", json!({"owner": "ann"})));
+    assert!(
+        matches!(&opened, CommandOutcome::Applied { version: 1, events } if events[0].name == "opened"),
+        "{opened:?}"
+    );
+    let deposited = run(command("c2", "acc-1", "deposit", json!({"amount": 50})));
+    assert!(
+        matches!(deposited, CommandOutcome::Applied { version: 2, .. }),
+        "{deposited:?}"
+    );
+    let rejected = run(command("c3", "acc-1", "withdraw", json!({"amount": 80})));
+    assert!(
+        matches!(&rejected, CommandOutcome::Rejected { code, .. } if code == "insufficient-funds"),
+        "{rejected:?}"
+    );
+    let mut stale = command("c4", "acc-1", "deposit", json!({"amount": 5}));
+    stale.expected_version = Some(1);
+    assert_eq!(
+        run(stale),
+        CommandOutcome::Conflict {
+            expected: 1,
+            actual: 2
+        }
+    );
+    let mut fresh = command("c5", "acc-1", "withdraw", json!({"amount": 20}));
+    fresh.expected_version = Some(2);
+    fresh.reply_topic = Some("bank.replies".into());
+    assert!(matches!(
+        run(fresh),
+        CommandOutcome::Applied { version: 3, .. }
+    ));
+    // A retried command id answers its first result and appends nothing.
+    let again = run(command("c2", "acc-1", "deposit", json!({"amount": 50})));
+    assert_eq!(again, deposited);
+
+    let events = h.read_all("bank.events");
+    assert_eq!(events.len(), 3);
+    let versions: Vec<&str> = events
+        .iter()
+        .map(|(_, r)| header(r, headers::VERSION).expect("version"))
+        .collect();
+    assert_eq!(versions, ["1", "2", "3"]);
+    assert!(events.iter().all(|(_, r)| r.key == b"acc-1"));
+    assert_eq!(header(&events[1].1, headers::EVENT), Some("deposited"));
+    let replies = h.read_all("bank.replies");
+    assert_eq!(replies.len(), 1);
+    assert_eq!(header(&replies[0].1, headers::CORRELATION_ID), Some("c5"));
+    assert_eq!(
+        engine.command_result("bank", "c3").expect("result"),
+        Some(rejected)
+    );
+    assert!(matches!(
+        engine.submit("totals", &command("x", "a", "n", json!({}))),
+        Err(EngineError::NotFound(_))
+    ));
+}
+
+#[test]
+fn aggregates_are_rebuilt_by_evolve_after_an_upgrade() {
+    let mut h = Harness::new();
+    h.deploy(
+        json!({"name": "bank", "kind": "command-handler", "partitions": 1}),
+        "command_bank",
+    );
+    let tokio = rt();
+    let wait = Duration::from_secs(30);
+    tokio
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            command("a", "acc", "open", json!({"owner": "bo"})),
+            wait,
+        ))
+        .expect("open");
+    tokio
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            command("b", "acc", "deposit", json!({"amount": 7})),
+            wait,
+        ))
+        .expect("dep");
+    // Pretend the snapshot was made by another build: the next command rebuilds from events.
+    let mut snap = h
+        .engine()
+        .store()
+        .aggregate("bank", "acc")
+        .expect("read")
+        .expect("snapshot");
+    snap.plugin_sha256 = "another-build".into();
+    snap.state = b"garbage".to_vec();
+    let mut set = crate::store::CommitSet::new("test");
+    set.aggregates.push(("bank".into(), "acc".into(), snap));
+    h.engine().store().commit(&set).expect("commit");
+    h.restart();
+    let out = tokio
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            command("c", "acc", "withdraw", json!({"amount": 7})),
+            wait,
+        ))
+        .expect("withdraw");
+    assert!(
+        matches!(out, CommandOutcome::Applied { version: 3, .. }),
+        "{out:?}"
+    );
+}
+
+fn faulty_manifest(name: &str, policy: &str) -> serde_json::Value {
+    json!({"name": name, "kind": "enricher", "inputs": ["in"], "outputs": [format!("{name}.out")],
+           "error_policy": policy, "retries": 1, "retry_backoff_ms": 1, "limits": {"timeout_ms": 500}})
+}
+
+fn produce_with_faults(h: &Harness) {
+    for (i, v) in ["a", "b", "fail", "c", "panic", "d"].iter().enumerate() {
+        h.produce("in", &format!("k{i}"), v.as_bytes(), i as i64);
+    }
+}
+
+#[test]
+fn failing_events_go_to_the_dead_letter_topic() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    produce_with_faults(&h);
+    h.deploy(faulty_manifest("f", "dlq"), "faulty");
+    let status = h.wait_caught_up("f");
+    let out: Vec<Vec<u8>> = h
+        .read_all("f.out")
+        .into_iter()
+        .map(|(_, r)| r.value)
+        .collect();
+    assert_eq!(
+        out,
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]
+    );
+    let dlq = h.read_all("f.dlq");
+    assert_eq!(dlq.len(), 2);
+    let (_, first) = &dlq[0];
+    assert_eq!(first.value, b"fail");
+    assert_eq!(header(first, headers::SOURCE_TOPIC), Some("in"));
+    assert_eq!(header(first, headers::SOURCE_OFFSET), Some("2"));
+    assert_eq!(header(first, headers::PLUGIN_VERSION), Some("1"));
+    assert!(header(first, headers::ERROR).is_some_and(|e| e.contains("refused on purpose")));
+    assert!(header(&dlq[1].1, headers::ERROR).is_some_and(|e| e.contains("trapped")));
+    assert_eq!(status.metrics.dead_lettered, 2);
+    assert!(status.metrics.errors >= 4, "each failure is retried once");
+}
+
+#[test]
+fn skip_policy_drops_and_stop_policy_halts() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    produce_with_faults(&h);
+    h.deploy(faulty_manifest("s", "skip"), "faulty");
+    let status = h.wait_caught_up("s");
+    assert_eq!(h.read_all("s.out").len(), 4);
+    assert_eq!(status.metrics.skipped, 2);
+    assert!(h.read_all("s.dlq").is_empty());
+
+    h.deploy(faulty_manifest("t", "stop"), "faulty");
+    let status = wait_for("stopped", || {
+        let s = h.engine().inspect("t").expect("inspect");
+        matches!(s.state, RunState::Stopped { .. }).then_some(s)
+    });
+    assert_eq!(
+        status.partitions[0].committed_offset, 2,
+        "stopped at the failing event"
+    );
+    let out: Vec<Vec<u8>> = h
+        .read_all("t.out")
+        .into_iter()
+        .map(|(_, r)| r.value)
+        .collect();
+    assert_eq!(out, vec![b"a".to_vec(), b"b".to_vec()]);
+    // The other processor was never stalled; the stopped one stays stopped across a restart.
+    assert_eq!(
+        h.engine().inspect("s").expect("inspect").state,
+        RunState::Running
+    );
+}
+
+#[test]
+fn hot_swap_switches_at_a_batch_boundary_and_rolls_back() {
+    let h = Harness::new();
+    h.topic("in", 2);
+    let manifest = |name: &str| json!({"name": name, "kind": "enricher", "inputs": ["in"], "outputs": ["swap.out"]});
+    for i in 0..100 {
+        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+    }
+    h.deploy(manifest("swap"), "faulty");
+    h.wait_caught_up("swap");
+    // Version 2: the same plugin, now counting per instance (distinguishable output).
+    let v2 = h.deploy(
+        json!({"name": "swap", "kind": "enricher", "inputs": ["in"], "outputs": ["swap.out"], "config": {"fail_init": false}}),
+        "faulty",
+    );
+    assert_eq!(v2.active_version, 2);
+    for i in 100..200 {
+        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+    }
+    h.wait_caught_up("swap");
+    let out = h.read_all("swap.out");
+    assert_eq!(
+        out.len(),
+        200,
+        "no event skipped or processed twice across the swap"
+    );
+    let mut values: Vec<String> = out
+        .iter()
+        .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 200);
+    let back = h.engine().rollback("swap", None).expect("rollback");
+    assert_eq!(back.active_version, 1);
+    assert_eq!(back.versions.len(), 2);
+    assert!(matches!(
+        h.engine().rollback("swap", Some(9)),
+        Err(EngineError::NotFound(_))
+    ));
+}
+
+#[test]
+fn deployments_survive_a_restart_and_admin_operations_work() {
+    let mut h = Harness::new();
+    h.topic("orders", 1);
+    for i in 0..20 {
+        h.produce("orders", "c1", &order_for(i, "c1"), i as i64);
+    }
+    h.deploy(
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    );
+    h.wait_caught_up("totals");
+    h.engine().pause("totals").expect("pause");
+    h.produce("orders", "c1", &order_for(20, "c1"), 20);
+    h.restart();
+    let s = h.engine().inspect("totals").expect("inspect");
+    assert_eq!(s.state, RunState::Paused);
+    assert_eq!(s.partitions[0].lag, 1, "paused: nothing processed");
+    h.engine().resume("totals").expect("resume");
+    h.wait_caught_up("totals");
+    let v = h
+        .engine()
+        .pond_get("totals", b"c1")
+        .expect("get")
+        .expect("value");
+    let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+    assert_eq!(v["count"].as_u64(), Some(21));
+    // Reset to an offset moves the checkpoint.
+    let s = h
+        .engine()
+        .reset("totals", ResetTo::Offset(21))
+        .expect("reset");
+    assert_eq!(s.partitions[0].committed_offset, 21);
+    // Rebuild from scratch into a new generation: same state, reads switch.
+    h.engine().rebuild("totals").expect("rebuild");
+    let s = wait_for("rebuild switched", || {
+        let s = h.engine().inspect("totals").expect("inspect");
+        (s.read_generation == 1 && s.rebuilding_generation.is_none()).then_some(s)
+    });
+    assert_eq!(s.lag(), 0);
+    let v = h
+        .engine()
+        .pond_get("totals", b"c1")
+        .expect("get")
+        .expect("value");
+    let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+    assert_eq!(v["count"].as_u64(), Some(21), "rebuilt from offset 0");
+    h.engine().delete("totals").expect("delete");
+    assert!(h.engine().list().is_empty());
+    h.restart();
+    assert!(h.engine().list().is_empty(), "deletion is durable");
+}
+
+#[test]
+fn deploy_refuses_bad_input_with_reasons() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    let wrong_world = h.engine().deploy(
+        json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}),
+        &weir_testkit::plugins::plugin_bytes("projection_totals"),
+    );
+    assert!(
+        matches!(wrong_world, Err(EngineError::Load(_))),
+        "{wrong_world:?}"
+    );
+    let missing_input = h.engine().deploy(
+        json!({"name": "x", "kind": "enricher", "inputs": ["nope"], "outputs": ["o"]}),
+        &weir_testkit::plugins::plugin_bytes("faulty"),
+    );
+    assert!(
+        matches!(missing_input, Err(EngineError::NotFound(_))),
+        "{missing_input:?}"
+    );
+    let not_wasm = h.engine().deploy(
+        json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}),
+        b"hello",
+    );
+    assert!(matches!(not_wasm, Err(EngineError::Load(_))));
+    h.deploy(
+        json!({"name": "a", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
+        "faulty",
+    );
+    let taken = h.engine().deploy(
+        json!({"name": "b", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
+        &weir_testkit::plugins::plugin_bytes("faulty"),
+    );
+    assert!(matches!(taken, Err(EngineError::Conflict(_))), "{taken:?}");
+    assert_eq!(h.engine().list().len(), 1, "refused deploys change nothing");
+    assert_eq!(h.engine().owner_of("shared").as_deref(), Some("a"));
+}
+
+/// Kill an enricher between its deferred append and its store commit,
+/// restart, and check each input's output exists exactly once.
+#[test]
+fn enricher_effects_are_exactly_once_after_a_crash_between_append_and_commit() {
+    for fsync in [FsyncPolicy::Never, FsyncPolicy::Always] {
+        let mut h = Harness::with_fsync(fsync);
+        h.topic("in", 1);
+        for i in 0..30 {
+            h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+        }
+        h.deploy(
+            json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
+            "faulty",
+        );
+        h.wait_caught_up("e");
+        h.engine()
+            .shared
+            .config
+            .failpoints
+            .crash_before_commit
+            .store(true, Ordering::Relaxed);
+        for i in 30..60 {
+            h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+        }
+        wait_for("crash", || {
+            matches!(
+                h.engine().inspect("e").expect("inspect").state,
+                RunState::Failed { .. }
+            )
+            .then_some(())
+        });
+        let written = h.log().written_end("e.out", 0).expect("end");
+        assert!(
+            written > h.log().end_offset("e.out", 0).expect("end"),
+            "an unpublished tail was left behind"
+        );
+        h.restart();
+        h.wait_caught_up("e");
+        let out: Vec<String> = h
+            .read_all("e.out")
+            .into_iter()
+            .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+            .collect();
+        let want: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
+        assert_eq!(
+            out, want,
+            "fsync {fsync}: every input exactly once, in order"
+        );
+    }
+}
+
+#[test]
+fn projection_effects_are_exactly_once_after_a_crash_before_commit() {
+    let mut h = Harness::new();
+    h.topic("orders", 2);
+    for i in 0..100 {
+        h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
+    }
+    h.deploy(
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    );
+    h.wait_caught_up("totals");
+    h.engine()
+        .shared
+        .config
+        .failpoints
+        .crash_before_commit
+        .store(true, Ordering::Relaxed);
+    for i in 100..200 {
+        h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
+    }
+    wait_for("crash", || {
+        matches!(
+            h.engine().inspect("totals").expect("inspect").state,
+            RunState::Failed { .. }
+        )
+        .then_some(())
+    });
+    h.restart();
+    h.wait_caught_up("totals");
+    let mut count = 0;
+    for c in 0..5 {
+        let v = h
+            .engine()
+            .pond_get("totals", format!("c{c}").as_bytes())
+            .expect("get")
+            .expect("value");
+        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        count += v["count"].as_u64().expect("count");
+    }
+    assert_eq!(count, 200, "each event counted exactly once");
+}
+
+/// A crashed task (here: the failpoint) is recovered in place by `resume`:
+/// the uncommitted tail is cut before the tasks run again.
+#[test]
+fn resume_after_a_crash_cuts_the_uncommitted_tail() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    for i in 0..10 {
+        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+    }
+    h.deploy(
+        json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
+        "faulty",
+    );
+    h.wait_caught_up("e");
+    let failpoints = h.engine().shared.config.failpoints.clone();
+    failpoints
+        .crash_before_commit
+        .store(true, Ordering::Relaxed);
+    for i in 10..20 {
+        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+    }
+    wait_for("crash", || {
+        matches!(
+            h.engine().inspect("e").expect("inspect").state,
+            RunState::Failed { .. }
+        )
+        .then_some(())
+    });
+    failpoints
+        .crash_before_commit
+        .store(false, Ordering::Relaxed);
+    assert_eq!(
+        h.engine().resume("e").expect("resume").state,
+        RunState::Running
+    );
+    h.wait_caught_up("e");
+    let out: Vec<String> = h
+        .read_all("e.out")
+        .into_iter()
+        .map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    assert_eq!(out, want);
+}
+
+/// Stream–table join: the enricher reads the committed state of another
+/// processor's pond through the host's `lookup`.
+#[test]
+fn enricher_joins_with_a_pond() {
+    let h = Harness::new();
+    h.topic("seed", 1);
+    h.topic("orders", 1);
+    for i in 0..3 {
+        h.produce("seed", "c1", &order_for(i, "c1"), i as i64);
+    }
+    h.deploy(
+        json!({"name": "customers", "kind": "projection", "inputs": ["seed"]}),
+        "projection_totals",
+    );
+    h.wait_caught_up("customers");
+    h.produce("orders", "c1", &order_for(10, "c1"), 10);
+    h.produce("orders", "c9", &order_for(11, "c9"), 11);
+    h.deploy(
+        json!({"name": "join", "kind": "enricher", "inputs": ["orders"], "outputs": ["joined"],
+               "config": {"customers_pond": "customers"}}),
+        "enricher_orders",
+    );
+    h.wait_caught_up("join");
+    let out: Vec<serde_json::Value> = h
+        .read_all("joined")
+        .into_iter()
+        .map(|(_, r)| serde_json::from_slice(&r.value).expect("json"))
+        .collect();
+    let by_customer = |c: &str| {
+        out.iter()
+            .find(|v| v["customer"] == c)
+            .expect("joined order")
+            .clone()
+    };
+    assert_eq!(
+        by_customer("c1")["customer_info"],
+        json!({"count": 3, "sum": 6})
+    );
+    assert_eq!(by_customer("c9")["customer_info"], serde_json::Value::Null);
+}
