@@ -18,7 +18,8 @@ out="${3:?output}"
 case "$world" in
 enricher) define=WEIR_WORLD_ENRICHER ;;
 projection) define=WEIR_WORLD_PROJECTION ;;
-*) echo "build.sh: the C SDK supports worlds enricher and projection, not '$world'" >&2; exit 2 ;;
+command-handler) define=WEIR_WORLD_COMMAND_HANDLER ;;
+*) echo "build.sh: unknown world '$world' (enricher, projection or command-handler)" >&2; exit 2 ;;
 esac
 
 sysroot_lib=/usr/lib/wasm32-wasi

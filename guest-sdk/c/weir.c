@@ -1,6 +1,7 @@
 /*
  * weir guest SDK for C: the WIT export glue for one world (chosen at build
- * time with -DWEIR_WORLD_ENRICHER or -DWEIR_WORLD_PROJECTION), batch views,
+ * time with -DWEIR_WORLD_ENRICHER, -DWEIR_WORLD_PROJECTION or
+ * -DWEIR_WORLD_COMMAND_HANDLER), batch views,
  * the emitter and the host imports. See weir.h for the plugin's side.
  */
 #include "weir.h"
@@ -14,9 +15,15 @@
 #elif defined(WEIR_WORLD_PROJECTION)
 #include "projection.h"
 #define W(name) projection_##name
+#elif defined(WEIR_WORLD_COMMAND_HANDLER)
+#include "command_handler.h"
+#define W(name) command_handler_##name
 #else
-#error "define WEIR_WORLD_ENRICHER or WEIR_WORLD_PROJECTION"
+#error "define WEIR_WORLD_ENRICHER, WEIR_WORLD_PROJECTION or WEIR_WORLD_COMMAND_HANDLER"
 #endif
+
+#include <stdarg.h>
+#include <stdio.h>
 
 /* Defined by the plugin. */
 extern const char *const weir_plugin_name;
@@ -56,6 +63,8 @@ static void describe(weir_plugin_types_plugin_info_t *ret, weir_plugin_types_plu
     set_string(&ret->version, weir_plugin_version);
     ret->kind = kind;
 }
+
+#if !defined(WEIR_WORLD_COMMAND_HANDLER)
 
 /* ---- batch views ---- */
 
@@ -127,6 +136,8 @@ static bool batch_failure(weir_plugin_types_failure_t *err, const char *message,
     err->event_index.val = index;
     return false;
 }
+
+#endif /* !WEIR_WORLD_COMMAND_HANDLER */
 
 #if defined(WEIR_WORLD_ENRICHER)
 
@@ -359,6 +370,116 @@ bool exports_weir_plugin_pond_query(projection_list_u8_t *request, projection_li
     ret->ptr = answer.len ? answer.ptr : NULL;
     if (!answer.len) weir_buf_free(&answer);
     return true;
+}
+
+#elif defined(WEIR_WORLD_COMMAND_HANDLER)
+
+bool weir_decide(const weir_command *command, weir_bytes state, weir_new_events *events, weir_rejection *rejection);
+bool weir_evolve(weir_bytes state, const weir_command_event *events, size_t count, weir_buf *new_state, weir_error *err);
+
+struct weir_new_events {
+    exports_weir_plugin_service_event_t *items;
+    size_t len, cap;
+};
+
+void weir_new_events_push(weir_new_events *events, const char *name, weir_bytes data) {
+    if (events->len == events->cap) {
+        events->cap = events->cap ? events->cap * 2 : 4;
+        exports_weir_plugin_service_event_t *items = realloc(events->items, events->cap * sizeof *items);
+        if (!items) abort();
+        events->items = items;
+    }
+    exports_weir_plugin_service_event_t *e = &events->items[events->len++];
+    set_string(&e->name, name);
+    e->data.len = data.len;
+    e->data.ptr = data.len ? malloc(data.len) : NULL;
+    if (data.len && !e->data.ptr) abort();
+    if (data.len) memcpy(e->data.ptr, data.ptr, data.len);
+}
+
+bool weir_reject(weir_rejection *rejection, const char *code, const char *fmt, ...) {
+    snprintf(rejection->code, sizeof rejection->code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rejection->message, sizeof rejection->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static bool blank(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r' && p[i] != '\f') return false;
+    return true;
+}
+
+/* A body as JSON: blank means null (as the Rust SDK reads it). */
+static weir_bytes body(const uint8_t *p, size_t n) {
+    return blank(p, n) ? weir_str("null") : bytes_of(p, n);
+}
+
+bool exports_weir_plugin_service_init(command_handler_string_t *config, command_handler_string_t *err) {
+    return run_init(config, err);
+}
+
+void exports_weir_plugin_service_describe(exports_weir_plugin_service_plugin_info_t *ret) {
+    describe(ret, WEIR_PLUGIN_TYPES_PLUGIN_KIND_COMMAND_HANDLER);
+}
+
+bool exports_weir_plugin_service_decide(exports_weir_plugin_service_command_t *command, command_handler_list_u8_t *state,
+                                        exports_weir_plugin_service_list_event_t *ret,
+                                        exports_weir_plugin_service_rejection_t *err) {
+    weir_rejection rejection = {{0}, {0}};
+    weir_new_events events = {0};
+    bool ok;
+    if (!initialised) {
+        ok = weir_reject(&rejection, "not-initialised", "plugin not initialised: init was not called");
+    } else {
+        weir_command c = {bytes_of(command->id.ptr, command->id.len),
+                          bytes_of(command->aggregate.ptr, command->aggregate.len),
+                          bytes_of(command->name.ptr, command->name.len), body(command->data.ptr, command->data.len)};
+        ok = weir_decide(&c, bytes_of(state->ptr, state->len), &events, &rejection);
+    }
+    weir_plugin_types_command_free(command);
+    command_handler_list_u8_free(state);
+    if (!ok) {
+        for (size_t i = 0; i < events.len; i++) weir_plugin_types_event_free(&events.items[i]);
+        free(events.items);
+        set_string(&err->code, rejection.code[0] ? rejection.code : "rejected");
+        set_string(&err->message, rejection.message);
+        return false;
+    }
+    ret->len = events.len;
+    ret->ptr = events.items;
+    if (!events.len) {
+        free(events.items);
+        ret->ptr = NULL;
+    }
+    return true;
+}
+
+void exports_weir_plugin_service_evolve(command_handler_list_u8_t *state, exports_weir_plugin_service_list_event_t *events,
+                                        command_handler_list_u8_t *ret) {
+    weir_command_event *views = calloc(events->len ? events->len : 1, sizeof *views);
+    if (!views) abort();
+    for (size_t i = 0; i < events->len; i++) {
+        views[i].name = bytes_of(events->ptr[i].name.ptr, events->ptr[i].name.len);
+        views[i].data = body(events->ptr[i].data.ptr, events->ptr[i].data.len);
+    }
+    weir_buf next = {0};
+    weir_error e = {{0}};
+    bool ok = initialised ? weir_evolve(bytes_of(state->ptr, state->len), views, events->len, &next, &e)
+                          : weir_error_set(&e, "plugin not initialised: init was not called");
+    free(views);
+    exports_weir_plugin_service_list_event_free(events);
+    command_handler_list_u8_free(state);
+    if (!ok) {
+        /* No error channel: trap, with the reason on stderr for the host. */
+        fprintf(stderr, "evolve failed: %s\n", e.message);
+        abort();
+    }
+    ret->len = next.len;
+    ret->ptr = next.len ? next.ptr : NULL;
+    if (!next.len) weir_buf_free(&next);
 }
 
 #endif

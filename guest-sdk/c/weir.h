@@ -16,9 +16,14 @@
  *   enricher:        bool weir_process(const weir_event *event, weir_emitter *out, weir_error *err);
  *   projection:      bool weir_apply(const weir_event *event, weir_error *err);
  *                    bool weir_query(weir_bytes request, weir_buf *answer, weir_error *err);
- * Returning false reports the error (the batch fails naming the event,
- * init refuses the config). Command handlers are not covered by the C SDK
- * yet (the Python and Rust SDKs have them).
+ *   command-handler: bool weir_decide(const weir_command *command, weir_bytes state,
+ *                                     weir_new_events *events, weir_rejection *rejection);
+ *                    bool weir_evolve(weir_bytes state, const weir_command_event *events,
+ *                                     size_t count, weir_buf *new_state, weir_error *err);
+ * Returning false reports the error (the batch fails naming the event, the
+ * command is rejected, init refuses the config). `evolve` has no error
+ * channel in the contract: false there traps (the host reports the message
+ * and commits nothing).
  */
 #ifndef WEIR_H
 #define WEIR_H
@@ -118,6 +123,32 @@ typedef struct {
  * `start_after` when non-NULL. Free with weir_entries_free. */
 size_t weir_state_scan(weir_bytes prefix, const weir_bytes *start_after, uint32_t limit, weir_entry **entries);
 void weir_entries_free(weir_entry *entries, size_t count);
+
+/* ---- command handler ------------------------------------------------------ */
+
+/* A command; `data` is its JSON body ("null" when the body is blank). */
+typedef struct {
+    weir_bytes id, aggregate, name, data;
+} weir_command;
+
+/* An event as the host passes it to evolve: name and JSON data. */
+typedef struct {
+    weir_bytes name, data;
+} weir_command_event;
+
+typedef struct weir_new_events weir_new_events;
+
+/* Append an event to decide's answer (name and JSON data are copied). */
+void weir_new_events_push(weir_new_events *events, const char *name, weir_bytes data);
+
+typedef struct {
+    char code[64];
+    char message[448];
+} weir_rejection;
+
+/* Fill `rejection`; returns false, for `return weir_reject(...)`. */
+bool weir_reject(weir_rejection *rejection, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- JSON (serde_json's conventions) ------------------------------------- */
 

@@ -405,6 +405,7 @@ fn javascript_plugins_match_rust() {
 fn c_plugins_match_rust() {
     check(Language::C, Kind::Enricher);
     check(Language::C, Kind::Projection);
+    check(Language::C, Kind::Bank);
 }
 
 // ---- the SDKs' float notation against serde_json, natively --------------
