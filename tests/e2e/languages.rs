@@ -17,8 +17,10 @@ use crate::start;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// (name suffix, enricher, projection, command handler) per language.
-fn components() -> Vec<(&'static str, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// Name suffix, enricher, projection and command handler of one language.
+type Components = (&'static str, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn components() -> Vec<Components> {
     let mut all = vec![(
         "rust",
         plugin_bytes("enricher_orders"),
