@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod errors;
 mod hotswap;
+mod languages;
 mod lifecycle;
 mod plugins;
 mod records;

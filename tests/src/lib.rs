@@ -2,5 +2,6 @@
 //! per test run by this crate's build script) and helpers that start the
 //! real server for end-to-end tests.
 
+pub mod languages;
 pub mod plugins;
 pub mod server;
