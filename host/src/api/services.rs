@@ -51,6 +51,9 @@ fn command_data(body: &mut CommandBody) -> Result<Vec<u8>, ApiError> {
         body.data_text.take(),
         body.data_base64.take(),
     ) {
+        // `"data": null` and no data at all are the same: a command without
+        // a body, which guest SDKs read as JSON null (a unit command).
+        (Some(Value::Null), None, None) | (None, None, None) => Ok(Vec::new()),
         (Some(v), None, None) => Ok(v.to_string().into_bytes()),
         (None, Some(t), None) => Ok(t.into_bytes()),
         (None, None, Some(b)) => B64.decode(b.as_bytes()).map_err(|e| {
@@ -59,7 +62,6 @@ fn command_data(body: &mut CommandBody) -> Result<Vec<u8>, ApiError> {
                 format!("data_base64 is not valid base64: {e}"),
             )
         }),
-        (None, None, None) => Ok(b"{}".to_vec()),
         _ => Err(ApiError::bad_request(
             "invalid_command",
             "give only one of data, data_text, data_base64",
