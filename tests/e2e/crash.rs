@@ -106,7 +106,10 @@ impl Client {
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let bytes = body.read_to_vec()?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 }
 
@@ -152,10 +155,10 @@ impl Driver {
     /// One produce request; acknowledged ids go to the ledger. A request the
     /// kill cut off is not retried (it may or may not have been appended).
     fn produce(&mut self, topic: &str, records: Vec<Value>, ids: Vec<u64>) -> bool {
-        match self
-            .client
-            .post(&format!("/topics/{topic}/records"), &json!({"records": records}))
-        {
+        match self.client.post(
+            &format!("/topics/{topic}/records"),
+            &json!({"records": records}),
+        ) {
             Ok((200, _)) => {
                 if let Ok(mut l) = self.ledger.lock() {
                     match topic {
@@ -199,7 +202,8 @@ impl Driver {
                 Ok(None) => {
                     // Durable but not handled yet: ask for the result.
                     std::thread::sleep(Duration::from_millis(20));
-                    if let Ok((status, json)) = self.client.get(&format!("/services/bank/commands/{id}"))
+                    if let Ok((status, json)) =
+                        self.client.get(&format!("/services/bank/commands/{id}"))
                         && let Ok(Some(outcome)) = outcome_of(status, &json)
                     {
                         return Some((outcome, failed));
@@ -246,9 +250,19 @@ impl Driver {
         } else if rng.random_bool(0.1) {
             ("deposit", json!({"amount": 1}), version + 3, true)
         } else if rng.random_bool(0.35) {
-            ("withdraw", json!({"amount": rng.random_range(1..200)}), version, false)
+            (
+                "withdraw",
+                json!({"amount": rng.random_range(1..200)}),
+                version,
+                false,
+            )
         } else {
-            ("deposit", json!({"amount": rng.random_range(1..100)}), version, false)
+            (
+                "deposit",
+                json!({"amount": rng.random_range(1..100)}),
+                version,
+                false,
+            )
         };
         let id = format!("cmd-{k}");
         let body = json!({"id": id, "aggregate": aggregate, "name": name, "data": data, "expected_version": expected});
@@ -420,7 +434,12 @@ fn fold_totals(records: &[Value]) -> BTreeMap<String, Value> {
     let mut totals: BTreeMap<String, (u64, i64)> = BTreeMap::new();
     for r in records {
         let e = totals
-            .entry(r["value"]["customer"].as_str().expect("customer").to_owned())
+            .entry(
+                r["value"]["customer"]
+                    .as_str()
+                    .expect("customer")
+                    .to_owned(),
+            )
             .or_default();
         e.0 += 1;
         e.1 += r["value"]["amount"].as_i64().expect("amount");
@@ -494,7 +513,10 @@ fn check_commands(s: &Server, ledger: &Ledger) -> (usize, usize) {
                 Some(&[(acked.aggregate.clone(), *version)][..]),
                 "command {id} acknowledged as applied at {version}"
             ),
-            other => assert!(evs.is_none(), "command {id} answered {other:?} yet has events"),
+            other => assert!(
+                evs.is_none(),
+                "command {id} answered {other:?} yet has events"
+            ),
         }
     }
     let commands = all_records(s, "bank.commands");
@@ -573,7 +595,10 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         *seen.entry(numbered(&r["value"]["id"], 'o')).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "orders enriched more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "orders enriched more than once: {twice:?}"
+    );
     assert_eq!(seen.len(), orders.len(), "every order enriched");
 
     check_ponds_equal_folds(&s, &orders, &customers, "after the kills");
