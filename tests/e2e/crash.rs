@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use weir_testkit::plugins::plugin_bytes;
 use weir_testkit::server::Server;
 
+use crate::plugins::all_records;
 use crate::start;
 
 const CUSTOMERS: u64 = 40;
@@ -383,15 +384,6 @@ fn caught_up(s: &Server) -> bool {
                 .as_array()
                 .is_some_and(|ps| ps.iter().all(|p| p["lag"] == 0))
     })
-}
-
-fn all_records(s: &Server, topic: &str) -> Vec<Value> {
-    let partitions = s.get(&format!("/topics/{topic}")).json["partitions"]
-        .as_array()
-        .map_or(0, Vec::len);
-    (0..partitions as u32)
-        .flat_map(|p| s.read_all(topic, p))
-        .collect()
 }
 
 fn header<'a>(record: &'a Value, name: &str) -> Option<&'a str> {
