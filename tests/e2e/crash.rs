@@ -14,7 +14,10 @@
 //!   version it was acknowledged with;
 //! - a command id retried after a kill (and any acknowledged id re-sent
 //!   later) answers its first result, and every command in the commands
-//!   topic has a result.
+//!   topic has a result. Some commands are put into the commands topic
+//!   twice without an expected version before they are handled, so a
+//!   handler that applied an id twice shows (checked: disabling its
+//!   de-duplication fails this test).
 //!
 //! CI runs 30 kills (about a minute); a soak is its own command:
 //!
@@ -266,7 +269,17 @@ impl Driver {
             )
         };
         let id = format!("cmd-{k}");
-        let body = json!({"id": id, "aggregate": aggregate, "name": name, "data": data, "expected_version": expected});
+        let mut body = json!({"id": id, "aggregate": aggregate, "name": name, "data": data, "expected_version": expected});
+        if !stale && rng.random_bool(0.15) {
+            // The same id twice into the commands topic before it is handled
+            // (what a client retry racing a restart does), here without an
+            // expected version: only the handler's own de-duplication stops
+            // a second application.
+            body.as_object_mut().map(|b| b.remove("expected_version"));
+            for _ in 0..2 {
+                let _ = self.client.post("/services/bank/commands", &body);
+            }
+        }
         if let Some((outcome, retried)) = self.command(&id, &body) {
             match &outcome {
                 Outcome::Applied { version: v } if *v == expected + 1 && !stale => {
