@@ -75,6 +75,7 @@ fn batch(first_offset: u64, values: &[&str]) -> RecordBatch {
 
 const ORDERS: &[&str] = &[
     r#"{"id":"o1","customer":"c1","amount":10}"#,
+    r#"{"id":"o\"q\u00e9","customer":"c1","amount":4}"#,
     r#"{"id":"o2","customer":"c2","amount":5,"extra":[1,{"x":null}]}"#,
     "not json",
     r#"{"id":"","customer":"c1","amount":3}"#,

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cli;
+mod crash;
 mod errors;
 mod hotswap;
 mod languages;

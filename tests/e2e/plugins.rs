@@ -14,7 +14,7 @@ use crate::start;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn all_records(s: &Server, topic: &str) -> Vec<Value> {
+pub(crate) fn all_records(s: &Server, topic: &str) -> Vec<Value> {
     let partitions = s.get(&format!("/topics/{topic}")).json["partitions"]
         .as_array()
         .map_or(0, Vec::len);
