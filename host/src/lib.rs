@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod batch;
+pub mod cli;
+pub mod config;
 pub mod log;
 pub mod processor;
 pub mod runtime;

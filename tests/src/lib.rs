@@ -1,5 +1,7 @@
 //! Test support for weir: the example and fault-test plugins (built once
-//! per test run by this crate's build script) and, later, helpers that start
-//! the real server for end-to-end tests.
+//! per test run by this crate's build script) and helpers that start the
+//! real server for end-to-end tests.
 
+pub mod languages;
 pub mod plugins;
+pub mod server;

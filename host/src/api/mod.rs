@@ -1,1 +1,227 @@
 //! The HTTP API (axum): admin and data routes, JSON errors, OpenAPI.
+//!
+//! Routes talk only to the two ports in [`backend`] ([`Rapids`] for topics
+//! and records, [`Engine`] for plugins, ponds and services); [`serve`] wires
+//! them to the real log and processor engine. Every error is JSON with a
+//! stable code ([`error`]); every answer carries an `x-request-id`; admin
+//! routes need the bearer token when one is configured; request bodies are
+//! size-limited per route.
+
+pub mod adapters;
+pub mod backend;
+pub mod codec;
+pub mod error;
+pub mod names;
+pub mod openapi;
+pub mod serve;
+
+mod auth;
+mod idempotency;
+mod metrics;
+mod plugins;
+mod ponds;
+mod records;
+mod services;
+mod topics;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub use backend::{Engine, Rapids};
+pub use error::ApiError;
+
+/// Limits and secrets of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Bearer token required on admin routes; `None` leaves them open.
+    pub admin_token: Option<String>,
+    /// Largest request body on data routes (produce, commands, queries).
+    pub max_body_bytes: usize,
+    /// Largest request body on the deploy route (component + manifest).
+    pub max_component_bytes: usize,
+    /// Longest a read may long-poll or a command may wait.
+    pub max_wait: Duration,
+    /// Most records one read returns.
+    pub max_read_records: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_token: None,
+            max_body_bytes: 8 << 20,
+            max_component_bytes: 64 << 20,
+            max_wait: Duration::from_secs(30),
+            max_read_records: 10_000,
+        }
+    }
+}
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub rapids: Arc<dyn Rapids>,
+    pub engine: Arc<dyn Engine>,
+    pub config: Arc<ApiConfig>,
+    pub(crate) http: Arc<metrics::HttpMetrics>,
+    pub(crate) idempotency: Arc<idempotency::IdempotencyCache>,
+    pub(crate) started: Instant,
+    /// Flipped at shutdown so long polls and tails end promptly.
+    pub(crate) shutting_down: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn new(
+        rapids: Arc<dyn Rapids>,
+        engine: Arc<dyn Engine>,
+        config: ApiConfig,
+        shutting_down: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        AppState {
+            rapids,
+            engine,
+            config: Arc::new(config),
+            http: Arc::new(metrics::HttpMetrics::default()),
+            idempotency: Arc::new(idempotency::IdempotencyCache::new(100_000)),
+            started: Instant::now(),
+            shutting_down,
+        }
+    }
+}
+
+/// Run blocking lower-layer work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// The whole API as one router.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let component_limit = state.config.max_component_bytes;
+
+    let admin = Router::new()
+        .route("/topics", post(topics::create))
+        .route("/topics/{topic}", axum::routing::delete(topics::delete))
+        .route(
+            "/plugins",
+            post(plugins::deploy_json).layer(DefaultBodyLimit::max(component_limit)),
+        )
+        .route(
+            "/plugins/{name}",
+            axum::routing::put(plugins::deploy_raw)
+                .layer(DefaultBodyLimit::max(component_limit))
+                .delete(plugins::delete),
+        )
+        .route("/plugins/{name}/pause", post(plugins::pause))
+        .route("/plugins/{name}/resume", post(plugins::resume))
+        .route("/plugins/{name}/reset", post(plugins::reset))
+        .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/plugins/{name}/rebuild", post(plugins::rebuild))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+
+    let admin_reads = Router::new()
+        .route("/plugins", get(plugins::list))
+        .route("/plugins/{name}", get(plugins::inspect))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+
+    let data = Router::new()
+        .route("/healthz", get(metrics::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/topics", get(topics::list))
+        .route("/topics/{topic}", get(topics::inspect))
+        .route("/topics/{topic}/records", post(records::produce))
+        .route(
+            "/topics/{topic}/partitions/{partition}/records",
+            get(records::read),
+        )
+        .route("/topics/{topic}/tail", get(records::tail))
+        .route("/ponds/{pond}/keys", get(ponds::scan))
+        .route("/ponds/{pond}/keys/{*key}", get(ponds::get))
+        .route("/ponds/{pond}/query", post(ponds::query))
+        .route("/services/{service}/commands", post(services::submit))
+        .route("/services/{service}/commands/{id}", get(services::result));
+
+    admin
+        .merge(admin_reads)
+        .merge(data)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found_route(uri.path())
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Gives every answer an `x-request-id` (the client's, or a new one) and
+/// counts requests by route and status for `/metrics`.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let start = Instant::now();
+    let mut response = next.run(request).await.into_response();
+    state.http.observe(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        start.elapsed(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().entry("x-request-id").or_insert(v);
+    }
+    response
+}
+
+/// A JSON request body, with size and syntax errors as [`ApiError`]s.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body?;
+    serde_json::from_slice(&body).map_err(ApiError::malformed_json)
+}

@@ -13,10 +13,12 @@
 //!   WEIR_CRASH_CYCLES=500 cargo test -p weir-host --lib processor::crash::crash_harness -- --nocapture
 //!
 //! The child is this test binary re-run on the `crash_worker` test with
-//! `WEIR_CRASH_DIR` set: an in-process engine, because the `weir serve`
-//! binary was not in `main` when this was written (the server's own e2e
-//! tests kill the real binary). Kills land anywhere — during start-up
-//! recovery, deploys, appends, between a deferred append and its commit.
+//! `WEIR_CRASH_DIR` set: an in-process engine with no HTTP in between. The
+//! real binary has its own harness (`tests/e2e/crash.rs`, which kills
+//! `weir serve` only once it answered `/healthz`); this one stays because it
+//! is cheap (no server start, no HTTP) and its kills also land where that
+//! one's cannot: while the engine opens (log recovery, store open, processor
+//! recovery), before anything could be served.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;

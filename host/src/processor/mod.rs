@@ -724,11 +724,35 @@ impl Engine {
 
     /// Validate and deploy a plugin version (a new processor, or a new
     /// version of an existing one, which becomes active at a batch boundary).
+    /// Start one throw-away instance with the manifest's config, so a
+    /// config the plugin's `init` refuses is a deploy error (nothing
+    /// changes) instead of a processor that fails after it was accepted.
+    fn check_init(&self, plugin: &Plugin, manifest: &Manifest) -> Result<()> {
+        let limits = manifest.limits(&self.shared.runtime.default_limits());
+        let config = manifest.config_json();
+        let started = match manifest.kind {
+            PluginKind::Enricher => plugin
+                .enricher(
+                    &manifest.name,
+                    limits,
+                    &config,
+                    Arc::new(crate::runtime::NoPonds),
+                )
+                .map(drop),
+            PluginKind::Projection => plugin.projection(&manifest.name, limits, &config).map(drop),
+            PluginKind::CommandHandler => plugin
+                .command_handler(&manifest.name, limits, &config)
+                .map(drop),
+        };
+        started.map_err(|e| EngineError::Plugin(e.to_string()))
+    }
+
     pub fn deploy(&self, manifest: serde_json::Value, component: &[u8]) -> Result<ProcessorStatus> {
         let raw_manifest = manifest;
         let manifest = Manifest::parse(raw_manifest.clone())?;
         // Compile and check the component off the data path (before any lock).
         let plugin = self.shared.runtime.load(manifest.kind, component)?;
+        self.check_init(&plugin, &manifest)?;
         let _admin = self.shared.admin.lock();
         let existing = self.shared.processors.read().get(&manifest.name).cloned();
         if let Some(p) = &existing {

@@ -5,6 +5,8 @@
 //!
 //! Config (optional): `{"customers_pond": "customers"}`.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use weir_guest::{Emitter, Enricher, Event};
 
@@ -14,12 +16,14 @@ struct Config {
     customers_pond: Option<String>,
 }
 
+/// Borrowed where the JSON string has no escapes, owned where it has: a
+/// plain `&str` would make an order like `{"id": "a\"b", …}` fail to parse.
 #[derive(Deserialize)]
 struct Order<'a> {
     #[serde(borrow)]
-    id: &'a str,
+    id: Cow<'a, str>,
     #[serde(borrow)]
-    customer: &'a str,
+    customer: Cow<'a, str>,
     amount: i64,
 }
 
@@ -56,8 +60,8 @@ impl Enricher for Orders {
         let customer_info =
             weir_guest::lookup_json(&self.customers_pond, order.customer.as_bytes());
         let enriched = EnrichedOrder {
-            id: order.id,
-            customer: order.customer,
+            id: &order.id,
+            customer: &order.customer,
             amount: order.amount,
             customer_info,
         };

@@ -1,0 +1,262 @@
+//! Every error the HTTP API can answer with, as JSON
+//! `{"error": {"code": "stable_code", "message": "human text"}}`.
+//!
+//! This is the one place where lower-layer errors (log, store, runtime,
+//! processors) and request-parsing failures become a stable machine code and
+//! an HTTP status. Codes are part of the API contract: never rename one.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API error: an HTTP status, a stable code and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Set on answers to service commands so every answer carries its id.
+    pub tracking_id: Option<String>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.status.as_u16(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            tracking_id: None,
+        }
+    }
+
+    pub fn with_tracking_id(mut self, id: impl Into<String>) -> Self {
+        self.tracking_id = Some(id.into());
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn malformed_json(err: impl std::fmt::Display) -> Self {
+        Self::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON for this route: {err}"),
+        )
+    }
+
+    pub fn invalid_name(what: &str, name: &str, why: &str) -> Self {
+        Self::bad_request(
+            "invalid_name",
+            format!("invalid {what} name {name:?}: {why}"),
+        )
+    }
+
+    pub fn unknown_topic(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+            format!("no topic named {name:?}"),
+        )
+    }
+
+    pub fn unknown_plugin(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!("no plugin named {name:?}"),
+        )
+    }
+
+    pub fn unknown_partition(topic: &str, partition: u32, partitions: u32) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_partition",
+            format!("topic {topic:?} has partitions 0..{partitions}, not {partition}"),
+        )
+    }
+
+    pub fn invalid_offset(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_offset", message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found_route(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_such_route",
+            format!("no route for {path}"),
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(id) = &self.tracking_id {
+            body["tracking_id"] = json!(id);
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"weir\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body exceeds the server's size limit for this route",
+            )
+        } else {
+            ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        ApiError::internal(format!("background task failed: {err}"))
+    }
+}
+
+impl From<crate::log::LogError> for ApiError {
+    fn from(err: crate::log::LogError) -> Self {
+        use crate::log::LogError as E;
+        let message = err.to_string();
+        match err {
+            E::UnknownTopic(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", message),
+            E::TopicExists(_) => ApiError::conflict("topic_exists", message),
+            E::InvalidName { .. } => ApiError::bad_request("invalid_name", message),
+            E::InvalidPartition { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_partition", message)
+            }
+            E::OffsetOutOfRange { .. } => ApiError::invalid_offset(message),
+            E::InvalidConfig(_) => ApiError::bad_request("invalid_config", message),
+            E::InvalidArgument(_) => ApiError::bad_request("invalid_argument", message),
+            E::BatchTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
+            }
+            E::Corrupt { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log", message)
+            }
+            E::Io { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
+            E::Closed => ApiError::unavailable(message),
+        }
+    }
+}
+
+impl From<crate::processor::EngineError> for ApiError {
+    fn from(err: crate::processor::EngineError) -> Self {
+        use crate::processor::EngineError as E;
+        use crate::runtime::LoadError as L;
+        let message = err.to_string();
+        let unprocessable =
+            |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone());
+        match err {
+            E::Manifest(_) => ApiError::bad_request("invalid_manifest", message),
+            E::Load(load) => match load {
+                L::NotWasm | L::CoreModule | L::Invalid { .. } => {
+                    ApiError::bad_request("invalid_component", message)
+                }
+                L::WrongWorld { .. } => unprocessable("wrong_world"),
+                L::IncompatibleVersion { .. } => unprocessable("incompatible_contract"),
+                L::MissingExport { .. } => unprocessable("missing_export"),
+                L::WrongType { .. } => unprocessable("wrong_export_type"),
+                L::UnsupportedImport { .. } => unprocessable("unsupported_import"),
+                L::Inspect(_) => unprocessable("plugin_failed"),
+            },
+            E::Plugin(_) => unprocessable("plugin_failed"),
+            // The engine names what is missing; a topic (e.g. a reply topic)
+            // or else a plugin / pond / service.
+            E::NotFound(m) if m.contains("topic") => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", m)
+            }
+            E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", m),
+            E::Conflict(m) => ApiError::conflict("conflict", m),
+            E::Invalid(m) => ApiError::bad_request("invalid_request", m),
+            E::Log(log) => log.into(),
+            E::Store(_) => ApiError::internal(message),
+            E::Io(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_stable_shape() {
+        let e = ApiError::unknown_topic("orders");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.body()["error"]["code"], "unknown_topic");
+        assert!(
+            e.body()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("orders"))
+        );
+        assert!(e.body().get("tracking_id").is_none());
+        let e = e.with_tracking_id("t-1");
+        assert_eq!(e.body()["tracking_id"], "t-1");
+    }
+}

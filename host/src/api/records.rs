@@ -1,0 +1,422 @@
+//! Record routes: produce (single and batch, JSON or raw bytes, optionally
+//! idempotent), read a partition from an offset with long-poll, and a
+//! server-sent-events tail of a topic.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::backend::{Rapids, TopicView};
+use super::codec::{self, RecordIn};
+use super::{ApiError, AppState, blocking, names};
+use crate::batch::Record;
+
+/// Default and largest byte budget of one read.
+const DEFAULT_READ_BYTES: usize = 1 << 20;
+const MAX_READ_BYTES: usize = 16 << 20;
+/// Records fetched per step of a tail.
+const TAIL_CHUNK: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProduceQuery {
+    /// Raw produce: the record's key.
+    key: Option<String>,
+    /// Raw produce: force a partition.
+    partition: Option<u32>,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
+}
+
+/// Raw produce: the body is the value; `Weir-Header: name=value` request
+/// headers become record headers.
+fn raw_record(headers: &HeaderMap, key: Option<String>, body: Bytes) -> Result<Record, ApiError> {
+    let mut record_headers = Vec::new();
+    for h in headers.get_all("weir-header") {
+        let text = h.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_record", "Weir-Header must be visible ASCII")
+        })?;
+        let (name, value) = text.split_once('=').ok_or_else(|| {
+            ApiError::bad_request("invalid_record", "Weir-Header must be name=value")
+        })?;
+        record_headers.push((name.trim().to_owned(), value.as_bytes().to_vec()));
+    }
+    Ok(Record {
+        key: key.map(String::into_bytes).unwrap_or_default(),
+        value: body.to_vec(),
+        headers: record_headers,
+        timestamp: codec::now_ms(),
+    })
+}
+
+/// Append records, each to its forced or key-chosen partition; returns
+/// (partition, offset) per record, in request order.
+fn append_all(
+    rapids: &dyn Rapids,
+    topic: &TopicView,
+    records: Vec<(Option<u32>, Record)>,
+) -> Result<Vec<(u32, u64)>, ApiError> {
+    let partitions = topic.partitions.len() as u32;
+    let mut groups: BTreeMap<u32, Vec<(usize, Record)>> = BTreeMap::new();
+    for (i, (forced, record)) in records.into_iter().enumerate() {
+        let p = match forced {
+            Some(p) if p >= partitions => {
+                return Err(ApiError::unknown_partition(&topic.name, p, partitions));
+            }
+            Some(p) => p,
+            None => rapids.partition_for(
+                &topic.name,
+                (!record.key.is_empty()).then_some(&record.key[..]),
+            )?,
+        };
+        groups.entry(p).or_default().push((i, record));
+    }
+    let mut placed = Vec::new();
+    for (p, group) in groups {
+        let (indexes, recs): (Vec<usize>, Vec<Record>) = group.into_iter().unzip();
+        let first = rapids.append(&topic.name, p, &recs)?;
+        placed.extend(
+            indexes
+                .into_iter()
+                .enumerate()
+                .map(|(j, i)| (i, (p, first + j as u64))),
+        );
+    }
+    placed.sort_by_key(|(i, _)| *i);
+    Ok(placed.into_iter().map(|(_, at)| at).collect())
+}
+
+pub(super) async fn produce(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ProduceQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path(topic) = path?;
+    names::validate("topic", &topic)?;
+    let Query(query) = query?;
+    let body = body?;
+    let now = codec::now_ms();
+    let (batch, records) = if is_json(&headers) {
+        if query.key.is_some() || query.partition.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "key and partition query parameters are for raw bodies; put them in the JSON record",
+            ));
+        }
+        let (batch, records) = codec::parse_produce_body(&body)?;
+        let records = records
+            .into_iter()
+            .map(|r: RecordIn| r.into_record(now))
+            .collect::<Result<Vec<_>, _>>()?;
+        (batch, records)
+    } else {
+        (
+            false,
+            vec![(query.partition, raw_record(&headers, query.key, body)?)],
+        )
+    };
+    let view = state.rapids.topic(&topic)?;
+    if let Some(owner) = state.engine.owner_of(&topic) {
+        return Err(ApiError::conflict(
+            "topic_owned",
+            format!(
+                "topic {topic:?} is written only by processor {owner:?}; producing into it would break exactly-once"
+            ),
+        ));
+    }
+    let count = records.len() as u64;
+    let bytes: u64 = records
+        .iter()
+        .map(|(_, r)| (r.key.len() + r.value.len()) as u64)
+        .sum();
+
+    let rapids = state.rapids.clone();
+    let topic_name = topic.clone();
+    let do_produce = async move {
+        let placed = blocking(move || append_all(&*rapids, &view, records)).await?;
+        let answer = if batch {
+            json!({
+                "topic": topic_name,
+                "records": placed.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>(),
+            })
+        } else {
+            json!({"topic": topic_name, "partition": placed[0].0, "offset": placed[0].1})
+        };
+        Ok::<_, ApiError>(answer)
+    };
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 256)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1..=256 visible ASCII characters",
+                    )
+                })
+        })
+        .transpose()?;
+    let (answer, replayed) = match idempotency_key {
+        Some(key) => state.idempotency.run(&topic, &key, do_produce).await?,
+        None => (do_produce.await?, false),
+    };
+    if !replayed {
+        state.http.produced(&topic, count, bytes);
+    }
+    let mut response = Json(answer).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Where to start reading: a number, `earliest` or `latest`.
+fn resolve_offset(text: Option<&str>, start: u64, end: u64, default: u64) -> Result<u64, ApiError> {
+    match text {
+        None => Ok(default),
+        Some("earliest" | "beginning") => Ok(start),
+        Some("latest" | "end") => Ok(end),
+        Some(n) => n.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_offset",
+                format!("offset must be a number, 'earliest' or 'latest', not {n:?}"),
+            )
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReadQuery {
+    offset: Option<String>,
+    limit: Option<usize>,
+    max_bytes: Option<usize>,
+    /// Long-poll: wait up to this long for a record at `offset`.
+    wait_ms: Option<u64>,
+}
+
+pub(super) async fn read(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((topic, partition)) = path?;
+    names::validate("topic", &topic)?;
+    let Query(q) = query?;
+    let view = state.rapids.topic(&topic)?;
+    let partition: u32 = partition.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_partition",
+            format!("partition must be a number, not {partition:?}"),
+        )
+    })?;
+    let p = view.partitions.get(partition as usize).ok_or_else(|| {
+        ApiError::unknown_partition(&topic, partition, view.partitions.len() as u32)
+    })?;
+    let offset = resolve_offset(
+        q.offset.as_deref(),
+        p.start_offset,
+        p.end_offset,
+        p.start_offset,
+    )?;
+    if offset > p.end_offset || offset < p.start_offset {
+        return Err(ApiError::invalid_offset(format!(
+            "offset {offset} is outside {}..={} of {topic}/{partition}",
+            p.start_offset, p.end_offset
+        )));
+    }
+    let limit = q
+        .limit
+        .unwrap_or(100)
+        .clamp(1, state.config.max_read_records);
+    let max_bytes = q
+        .max_bytes
+        .unwrap_or(DEFAULT_READ_BYTES)
+        .clamp(1, MAX_READ_BYTES);
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_wait);
+    if offset == p.end_offset && !wait.is_zero() {
+        let mut shutting_down = state.shutting_down.clone();
+        tokio::select! {
+            () = state.rapids.wait_for(&topic, partition, offset, wait) => {}
+            _ = shutting_down.wait_for(|s| *s) => {}
+        }
+    }
+    let rapids = state.rapids.clone();
+    let t = topic.clone();
+    let batch = blocking(move || rapids.read(&t, partition, offset, limit, max_bytes)).await?;
+    let records: Vec<Value> = (0..batch.len())
+        .map(|i| codec::record_json(&batch, i))
+        .collect();
+    let next_offset = batch.offsets.last().map_or(offset, |o| o + 1);
+    let end_offset = state
+        .rapids
+        .topic(&topic)
+        .ok()
+        .and_then(|v| v.partitions.get(partition as usize).map(|p| p.end_offset))
+        .unwrap_or(next_offset);
+    Ok(Json(json!({
+        "topic": topic,
+        "partition": partition,
+        "records": records,
+        "next_offset": next_offset,
+        "end_offset": end_offset,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TailQuery {
+    /// Only this partition (default: all).
+    partition: Option<u32>,
+    /// `latest` (default), `earliest` or an offset (with one partition).
+    from: Option<String>,
+}
+
+/// Follow one partition, sending each record as an SSE event until the
+/// client goes away or the server shuts down.
+async fn follow_partition(
+    state: AppState,
+    topic: String,
+    partition: u32,
+    mut offset: u64,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut shutting_down = state.shutting_down.clone();
+    loop {
+        let rapids = state.rapids.clone();
+        let t = topic.clone();
+        let read =
+            blocking(move || rapids.read(&t, partition, offset, TAIL_CHUNK, DEFAULT_READ_BYTES))
+                .await;
+        let batch = match read {
+            Ok(batch) => batch,
+            Err(e) => {
+                let _ = tx
+                    .send(Event::default().event("error").data(e.body().to_string()))
+                    .await;
+                return;
+            }
+        };
+        for i in 0..batch.len() {
+            let mut record = codec::record_json(&batch, i);
+            record["partition"] = json!(partition);
+            let event = Event::default()
+                .event("record")
+                .id(format!("{partition}:{}", batch.offsets[i]))
+                .data(record.to_string());
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        if let Some(last) = batch.offsets.last() {
+            offset = last + 1;
+            continue;
+        }
+        tokio::select! {
+            () = state.rapids.wait_for(&topic, partition, offset, Duration::from_secs(15)) => {}
+            _ = shutting_down.wait_for(|s| *s) => return,
+            () = tx.closed() => return,
+        }
+    }
+}
+
+pub(super) async fn tail(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<TailQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Path(topic) = path?;
+    names::validate("topic", &topic)?;
+    let Query(q) = query?;
+    let view = state.rapids.topic(&topic)?;
+    let count = view.partitions.len() as u32;
+    let chosen: Vec<_> = match q.partition {
+        Some(p) if p >= count => return Err(ApiError::unknown_partition(&topic, p, count)),
+        Some(p) => vec![view.partitions[p as usize].clone()],
+        None => view.partitions.clone(),
+    };
+    if chosen.len() > 1 && q.from.as_deref().is_some_and(|f| f.parse::<u64>().is_ok()) {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            "a numeric 'from' needs a single 'partition'",
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<Event>(256);
+    for p in chosen {
+        let offset = resolve_offset(
+            q.from.as_deref(),
+            p.start_offset,
+            p.end_offset,
+            p.end_offset,
+        )?;
+        if offset > p.end_offset || offset < p.start_offset {
+            return Err(ApiError::invalid_offset(format!(
+                "offset {offset} is outside {}..={} of {topic}/{}",
+                p.start_offset, p.end_offset, p.partition
+            )));
+        }
+        tokio::spawn(follow_partition(
+            state.clone(),
+            topic.clone(),
+            p.partition,
+            offset,
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::resolve_offset;
+
+    #[test]
+    fn offsets_resolve() {
+        assert_eq!(resolve_offset(None, 3, 9, 3).unwrap(), 3);
+        assert_eq!(resolve_offset(Some("earliest"), 3, 9, 0).unwrap(), 3);
+        assert_eq!(resolve_offset(Some("latest"), 3, 9, 0).unwrap(), 9);
+        assert_eq!(resolve_offset(Some("7"), 3, 9, 0).unwrap(), 7);
+        assert_eq!(
+            resolve_offset(Some("-1"), 3, 9, 0).unwrap_err().code,
+            "invalid_offset"
+        );
+    }
+}

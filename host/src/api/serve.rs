@@ -1,0 +1,181 @@
+//! `weir serve`: open the data directory, build the engine, bind the port,
+//! answer requests, and shut down gracefully on SIGINT / SIGTERM — stop
+//! taking requests, end long polls and tails, let processors finish their
+//! batch and commit, then sync the log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{ApiConfig, AppState, Engine, Rapids, router};
+use crate::config::ServeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the log: {0}")]
+    Log(String),
+    #[error("cannot start the processor engine: {0}")]
+    Engine(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// The HTTP layer's settings from the server configuration.
+pub fn api_config(config: &ServeConfig) -> ApiConfig {
+    ApiConfig {
+        admin_token: config.admin_token.clone(),
+        max_body_bytes: config.max_body_bytes,
+        max_component_bytes: config.max_component_bytes,
+        max_wait: config.max_wait,
+        ..ApiConfig::default()
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Serve the API on `listener` over the given backends until `stop`
+/// resolves, then drain: in-flight requests finish, processors commit, the
+/// log syncs.
+pub async fn serve_with(
+    listener: TcpListener,
+    rapids: Arc<dyn Rapids>,
+    engine: Arc<dyn Engine>,
+    api: ApiConfig,
+    shutdown_timeout: Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = AppState::new(rapids.clone(), engine.clone(), api, stop_rx);
+    let app = router(state);
+    let signalled = async move {
+        stop.await;
+        tracing::info!("shutting down: finishing requests, draining processors");
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
+    let result = server.await.map_err(ServeError::Http);
+    if tokio::time::timeout(shutdown_timeout, engine.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "processors did not drain within {shutdown_timeout:?}; uncommitted batches will be redone on restart"
+        );
+    }
+    match tokio::task::spawn_blocking(move || rapids.sync()).await {
+        Ok(Ok(())) => tracing::info!("log synced; bye"),
+        Ok(Err(e)) => tracing::error!("final log sync failed: {e}"),
+        Err(e) => tracing::error!("final log sync panicked: {e}"),
+    }
+    result
+}
+
+/// Bind the configured address. The bound address is printed as
+/// `weir listening on http://ADDR` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Open everything under `config.data_dir` and serve until SIGINT/SIGTERM.
+pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let mut log_config = crate::log::LogConfig::new(config.data_dir.join("log"));
+    log_config.default_fsync = config.fsync;
+    log_config.repair = repair;
+    let dir = log_config.dir.clone();
+    let log = tokio::task::spawn_blocking(move || crate::log::Log::open(log_config))
+        .await
+        .map_err(|e| ServeError::Log(e.to_string()))?
+        .map_err(|e| {
+            let hint = if matches!(e, crate::log::LogError::Corrupt { .. }) {
+                "; `weir serve --repair` truncates the log there (losing what follows)"
+            } else {
+                ""
+            };
+            ServeError::Log(format!("{}: {e}{hint}", dir.display()))
+        })?;
+    let log: Arc<crate::log::Log> = Arc::new(log);
+    let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(log.clone()));
+    let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        ..crate::runtime::RuntimeConfig::default()
+    })
+    .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine_config = crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync);
+    let event_log: Arc<dyn crate::log::EventLog> = log.clone();
+    let processors = tokio::task::spawn_blocking(move || {
+        crate::processor::Engine::open(engine_config, event_log, runtime)
+    })
+    .await
+    .map_err(|e| ServeError::Engine(e.to_string()))?
+    .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine: Arc<dyn Engine> =
+        Arc::new(super::adapters::ProcessorEngine::new(Arc::new(processors)));
+
+    let listener = bind(config.listen).await?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    // Tests and scripts read this line to find a port chosen with :0.
+    println!("weir listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir serving");
+    let result = serve_with(
+        listener,
+        rapids,
+        engine,
+        api_config(&config),
+        config.shutdown_timeout,
+        shutdown_signal(),
+    )
+    .await;
+    let closing = tokio::task::spawn_blocking(move || log.close()).await;
+    if let Ok(Err(e)) = closing {
+        tracing::error!("closing the log: {e}");
+    }
+    result
+}

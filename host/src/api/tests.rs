@@ -1,0 +1,729 @@
+//! Router tests over the in-memory ports: status codes, error codes and
+//! "no state change" on bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::testing::{FakeEngine, MemoryRapids};
+use super::{ApiConfig, AppState, router};
+
+const TOKEN: &str = "s3cret-token";
+
+fn app_with(config: ApiConfig) -> (Router, Arc<MemoryRapids>) {
+    let rapids = Arc::new(MemoryRapids::default());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(_tx);
+    let state = AppState::new(rapids.clone(), Arc::new(FakeEngine::default()), config, rx);
+    (router(state), rapids)
+}
+
+fn app() -> Router {
+    app_with(ApiConfig {
+        max_body_bytes: 4096,
+        max_component_bytes: 8192,
+        ..ApiConfig::default()
+    })
+    .0
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: impl Into<Body>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "{method} {uri} has no x-request-id"
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
+async fn json_call(app: &Router, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(
+        app,
+        method,
+        uri,
+        body.to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+async fn with_topic(partitions: u32) -> Router {
+    let app = app();
+    let (s, _) = json_call(
+        &app,
+        "POST",
+        "/topics",
+        json!({"name": "orders", "partitions": partitions}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    app
+}
+
+#[tokio::test]
+async fn topics_lifecycle() {
+    let app = with_topic(3).await;
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/topics",
+        json!({"name": "orders", "partitions": 3}),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "topic_exists"));
+    let (s, v) = call(&app, "GET", "/topics", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["topics"][0]["name"], "orders");
+    assert_eq!(v["topics"][0]["partitions"].as_array().unwrap().len(), 3);
+    let (s, v) = call(&app, "GET", "/topics/orders", Body::empty(), &[]).await;
+    assert_eq!((s, v["name"].as_str()), (StatusCode::OK, Some("orders")));
+    let (s, _) = call(&app, "DELETE", "/topics/orders", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, "GET", "/topics/orders", Body::empty(), &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_topic"));
+}
+
+#[tokio::test]
+async fn bad_topic_requests_change_nothing() {
+    let app = app();
+    for (body, want) in [
+        (json!({"name": "../etc", "partitions": 1}), "invalid_name"),
+        (json!({"name": "ok", "partitions": 0}), "invalid_partitions"),
+        (json!({"name": "ok", "partitons": 2}), "malformed_json"),
+    ] {
+        let (s, v) = json_call(&app, "POST", "/topics", body).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, want));
+    }
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/topics",
+        "{\"name\": ",
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    let (_, v) = call(&app, "GET", "/topics", Body::empty(), &[]).await;
+    assert_eq!(v["topics"], json!([]));
+}
+
+#[tokio::test]
+async fn produce_and_read_json_batch_and_raw() {
+    let app = with_topic(1).await;
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/topics/orders/records",
+        json!({"key": "a", "value": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["partition"].as_u64(), v["offset"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/topics/orders/records",
+        json!({"records": [{"value": 2}, {"value_text": "three", "headers": {"h": "x"}}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["records"][1]["offset"], 2);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/topics/orders/records?key=k",
+        "raw\x00bytes",
+        &[("weir-header", "src=test")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/0/records?offset=0&limit=10",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 4);
+    assert_eq!(recs[0]["value"], json!({"n": 1}));
+    assert_eq!(recs[1]["value"], json!(2));
+    assert_eq!(recs[2]["value_text"], "three");
+    assert_eq!(recs[2]["headers"][0]["name"], "h");
+    assert_eq!(recs[3]["key"], "k");
+    assert_eq!(recs[3]["value_text"], "raw\u{0}bytes");
+    assert_eq!(recs[3]["headers"][0]["value"], "test");
+    assert_eq!(v["next_offset"], 4);
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/0/records?offset=3",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn read_errors_and_long_poll() {
+    let app = with_topic(2).await;
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/0/records?offset=5",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::RANGE_NOT_SATISFIABLE, "invalid_offset")
+    );
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/0/records?offset=abc",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_offset"));
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/7/records",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_partition"));
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/x/records",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_partition")
+    );
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/nope/partitions/0/records",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_topic"));
+
+    // A long poll at the end returns as soon as a record arrives.
+    let reader = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            call(
+                &app,
+                "GET",
+                "/topics/orders/partitions/1/records?offset=0&wait_ms=5000",
+                Body::empty(),
+                &[],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, _) = json_call(
+        &app,
+        "POST",
+        "/topics/orders/records",
+        json!({"value": 1, "partition": 1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let (s, v) = reader.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["records"].as_array().unwrap().len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A long poll with nothing arriving times out empty.
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/partitions/0/records?wait_ms=50",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (s, v["records"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+}
+
+#[tokio::test]
+async fn produce_errors_change_nothing() {
+    let (app, rapids) = app_with(ApiConfig {
+        max_body_bytes: 4096,
+        ..ApiConfig::default()
+    });
+    json_call(
+        &app,
+        "POST",
+        "/topics",
+        json!({"name": "orders", "partitions": 2}),
+    )
+    .await;
+    let cases: Vec<(Body, &str, StatusCode, &str)> = vec![
+        (
+            Body::from("{\"value\": "),
+            "orders",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            Body::from("{\"value\": 1}"),
+            "nope",
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+        ),
+        (
+            Body::from("{\"value\": 1}"),
+            "..",
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+        ),
+        (
+            Body::from(format!("{{\"value_text\": \"{}\"}}", "x".repeat(5000))),
+            "orders",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            Body::from("{\"value\": 1, \"partition\": 9}"),
+            "orders",
+            StatusCode::NOT_FOUND,
+            "unknown_partition",
+        ),
+        (
+            Body::from("{\"records\": [{\"value\": 1}, {\"key\": \"no value\"}]}"),
+            "orders",
+            StatusCode::BAD_REQUEST,
+            "invalid_record",
+        ),
+    ];
+    for (body, topic, status, want) in cases {
+        let uri = format!("/topics/{topic}/records");
+        let (s, v) = call(
+            &app,
+            "POST",
+            &uri,
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!((s, code(&v)), (status, want), "{uri}: {v}");
+    }
+    use super::Rapids;
+    let ends: Vec<u64> = rapids
+        .topic("orders")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.end_offset)
+        .collect();
+    assert_eq!(ends, vec![0, 0], "a rejected produce appended something");
+}
+
+#[tokio::test]
+async fn idempotent_produce_appends_once() {
+    let app = with_topic(1).await;
+    let h = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "req-1"),
+    ];
+    let (s1, v1) = call(&app, "POST", "/topics/orders/records", "{\"value\": 1}", &h).await;
+    let (s2, v2) = call(&app, "POST", "/topics/orders/records", "{\"value\": 1}", &h).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(v1, v2);
+    let (_, v) = call(&app, "GET", "/topics/orders", Body::empty(), &[]).await;
+    assert_eq!(v["partitions"][0]["end_offset"], 1);
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_token() {
+    let (app, _) = app_with(ApiConfig {
+        admin_token: Some(TOKEN.into()),
+        ..ApiConfig::default()
+    });
+    let body = json!({"name": "t", "partitions": 1}).to_string();
+    let (s, v) = call(&app, "POST", "/topics", body.clone(), &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/topics",
+        body.clone(),
+        &[("authorization", "Bearer wrong-token")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(&app, "GET", "/plugins", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (_, v) = call(&app, "GET", "/topics", Body::empty(), &[]).await;
+    assert_eq!(
+        v["topics"],
+        json!([]),
+        "an unauthorized create changed state"
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let (s, _) = call(&app, "POST", "/topics", body, &[("authorization", &auth)]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = call(&app, "DELETE", "/topics/t", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Data routes stay open.
+    let (s, _) = call(&app, "POST", "/topics/t/records", "x", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&app, "GET", "/healthz", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deploy_validates_before_the_engine() {
+    let app = app();
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let component = b"\0asm\x0d\0\x01\0rest";
+    let cases = [
+        (
+            json!({"manifest": {"name": "e", "kind": "enricher"}, "component_base64": b64(b"\0asm\x01\0\0\0")}),
+            "invalid_component",
+        ),
+        (
+            json!({"manifest": {"name": "e", "kind": "enricher"}, "component_base64": "%%"}),
+            "invalid_component",
+        ),
+        (
+            json!({"manifest": {"name": "e/../x", "kind": "enricher"}, "component_base64": b64(component)}),
+            "invalid_name",
+        ),
+        (
+            json!({"manifest": {"name": "e", "kind": "nope"}, "component_base64": b64(component)}),
+            "invalid_manifest",
+        ),
+        (
+            json!({"manifest": {"name": "e", "kind": "enricher"}}),
+            "malformed_json",
+        ),
+    ];
+    for (body, want) in cases {
+        let (s, v) = json_call(&app, "POST", "/plugins", body).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, want), "{v}");
+    }
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/plugins/e",
+        vec![0u8; 9000],
+        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+    // Components may be larger than data bodies (limit 8192 vs 4096 here).
+    let mut big = component.to_vec();
+    big.resize(6000, 0);
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/plugins/big",
+        big,
+        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    call(&app, "DELETE", "/plugins/big", Body::empty(), &[]).await;
+    let (s, v) = call(&app, "PUT", "/plugins/e", &component[..], &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_manifest"));
+    let (_, v) = call(&app, "GET", "/plugins", Body::empty(), &[]).await;
+    assert_eq!(v["plugins"], json!([]));
+
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/plugins/e",
+        &component[..],
+        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["name"], "e");
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/plugins",
+        json!({"manifest": {"name": "e", "kind": "enricher"}, "component_base64": b64(component)}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["active_version"].as_u64()),
+        (StatusCode::CREATED, Some(2))
+    );
+    let (s, v) = call(&app, "POST", "/plugins/e/pause", Body::empty(), &[]).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("paused")));
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/plugins/e/reset",
+        json!({"offset": 1, "to": "end"}),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_reset"));
+    let (s, _) = call(&app, "POST", "/plugins/e/rollback", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, "GET", "/plugins/ghost", Body::empty(), &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_plugin"));
+    let (s, _) = call(&app, "DELETE", "/plugins/e", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn commands_answer_with_status_and_tracking_id() {
+    let app = app();
+    let cmd = |name: &str| json!({"aggregate": "acc-1", "name": name, "data": {"amount": 5}});
+    let (s, v) = json_call(&app, "POST", "/services/bank/commands", cmd("deposit")).await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted"))
+    );
+    assert!(v["tracking_id"].as_str().is_some_and(|t| !t.is_empty()));
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/services/bank/commands?wait=true",
+        json!({"id": "c-1", "aggregate": "acc-1", "name": "deposit", "data": {"amount": 5}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["tracking_id"], "c-1");
+    assert_eq!(v["events"][0]["data"], json!({"amount": 5}));
+    assert_eq!(v["version"], 1);
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/services/bank/commands?wait=true",
+        cmd("conflict"),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "version_conflict"));
+    assert!(v["tracking_id"].is_string());
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/services/bank/commands?wait=true",
+        cmd("reject"),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "command_rejected")
+    );
+    assert_eq!(v["error"]["reason"], "insufficient-funds");
+    assert!(v["tracking_id"].is_string());
+    let (s, v) = json_call(&app, "POST", "/services/nope/commands", cmd("deposit")).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_plugin"));
+    assert!(v["tracking_id"].is_string());
+    let (s, v) = call(&app, "POST", "/services/bank/commands", "{", &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "malformed_json"));
+}
+
+#[tokio::test]
+async fn ponds_answer_keys_scans_and_queries() {
+    let app = app();
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/ponds/balances/keys/acc-1",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["value"], json!({"balance": 10}));
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/ponds/balances/keys/acc-2",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_key"));
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/ponds/balances/keys?prefix=acc-",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["entries"][0]["key"], "acc-1");
+    let (s, v) = call(&app, "POST", "/ponds/balances/query", "{\"q\": 1}", &[]).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"q": 1})));
+    let (s, v) = call(&app, "GET", "/ponds/ghost/keys/x", Body::empty(), &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_plugin"));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json() {
+    let app = app();
+    let (s, v) = call(&app, "GET", "/nope", Body::empty(), &[]).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "no_such_route"));
+    let (s, v) = call(&app, "PATCH", "/topics", Body::empty(), &[]).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+}
+
+#[tokio::test]
+async fn metrics_and_openapi_describe_the_server() {
+    let app = with_topic(1).await;
+    json_call(&app, "POST", "/topics/orders/records", json!({"value": 1})).await;
+    let (s, v) = call(&app, "GET", "/metrics", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(
+        text.contains("weir_produced_records_total{topic=\"orders\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("weir_partition_end_offset{topic=\"orders\",partition=\"0\"} 1"));
+    assert!(text.contains("route=\"/topics/{topic}/records\""));
+
+    let (s, doc) = call(&app, "GET", "/openapi.json", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Every documented route is routed (a routed path never answers no_such_route).
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let uri = path
+                .replace("{topic}", "orders")
+                .replace("{partition}", "0")
+                .replace("{name}", "p")
+                .replace("{pond}", "balances")
+                .replace("{key}", "k")
+                .replace("{service}", "bank")
+                .replace("{id}", "i");
+            let (_, v) = call(&app, &method.to_uppercase(), &uri, Body::empty(), &[]).await;
+            assert_ne!(code(&v), "no_such_route", "{method} {path}");
+            assert_ne!(code(&v), "method_not_allowed", "{method} {path}");
+        }
+    }
+    assert_eq!(super::openapi::ROUTES.len(), 25);
+}
+
+#[tokio::test]
+async fn tail_streams_records_as_server_sent_events() {
+    use futures::StreamExt;
+    let app = with_topic(2).await;
+    json_call(
+        &app,
+        "POST",
+        "/topics/orders/records",
+        json!({"value": {"first": true}, "partition": 1}),
+    )
+    .await;
+    let req = Request::builder()
+        .uri("/topics/orders/tail?from=earliest")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body().into_data_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    json_call(
+        &app,
+        "POST",
+        "/topics/orders/records",
+        json!({"value": {"second": true}, "partition": 0}),
+    )
+    .await;
+    while !(seen.contains("first") && seen.contains("second")) {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("tail stalled")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: record"), "{seen}");
+    assert!(seen.contains("id: 1:0"), "{seen}");
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/topics/orders/tail?partition=5",
+        Body::empty(),
+        &[],
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_partition"));
+}
+
+#[tokio::test]
+async fn producing_into_a_processor_owned_topic_is_refused() {
+    let app = app();
+    json_call(
+        &app,
+        "POST",
+        "/topics",
+        json!({"name": "owned", "partitions": 1}),
+    )
+    .await;
+    let (s, v) = json_call(&app, "POST", "/topics/owned/records", json!({"value": 1})).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "topic_owned"));
+    let (_, v) = call(&app, "GET", "/topics/owned", Body::empty(), &[]).await;
+    assert_eq!(v["partitions"][0]["end_offset"], 0);
+}

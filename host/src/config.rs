@@ -1,0 +1,213 @@
+//! `weir serve` configuration: built-in defaults, overridden by an optional
+//! TOML file, overridden by environment variables (`WEIR_*`), overridden by
+//! command-line flags. Unknown TOML keys are an error, so typos do not pass
+//! silently.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::log::FsyncPolicy as Fsync;
+
+/// Everything `weir serve` can be told, all optional: the same shape for the
+/// TOML file and for the flags / environment.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// Address to listen on [env: WEIR_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, env = "WEIR_LISTEN", hide_env = true)]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [env: WEIR_DATA_DIR] [default: ./weir-data]
+    #[arg(long, env = "WEIR_DATA_DIR", hide_env = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Bearer token required on admin routes [env: WEIR_ADMIN_TOKEN]
+    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env = true)]
+    pub admin_token: Option<String>,
+    /// Durability: always | never | interval:<ms> [env: WEIR_FSYNC] [default: always]
+    #[arg(long, env = "WEIR_FSYNC", hide_env = true)]
+    pub fsync: Option<String>,
+    /// Largest request body on data routes, bytes [default: 8 MiB]
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", hide_env = true)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest deploy body (component + manifest), bytes [default: 64 MiB]
+    #[arg(long, env = "WEIR_MAX_COMPONENT_BYTES", hide_env = true)]
+    pub max_component_bytes: Option<usize>,
+    /// Longest a long-poll or a waiting command may take, ms [default: 30000]
+    #[arg(long, env = "WEIR_MAX_WAIT_MS", hide_env = true)]
+    pub max_wait_ms: Option<u64>,
+    /// How long shutdown waits for processors to drain, ms [default: 10000]
+    #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT_MS", hide_env = true)]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Log format: text | json [env: WEIR_LOG_FORMAT] [default: text]
+    #[arg(long, env = "WEIR_LOG_FORMAT", hide_env = true)]
+    pub log_format: Option<String>,
+}
+
+impl ServeOptions {
+    /// `self` where set, else `lower`.
+    fn over(self, lower: ServeOptions) -> ServeOptions {
+        ServeOptions {
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            admin_token: self.admin_token.or(lower.admin_token),
+            fsync: self.fsync.or(lower.fsync),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_component_bytes: self.max_component_bytes.or(lower.max_component_bytes),
+            max_wait_ms: self.max_wait_ms.or(lower.max_wait_ms),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub fsync: Fsync,
+    pub max_body_bytes: usize,
+    pub max_component_bytes: usize,
+    pub max_wait: Duration,
+    pub shutdown_timeout: Duration,
+    pub log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl ServeConfig {
+    /// Resolve flags/environment over the TOML file (if any) over defaults.
+    pub fn resolve(cli: ServeOptions, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let from_file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<ServeOptions>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => ServeOptions::default(),
+        };
+        let o = cli.over(from_file);
+        let fsync = match o.fsync.as_deref() {
+            None => Fsync::Always,
+            Some(s) => s
+                .parse()
+                .map_err(|e: crate::log::LogError| ConfigError::Invalid(e.to_string()))?,
+        };
+        let log_json = match o.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "log_format must be text or json, not {other:?}"
+                )));
+            }
+        };
+        let admin_token = o.admin_token.filter(|t| !t.is_empty());
+        if admin_token.as_ref().is_some_and(|t| t.len() < 8) {
+            return Err(ConfigError::Invalid(
+                "admin_token must be at least 8 characters".into(),
+            ));
+        }
+        Ok(ServeConfig {
+            listen: o
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./weir-data")),
+            admin_token,
+            fsync,
+            max_body_bytes: o.max_body_bytes.unwrap_or(8 << 20),
+            max_component_bytes: o.max_component_bytes.unwrap_or(64 << 20),
+            max_wait: Duration::from_millis(o.max_wait_ms.unwrap_or(30_000)),
+            shutdown_timeout: Duration::from_millis(o.shutdown_timeout_ms.unwrap_or(10_000)),
+            log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = ServeConfig::resolve(ServeOptions::default(), None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./weir-data"));
+        assert_eq!(c.fsync, Fsync::Always);
+        assert_eq!(c.admin_token, None);
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\ndata_dir = \"/srv/weir\"\nfsync = \"interval:5\"\nadmin_token = \"file-secret\"\n",
+        )
+        .unwrap();
+        let cli = ServeOptions {
+            admin_token: Some("flag-secret".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(cli, Some(&path)).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/weir"));
+        assert_eq!(c.fsync, Fsync::Interval(Duration::from_millis(5)));
+        assert_eq!(c.admin_token.as_deref(), Some("flag-secret"));
+    }
+
+    #[test]
+    fn bad_files_and_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "listne = \"x\"\n").unwrap();
+        assert!(matches!(
+            ServeConfig::resolve(ServeOptions::default(), Some(&path)),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            ServeConfig::resolve(
+                ServeOptions::default(),
+                Some(&dir.path().join("missing.toml"))
+            ),
+            Err(ConfigError::Read { .. })
+        ));
+        let bad = ServeOptions {
+            fsync: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(bad, None),
+            Err(ConfigError::Invalid(_))
+        ));
+        let short = ServeOptions {
+            admin_token: Some("abc".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(short, None),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

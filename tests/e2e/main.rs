@@ -1,0 +1,21 @@
+//! End-to-end tests: each starts the real `weir` binary on its own free
+//! loopback port and temp data dir, drives it over HTTP and stops it.
+
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod cli;
+mod crash;
+mod errors;
+mod hotswap;
+mod languages;
+mod lifecycle;
+mod plugins;
+mod records;
+
+use weir_testkit::server::Server;
+
+/// A fresh server with extra `serve` arguments.
+pub fn start(extra: &[&str]) -> Server {
+    Server::start(env!("CARGO_BIN_EXE_weir"), extra)
+}
