@@ -5,7 +5,7 @@
 //! component sizes and the time to load each one from the artifact cache.
 //!
 //!   guest-sdk/install-toolchains.sh
-//!   CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench languages
+//!   cargo bench -p weir-host --bench languages
 //!   WEIR_BENCH_QUICK=1 ...   (fewer rounds)
 //!
 //! Languages whose toolchain is missing are reported and left out (the

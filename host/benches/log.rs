@@ -2,7 +2,7 @@
 //! each printed beside the same machine's raw sequential file write
 //! (write + fdatasync) and read, measured in the same run.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench log`
+//! Run: `cargo bench -p weir-host --bench log`
 //! Quick mode (about a tenth of the volume): `WEIR_BENCH_QUICK=1`.
 //! Data goes to a temporary directory under `WEIR_BENCH_DIR` (default: the system temp dir).
 

@@ -3,7 +3,7 @@
 //! 10000, beside the same logic in native Rust measured in the same run;
 //! plus compile, load-from-cache and instantiate times.
 //!
-//!   CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench plugin
+//!   cargo bench -p weir-host --bench plugin
 //!   WEIR_BENCH_QUICK=1 ...   (shorter measurements)
 
 use std::hint::black_box;

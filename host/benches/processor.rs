@@ -8,7 +8,7 @@
 //! 3. command handler: sequential latency (p50 / p99) and throughput with
 //!    many commands in flight, fsync `never` and `always`.
 //!
-//!   CARGO_TARGET_DIR=/work/bench-target cargo bench -p weir-host --bench processor
+//!   cargo bench -p weir-host --bench processor
 //!   WEIR_BENCH_QUICK=1 …                     (small N everywhere)
 //!   WEIR_BENCH_REPLAY_EVENTS=20000000 …      (replay size; default 20 M, quick 1 M)
 //!   WEIR_BENCH_REPLAY_BATCH=10000 …         (the replay manifest's max_batch; default unset)
