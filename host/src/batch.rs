@@ -53,12 +53,14 @@ pub struct RecordBatch {
 #[error("malformed batch: {0}")]
 pub struct MalformedBatch(pub &'static str);
 
-fn span(ends: &[u32], i: usize) -> Range<usize> {
+/// Range of item `i` in a blob described by cumulative `ends`.
+pub(crate) fn span(ends: &[u32], i: usize) -> Range<usize> {
     let start = if i == 0 { 0 } else { ends[i - 1] as usize };
     start..ends[i] as usize
 }
 
-fn ends_ok(ends: &[u32], blob_len: usize) -> bool {
+/// Whether `ends` is non-decreasing and ends at `blob_len`.
+pub(crate) fn ends_ok(ends: &[u32], blob_len: usize) -> bool {
     ends.windows(2).all(|w| w[0] <= w[1]) && ends.last().map_or(0, |&e| e as usize) == blob_len
 }
 

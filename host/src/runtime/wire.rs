@@ -4,8 +4,7 @@
 //! copy of what an enricher returns.
 
 use super::bindings::types;
-use crate::batch::{HeaderColumns, RecordBatch};
-use std::ops::Range;
+use crate::batch::{HeaderColumns, RecordBatch, ends_ok as cumulative, span};
 use wasmtime::component::{ComponentType, Lower};
 
 /// The WIT `batch` record, borrowing its columns.
@@ -84,15 +83,6 @@ pub struct Emitted {
     pub value_ends: Vec<u32>,
     pub values: Vec<u8>,
     pub headers: HeaderColumns,
-}
-
-fn span(ends: &[u32], i: usize) -> Range<usize> {
-    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-    start..ends[i] as usize
-}
-
-fn cumulative(ends: &[u32], blob_len: usize) -> bool {
-    ends.windows(2).all(|w| w[0] <= w[1]) && ends.last().map_or(0, |&e| e as usize) == blob_len
 }
 
 impl Emitted {
