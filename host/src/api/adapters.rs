@@ -305,6 +305,11 @@ fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
             "Store commits (outputs + state + checkpoint)",
             |m| m.commits,
         ),
+        counter(
+            "weir_processor_reapplied_total",
+            "Pond batches applied again serially because another partition changed state they read",
+            |m| m.reapplied,
+        ),
         MetricFamily {
             name: "weir_processor_lag".into(),
             help: "Records not yet processed, per processor input partition".into(),

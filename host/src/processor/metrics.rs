@@ -31,6 +31,9 @@ pub struct ProcessorMetrics {
     pub dead_lettered: AtomicU64,
     pub skipped: AtomicU64,
     pub commits: AtomicU64,
+    /// Pond batches applied a second time, serially, because another
+    /// partition changed state they had read (see `processor::projection`).
+    pub reapplied: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -47,6 +50,7 @@ pub struct MetricsSnapshot {
     pub dead_lettered: u64,
     pub skipped: u64,
     pub commits: u64,
+    pub reapplied: u64,
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS_US`], then +Inf.
     pub latency_buckets: Vec<u64>,
     pub latency_sum_us: u64,
@@ -97,6 +101,7 @@ impl ProcessorMetrics {
             dead_lettered: get(&self.dead_lettered),
             skipped: get(&self.skipped),
             commits: get(&self.commits),
+            reapplied: get(&self.reapplied),
             latency_buckets,
             latency_sum_us: get(&self.latency_sum_us),
             latency_count: get(&self.latency_count),

@@ -2,16 +2,24 @@
 //! pond's state → the batch's writes commit with its checkpoint.
 //!
 //! All partition tasks of one pond generation share a [`PondPending`]: the
-//! uncommitted writes of recent batches plus their checkpoints. A batch is
-//! applied under its lock, reading its own writes, then pending writes,
-//! then committed state — so partitions of one pond never lose each other's
-//! updates to a shared key. Pending writes are committed together with the
-//! checkpoints when they grow past a bound, after `commit_interval`, when a
-//! task catches up, and at every stop: replay commits rarely (fast), live
-//! traffic promptly. A crash loses only uncommitted work, which the
-//! checkpoints make the tasks redo.
+//! uncommitted writes of recent batches plus their checkpoints. Partitions
+//! apply their batches in parallel, optimistically: a batch reads its own
+//! writes, then pending writes, then committed state, and remembers which
+//! keys it read. When it is merged into the pending writes, a batch that
+//! read a key another partition's batch wrote in the meantime is applied
+//! again under the pond's lock (serially, so it always makes progress) —
+//! the result is as if the batches had been applied one after another, and
+//! partitions never lose each other's updates to a shared key. Partitions
+//! whose keys do not overlap (the usual case: input keyed like the state)
+//! never wait for each other.
+//!
+//! Pending writes are committed together with the checkpoints when they
+//! grow past a bound, after `commit_interval`, when a task catches up, and
+//! at every stop: replay commits rarely (fast), live traffic promptly. A
+//! crash loses only uncommitted work, which the checkpoints make the tasks
+//! redo.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,14 +27,17 @@ use parking_lot::Mutex;
 
 use crate::batch::RecordBatch;
 use crate::runtime::{ProjectionInstance, StateAccess};
-use crate::store::{CommitSet, PartitionPos, PondDelta, PondReader, WriteSet, scan_merged};
+use crate::store::{CommitSet, PartitionPos, PondDelta, PondReader, Store, WriteSet, scan_merged};
 
 use super::EngineError;
+use super::metrics::ProcessorMetrics;
 use super::task::{
-    FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy,
+    FailedEvent, Outputs, PolicyOutcome, TaskCtx, TaskError, Worker, add_dead_letters, commit_step,
+    with_policy,
 };
 
 /// Uncommitted work of one pond generation, shared by its partition tasks.
+#[derive(Default)]
 pub struct PondPending {
     pub writes: WriteSet,
     pub checkpoints: BTreeMap<(String, u32), u64>,
@@ -40,18 +51,30 @@ pub struct PondPending {
     /// Bumped whenever pending work is dropped after a failure: every task
     /// that saw an older epoch must rewind to its committed checkpoint.
     pub epoch: u64,
+    /// Batches merged so far. A batch applied without the lock remembers
+    /// this number when it starts, to find what was merged meanwhile.
+    merged: u64,
+    /// Merge number that last wrote each key (since `floor`).
+    written: HashMap<Vec<u8>, u64>,
+    /// `written` holds no record of merges up to this number (it was
+    /// cleared to bound its size): a batch started before it conflicts.
+    floor: u64,
+    /// Successful commits so far: a reader of committed state opened before
+    /// the latest commit is stale.
+    commits: u64,
+}
+
+/// Keys a batch read from outside its own writes.
+#[derive(Default)]
+struct ReadSet {
+    keys: HashSet<Vec<u8>>,
+    /// A scan reads a range: it conflicts with any write merged meanwhile.
+    scanned: bool,
 }
 
 impl PondPending {
     pub fn new() -> Arc<Mutex<PondPending>> {
-        Arc::new(Mutex::new(PondPending {
-            writes: WriteSet::new(),
-            checkpoints: BTreeMap::new(),
-            failed: Vec::new(),
-            since: None,
-            known: HashMap::new(),
-            epoch: 0,
-        }))
+        Arc::new(Mutex::new(PondPending::default()))
     }
 
     fn is_empty(&self) -> bool {
@@ -70,48 +93,147 @@ impl PondPending {
         self.clear();
         self.epoch += 1;
     }
-}
 
-/// The state a projection sees while applying one batch: its own writes
-/// over the pond's pending writes over the committed state.
-pub struct LayeredState<'a> {
-    pub committed: &'a PondReader,
-    pub known: Option<&'a mut HashMap<Vec<u8>, Option<Vec<u8>>>>,
-    pub pending: &'a WriteSet,
-    pub writes: WriteSet,
-    /// A store read failed: the batch must not commit.
-    pub read_error: Option<String>,
-}
-
-impl LayeredState<'_> {
-    fn committed_get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(v) = self.known.as_ref().and_then(|k| k.get(key)) {
-            return v.clone();
+    /// Whether a batch that started at merge number `start` and read
+    /// `reads` may have seen state that a batch merged since then changed.
+    fn conflicts(&self, start: u64, reads: &ReadSet) -> bool {
+        if self.merged == start {
+            return false;
         }
-        match self.committed.get(key) {
-            Ok(v) => {
-                if let Some(known) = self.known.as_mut() {
-                    known.insert(key.to_vec(), v.clone());
+        if reads.scanned || start < self.floor {
+            return true;
+        }
+        reads
+            .keys
+            .iter()
+            .any(|k| self.written.get(k).is_some_and(|&at| at > start))
+    }
+
+    /// Add one batch's writes to the pending writes, remembering which keys
+    /// it wrote (at most `limit` keys are remembered).
+    fn merge(&mut self, writes: WriteSet, limit: usize) {
+        self.merged += 1;
+        if self.written.len() + writes.len() > limit {
+            self.written.clear();
+            self.floor = self.merged;
+        }
+        for (key, _) in writes.iter() {
+            match self.written.get_mut(key.as_slice()) {
+                Some(at) => *at = self.merged,
+                None => {
+                    self.written.insert(key.clone(), self.merged);
                 }
-                v
             }
-            Err(e) => {
-                self.read_error = Some(e.to_string());
-                None
+        }
+        self.writes.merge(writes);
+    }
+
+    /// The value of `key` in pending writes over committed state.
+    fn get(
+        &mut self,
+        committed: &mut CommittedReader<'_>,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.map(<[u8]>::to_vec));
+        }
+        if let Some(v) = self.known.get(key) {
+            return Ok(v.clone());
+        }
+        let v = committed
+            .current(self.commits)?
+            .get(key)
+            .map_err(|e| e.to_string())?;
+        self.known.insert(key.to_vec(), v.clone());
+        Ok(v)
+    }
+}
+
+/// Committed state of one pond generation, reopened after each commit so
+/// it never lags the pending writes it sits under.
+enum CommittedReader<'a> {
+    /// Queries: one read transaction.
+    Fixed(&'a PondReader),
+    Live {
+        store: &'a Store,
+        pond: &'a str,
+        generation: u32,
+        /// The commit count `reader` was opened after.
+        commits: u64,
+        reader: Option<PondReader>,
+    },
+}
+
+impl CommittedReader<'_> {
+    fn current(&mut self, commits_now: u64) -> Result<&PondReader, String> {
+        match self {
+            CommittedReader::Fixed(reader) => Ok(reader),
+            CommittedReader::Live {
+                store,
+                pond,
+                generation,
+                commits,
+                reader,
+            } => {
+                if reader.is_none() || *commits != commits_now {
+                    let opened = store
+                        .pond_reader(pond, *generation)
+                        .map_err(|e| e.to_string())?;
+                    *commits = commits_now;
+                    *reader = Some(opened);
+                }
+                reader.as_ref().ok_or_else(|| "no pond reader".to_string())
             }
         }
     }
 }
 
-impl StateAccess for LayeredState<'_> {
+/// How a batch reaches the pond's pending work.
+enum PendingAccess<'a> {
+    /// The caller holds the lock (a serial re-apply, or a query).
+    Locked(&'a mut PondPending),
+    /// Lock per access (an optimistic apply beside other partitions).
+    Shared(&'a Mutex<PondPending>),
+}
+
+impl PendingAccess<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut PondPending) -> R) -> R {
+        match self {
+            PendingAccess::Locked(p) => f(p),
+            PendingAccess::Shared(m) => f(&mut m.lock()),
+        }
+    }
+}
+
+/// The state a projection sees while applying one (sub-)batch: its own
+/// writes over its batch's earlier sub-batches' writes over the pond's
+/// pending writes over the committed state.
+struct BatchState<'s, 'p, 'c> {
+    pending: &'s mut PendingAccess<'p>,
+    committed: &'s mut CommittedReader<'c>,
+    earlier: &'s WriteSet,
+    writes: WriteSet,
+    reads: &'s mut ReadSet,
+    /// A store read failed: the batch must not commit.
+    read_error: Option<String>,
+}
+
+impl StateAccess for BatchState<'_, '_, '_> {
     fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(v) = self.writes.get(key) {
+        if let Some(v) = self.writes.get(key).or_else(|| self.earlier.get(key)) {
             return v.map(<[u8]>::to_vec);
         }
-        if let Some(v) = self.pending.get(key) {
-            return v.map(<[u8]>::to_vec);
+        if !self.reads.keys.contains(key) {
+            self.reads.keys.insert(key.to_vec());
         }
-        self.committed_get(key)
+        let committed = &mut *self.committed;
+        match self.pending.with(|p| p.get(committed, key)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.read_error = Some(e);
+                None
+            }
+        }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) {
@@ -128,28 +250,26 @@ impl StateAccess for LayeredState<'_> {
         start_after: Option<&[u8]>,
         limit: u32,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut overlay = WriteSet::new();
-        for layer in [self.pending, &self.writes] {
-            for (k, v) in layer.range(prefix, start_after) {
-                match v {
-                    Some(v) => overlay.put(k.to_vec(), v.to_vec()),
-                    None => overlay.delete(k.to_vec()),
+        self.reads.scanned = true;
+        let (own, earlier, committed) = (&self.writes, self.earlier, &mut *self.committed);
+        let result = self.pending.with(|p| {
+            let mut overlay = WriteSet::new();
+            for layer in [&p.writes, earlier, own] {
+                for (k, v) in layer.range(prefix, start_after) {
+                    match v {
+                        Some(v) => overlay.put(k.to_vec(), v.to_vec()),
+                        None => overlay.delete(k.to_vec()),
+                    }
                 }
             }
-        }
-        match scan_merged(
-            self.committed,
-            &overlay,
-            prefix,
-            start_after,
-            limit as usize,
-        ) {
-            Ok(v) => v,
-            Err(e) => {
-                self.read_error = Some(e.to_string());
-                Vec::new()
-            }
-        }
+            let reader = committed.current(p.commits)?;
+            scan_merged(reader, &overlay, prefix, start_after, limit as usize)
+                .map_err(|e| e.to_string())
+        });
+        result.unwrap_or_else(|e| {
+            self.read_error = Some(e);
+            Vec::new()
+        })
     }
 }
 
@@ -159,6 +279,14 @@ pub struct ProjectionWorker {
     generation: u32,
     /// The pending epoch this task's position is based on.
     epoch: u64,
+}
+
+/// What applying one batch produced, not yet merged into the pending work.
+struct Applied {
+    outcome: PolicyOutcome<()>,
+    writes: WriteSet,
+    reads: ReadSet,
+    read_error: Option<String>,
 }
 
 impl ProjectionWorker {
@@ -178,6 +306,50 @@ impl ProjectionWorker {
             pending,
             generation,
             epoch,
+        })
+    }
+
+    /// Run the plugin over `batch` (with the failure policy), collecting
+    /// its writes and the keys it read.
+    fn apply(
+        &mut self,
+        ctx: &TaskCtx,
+        batch: &RecordBatch,
+        mut pending: PendingAccess<'_>,
+    ) -> Result<Applied, TaskError> {
+        let mut committed = CommittedReader::Live {
+            store: &ctx.shared.store,
+            pond: &ctx.proc.name,
+            generation: self.generation,
+            commits: 0,
+            reader: None,
+        };
+        let instance = &mut self.instance;
+        let mut writes = WriteSet::new();
+        let mut reads = ReadSet::default();
+        let mut read_error = None;
+        let outcome = with_policy(ctx, batch, &mut |sub| {
+            let mut state = BatchState {
+                pending: &mut pending,
+                committed: &mut committed,
+                earlier: &writes,
+                writes: WriteSet::new(),
+                reads: &mut reads,
+                read_error: None,
+            };
+            instance.apply(&ctx.topic, ctx.partition, sub, &mut state)?;
+            if let Some(e) = state.read_error {
+                read_error = Some(e);
+            }
+            let sub_writes = state.writes;
+            writes.merge(sub_writes);
+            Ok(())
+        })?;
+        Ok(Applied {
+            outcome,
+            writes,
+            reads,
+            read_error,
         })
     }
 
@@ -205,6 +377,7 @@ impl ProjectionWorker {
         match result {
             Ok(()) => {
                 pending.clear();
+                pending.commits += 1;
                 // What was just committed is known committed state.
                 let limit = ctx.shared.config.commit_max_writes;
                 if let Some(delta) = set.pond {
@@ -219,57 +392,56 @@ impl ProjectionWorker {
         }
         result
     }
+
+    /// Drop all pending work (every task rewinds) and fail with `e`.
+    fn abandon(&mut self, pending: &mut PondPending, e: TaskError) -> TaskError {
+        pending.abandon();
+        self.epoch = pending.epoch;
+        e
+    }
 }
 
 impl Worker for ProjectionWorker {
     fn handle(&mut self, ctx: &TaskCtx, batch: &RecordBatch) -> Result<u64, TaskError> {
         let next = batch.offsets.last().map_or(0, |o| o + 1);
         let pending_lock = self.pending.clone();
+        let start = {
+            let pending = pending_lock.lock();
+            if pending.epoch != self.epoch {
+                self.epoch = pending.epoch;
+                return Err(TaskError::Rewind);
+            }
+            pending.merged
+        };
+        // Beside the other partitions, without the lock.
+        let applied = self.apply(ctx, batch, PendingAccess::Shared(&pending_lock));
         let mut pending = pending_lock.lock();
         if pending.epoch != self.epoch {
+            // Another task dropped the pending work this batch was applied on.
             self.epoch = pending.epoch;
             return Err(TaskError::Rewind);
         }
-        let committed = ctx
-            .shared
-            .store
-            .pond_reader(&ctx.proc.name, self.generation)?;
-        let instance = &mut self.instance;
-        let mut read_error = None;
-        let outcome = {
-            let pending_ref = &mut *pending;
-            with_policy(ctx, batch, &mut |sub| {
-                let mut state = LayeredState {
-                    committed: &committed,
-                    known: Some(&mut pending_ref.known),
-                    pending: &pending_ref.writes,
-                    writes: WriteSet::new(),
-                    read_error: None,
-                };
-                instance.apply(&ctx.topic, ctx.partition, sub, &mut state)?;
-                if let Some(e) = state.read_error {
-                    read_error = Some(e);
-                }
-                let writes = state.writes;
-                pending_ref.writes.merge(writes);
-                Ok(())
-            })
-        };
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                // Part of this batch may be in the pending writes without its
-                // checkpoint: drop all pending work so nothing is applied twice.
-                pending.abandon();
-                self.epoch = pending.epoch;
-                return Err(e);
+        let applied = match applied {
+            Ok(a) if pending.conflicts(start, &a.reads) => {
+                // It read what another partition changed meanwhile: again, serially.
+                ProcessorMetrics::add(&ctx.metrics().reapplied, 1);
+                self.apply(ctx, batch, PendingAccess::Locked(&mut pending))
             }
+            other => other,
         };
-        if let Some(e) = read_error {
-            pending.abandon();
-            self.epoch = pending.epoch;
-            return Err(TaskError::Infra(format!("pond read failed: {e}")));
+        // On failure part of this task's earlier batches may be pending
+        // without a commit: drop all pending work so nothing is applied twice.
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => return Err(self.abandon(&mut pending, e)),
+        };
+        if let Some(e) = applied.read_error {
+            let e = TaskError::Infra(format!("pond read failed: {e}"));
+            return Err(self.abandon(&mut pending, e));
         }
+        let cfg = &ctx.shared.config;
+        pending.merge(applied.writes, cfg.commit_max_writes);
+        let outcome = applied.outcome;
         let next = outcome.next(next);
         let stopping = outcome.stopped.is_some();
         pending.failed.extend(outcome.failed.iter().cloned());
@@ -277,7 +449,6 @@ impl Worker for ProjectionWorker {
             .checkpoints
             .insert((ctx.topic.clone(), ctx.partition), next);
         let since = *pending.since.get_or_insert_with(Instant::now);
-        let cfg = &ctx.shared.config;
         let due = pending.writes.len() >= cfg.commit_max_writes
             || pending.writes.approx_bytes() >= cfg.commit_max_bytes
             || since.elapsed() >= cfg.commit_interval
@@ -310,12 +481,13 @@ pub fn query(
     committed: &PondReader,
     request: &[u8],
 ) -> Result<Result<Vec<u8>, String>, crate::runtime::CallError> {
-    let empty = WriteSet::new();
-    let mut state = LayeredState {
-        committed,
-        known: None,
-        pending: &empty,
+    let mut nothing_pending = PondPending::default();
+    let mut state = BatchState {
+        pending: &mut PendingAccess::Locked(&mut nothing_pending),
+        committed: &mut CommittedReader::Fixed(committed),
+        earlier: &WriteSet::new(),
         writes: WriteSet::new(),
+        reads: &mut ReadSet::default(),
         read_error: None,
     };
     instance.query(request, &mut state)
