@@ -130,6 +130,33 @@ impl Harness {
             .expect("deploy")
     }
 
+    /// Make the next store commit of every processor fail like a crash.
+    fn crash_before_next_commit(&self, on: bool) {
+        let failpoints = &self.engine().shared.config.failpoints;
+        failpoints.crash_before_commit.store(on, Ordering::Relaxed);
+    }
+
+    fn wait_failed(&self, name: &str) {
+        wait_for(&format!("{name} failed"), || {
+            matches!(
+                self.engine().inspect(name).expect("inspect").state,
+                RunState::Failed { .. }
+            )
+            .then_some(())
+        });
+    }
+
+    /// `(count, sum)` of a customer in a `projection_totals` pond.
+    fn totals(&self, pond: &str, customer: &str) -> (Option<u64>, Option<i64>) {
+        let v = self
+            .engine()
+            .pond_get(pond, customer.as_bytes())
+            .expect("get")
+            .expect("present");
+        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        (v["count"].as_u64(), v["sum"].as_i64())
+    }
+
     fn wait_caught_up(&self, name: &str) -> ProcessorStatus {
         wait_for(&format!("{name} caught up"), || {
             let s = self.engine().inspect(name).expect("inspect");
@@ -219,14 +246,8 @@ fn projection_state_commits_with_checkpoints_and_answers_reads() {
         e.1 += (i + 1) as i64;
     }
     for (customer, (count, sum)) in &want {
-        let v = h
-            .engine()
-            .pond_get("totals", customer.as_bytes())
-            .expect("get")
-            .expect("present");
-        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
         assert_eq!(
-            (v["count"].as_u64(), v["sum"].as_i64()),
+            h.totals("totals", customer),
             (Some(*count), Some(*sum)),
             "{customer}"
         );
@@ -529,13 +550,7 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
     assert_eq!(s.partitions[0].lag, 1, "paused: nothing processed");
     h.engine().resume("totals").expect("resume");
     h.wait_caught_up("totals");
-    let v = h
-        .engine()
-        .pond_get("totals", b"c1")
-        .expect("get")
-        .expect("value");
-    let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
-    assert_eq!(v["count"].as_u64(), Some(21));
+    assert_eq!(h.totals("totals", "c1").0, Some(21));
     // Reset to an offset moves the checkpoint.
     let s = h
         .engine()
@@ -549,13 +564,11 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
         (s.read_generation == 1 && s.rebuilding_generation.is_none()).then_some(s)
     });
     assert_eq!(s.lag(), 0);
-    let v = h
-        .engine()
-        .pond_get("totals", b"c1")
-        .expect("get")
-        .expect("value");
-    let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
-    assert_eq!(v["count"].as_u64(), Some(21), "rebuilt from offset 0");
+    assert_eq!(
+        h.totals("totals", "c1").0,
+        Some(21),
+        "rebuilt from offset 0"
+    );
     h.engine().delete("totals").expect("delete");
     assert!(h.engine().list().is_empty());
     h.restart();
@@ -615,22 +628,11 @@ fn enricher_effects_are_exactly_once_after_a_crash_between_append_and_commit() {
             "faulty",
         );
         h.wait_caught_up("e");
-        h.engine()
-            .shared
-            .config
-            .failpoints
-            .crash_before_commit
-            .store(true, Ordering::Relaxed);
+        h.crash_before_next_commit(true);
         for i in 30..60 {
             h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
         }
-        wait_for("crash", || {
-            matches!(
-                h.engine().inspect("e").expect("inspect").state,
-                RunState::Failed { .. }
-            )
-            .then_some(())
-        });
+        h.wait_failed("e");
         let written = h.log().written_end("e.out", 0).expect("end");
         assert!(
             written > h.log().end_offset("e.out", 0).expect("end"),
@@ -663,33 +665,16 @@ fn projection_effects_are_exactly_once_after_a_crash_before_commit() {
         "projection_totals",
     );
     h.wait_caught_up("totals");
-    h.engine()
-        .shared
-        .config
-        .failpoints
-        .crash_before_commit
-        .store(true, Ordering::Relaxed);
+    h.crash_before_next_commit(true);
     for i in 100..200 {
         h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
     }
-    wait_for("crash", || {
-        matches!(
-            h.engine().inspect("totals").expect("inspect").state,
-            RunState::Failed { .. }
-        )
-        .then_some(())
-    });
+    h.wait_failed("totals");
     h.restart();
     h.wait_caught_up("totals");
     let mut count = 0;
     for c in 0..5 {
-        let v = h
-            .engine()
-            .pond_get("totals", format!("c{c}").as_bytes())
-            .expect("get")
-            .expect("value");
-        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
-        count += v["count"].as_u64().expect("count");
+        count += h.totals("totals", &format!("c{c}")).0.expect("count");
     }
     assert_eq!(count, 200, "each event counted exactly once");
 }
@@ -708,23 +693,12 @@ fn resume_after_a_crash_cuts_the_uncommitted_tail() {
         "faulty",
     );
     h.wait_caught_up("e");
-    let failpoints = h.engine().shared.config.failpoints.clone();
-    failpoints
-        .crash_before_commit
-        .store(true, Ordering::Relaxed);
+    h.crash_before_next_commit(true);
     for i in 10..20 {
         h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
     }
-    wait_for("crash", || {
-        matches!(
-            h.engine().inspect("e").expect("inspect").state,
-            RunState::Failed { .. }
-        )
-        .then_some(())
-    });
-    failpoints
-        .crash_before_commit
-        .store(false, Ordering::Relaxed);
+    h.wait_failed("e");
+    h.crash_before_next_commit(false);
     assert_eq!(
         h.engine().resume("e").expect("resume").state,
         RunState::Running
@@ -806,13 +780,7 @@ fn a_task_that_is_behind_reads_large_batches_unless_max_batch_is_set() {
             "{name}: {} batches",
             status.metrics.batches
         );
-        let v = h
-            .engine()
-            .pond_get(name, b"c0")
-            .expect("get")
-            .expect("present");
-        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
-        assert_eq!(v["count"].as_u64(), Some(715), "{name}");
+        assert_eq!(h.totals(name, "c0").0, Some(715), "{name}");
     }
 }
 
@@ -847,12 +815,6 @@ fn partitions_updating_the_same_keys_never_lose_an_update() {
     let status = h.wait_caught_up("totals");
     let check = |h: &Harness| {
         for c in 0..2u32 {
-            let v = h
-                .engine()
-                .pond_get("totals", format!("c{c}").as_bytes())
-                .expect("get")
-                .expect("present");
-            let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
             let count = u64::from(per_partition / 2 * partitions);
             let sum: i64 = (0..per_partition)
                 .filter(|i| i % 2 == c)
@@ -860,7 +822,7 @@ fn partitions_updating_the_same_keys_never_lose_an_update() {
                 .sum::<i64>()
                 * i64::from(partitions);
             assert_eq!(
-                (v["count"].as_u64(), v["sum"].as_i64()),
+                h.totals("totals", &format!("c{c}")),
                 (Some(count), Some(sum)),
                 "c{c}"
             );

@@ -4,7 +4,7 @@
 use super::bindings::types;
 use super::contract::ExportIndices;
 use super::errors::CallError;
-use super::instance::{Lifecycle, WorldFuncs, typed};
+use super::instance::{Lifecycle, WorldFuncs, lifecycle_methods, typed};
 use super::sandbox::StoreState;
 use super::{Limits, Plugin, PluginInfo};
 use wasmtime::Store;
@@ -133,20 +133,5 @@ impl CommandHandlerInstance {
         Ok(next)
     }
 
-    pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.life
-            .call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
-    }
-
-    pub fn plugin(&self) -> &Plugin {
-        self.life.plugin()
-    }
-
-    pub fn name(&self) -> &str {
-        self.life.name()
-    }
-
-    pub fn instantiations(&self) -> u64 {
-        self.life.instantiations()
-    }
+    lifecycle_methods!();
 }

@@ -5,7 +5,7 @@ use super::bindings::enricher::weir::plugin::lookup as wit_lookup;
 use super::bindings::types;
 use super::contract::ExportIndices;
 use super::errors::CallError;
-use super::instance::{Lifecycle, WorldFuncs, func};
+use super::instance::{Lifecycle, WorldFuncs, func, lifecycle_methods};
 use super::sandbox::StoreState;
 use super::wire::{BatchRef, Emitted};
 use super::{Limits, Plugin, PluginInfo};
@@ -127,22 +127,5 @@ impl EnricherInstance {
         }
     }
 
-    /// Ask the live instance to describe itself.
-    pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.life
-            .call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
-    }
-
-    pub fn plugin(&self) -> &Plugin {
-        self.life.plugin()
-    }
-
-    pub fn name(&self) -> &str {
-        self.life.name()
-    }
-
-    /// Instances created so far (1 + rebuilds after fatal errors).
-    pub fn instantiations(&self) -> u64 {
-        self.life.instantiations()
-    }
+    lifecycle_methods!();
 }

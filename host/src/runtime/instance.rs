@@ -3,13 +3,13 @@
 //! deadline, and discard the instance when a call traps, times out or hits
 //! a limit — the next call gets a fresh instance with `init` re-run.
 
-use super::Plugin;
 use super::PondLookup;
 use super::bindings::types;
 use super::contract::ExportIndices;
 use super::engine::{Limits, deadline_ticks};
 use super::errors::CallError;
 use super::sandbox::StoreState;
+use super::{Plugin, PluginInfo};
 use std::sync::Arc;
 use wasmtime::component::{Func, Instance, TypedFunc};
 use wasmtime::{Store, Trap};
@@ -234,6 +234,11 @@ impl<F: WorldFuncs> Lifecycle<F> {
         }
     }
 
+    /// Ask the live instance to describe itself.
+    pub(crate) fn describe(&mut self) -> Result<PluginInfo, CallError> {
+        self.call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
+    }
+
     /// The plugin this slot runs.
     pub(crate) fn plugin(&self) -> &Plugin {
         &self.plugin
@@ -248,3 +253,30 @@ impl<F: WorldFuncs> Lifecycle<F> {
         self.instantiations
     }
 }
+
+/// The methods every world's instance type shares, delegated to its
+/// `life: Lifecycle<_>` field (used inside each `impl XInstance` block).
+macro_rules! lifecycle_methods {
+    () => {
+        /// Ask the live instance to describe itself.
+        pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
+            self.life.describe()
+        }
+
+        /// The plugin this instance runs.
+        pub fn plugin(&self) -> &Plugin {
+            self.life.plugin()
+        }
+
+        /// The processor name it was started for.
+        pub fn name(&self) -> &str {
+            self.life.name()
+        }
+
+        /// Instances created so far (1 + rebuilds after fatal errors).
+        pub fn instantiations(&self) -> u64 {
+            self.life.instantiations()
+        }
+    };
+}
+pub(crate) use lifecycle_methods;

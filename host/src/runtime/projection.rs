@@ -5,7 +5,7 @@ use super::bindings::projection::weir::plugin::state as wit_state;
 use super::bindings::types;
 use super::contract::ExportIndices;
 use super::errors::CallError;
-use super::instance::{Lifecycle, WorldFuncs, func, typed};
+use super::instance::{Lifecycle, WorldFuncs, func, lifecycle_methods, typed};
 use super::sandbox::StoreState;
 use super::state::{StateAccess, StateSlot};
 use super::wire::BatchRef;
@@ -156,22 +156,7 @@ impl ProjectionInstance {
         })
     }
 
-    pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.life
-            .call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
-    }
-
-    pub fn plugin(&self) -> &Plugin {
-        self.life.plugin()
-    }
-
-    pub fn name(&self) -> &str {
-        self.life.name()
-    }
-
-    pub fn instantiations(&self) -> u64 {
-        self.life.instantiations()
-    }
+    lifecycle_methods!();
 }
 
 #[cfg(test)]
