@@ -5,6 +5,10 @@
 //! Run: `cargo bench -p weir-host --bench log`
 //! Quick mode (about a tenth of the volume): `WEIR_BENCH_QUICK=1`.
 //! Data goes to a temporary directory under `WEIR_BENCH_DIR` (default: the system temp dir).
+//! One table only: `WEIR_BENCH_ONLY=append` (one appender, every size, batch
+//! and policy) or `WEIR_BENCH_ONLY=concurrent` (1 vs 64 appenders);
+//! `WEIR_BENCH_SIZES=100` / `WEIR_BENCH_BATCHES=1000` limit the append
+//! table to some record sizes / batch sizes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -153,6 +157,14 @@ fn read_all(log: &Log, topic: &str) -> BenchResult<(u64, u64, Duration)> {
     Ok((n, bytes, t0.elapsed()))
 }
 
+/// A comma-separated list of numbers from the environment, or `default`.
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name).ok().map_or_else(
+        || default.to_vec(),
+        |v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+    )
+}
+
 fn policy_name(p: FsyncPolicy) -> String {
     p.to_string()
 }
@@ -199,9 +211,17 @@ fn main() -> BenchResult<()> {
         "{:>6} {:>6} {:>14} {:>14} {:>10} {:>8}",
         "size", "batch", "fsync", "records/s", "MB/s", "vs raw"
     );
+    let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_default();
+    let sizes = env_list("WEIR_BENCH_SIZES", &[100, 1024]);
+    let batches = env_list("WEIR_BENCH_BATCHES", &[1, 100, 1000]);
     let mut topic_id = 0;
-    for size in [100usize, 1024] {
-        for batch in [1usize, 100, 1000] {
+    let append_sizes = if only.is_empty() || only == "append" {
+        sizes
+    } else {
+        Vec::new()
+    };
+    for size in append_sizes {
+        for &batch in &batches {
             for policy in policies {
                 topic_id += 1;
                 let topic = format!("a{topic_id}");
@@ -242,7 +262,12 @@ fn main() -> BenchResult<()> {
         "{:>14} {:>8} {:>14} {:>10}",
         "fsync", "threads", "records/s", "vs 1"
     );
-    for policy in [FsyncPolicy::Always, FsyncPolicy::Never] {
+    let concurrent_policies = if only.is_empty() || only == "concurrent" {
+        vec![FsyncPolicy::Always, FsyncPolicy::Never]
+    } else {
+        Vec::new()
+    };
+    for policy in concurrent_policies {
         let mut one = 0.0;
         for threads in [1usize, 64] {
             topic_id += 1;
