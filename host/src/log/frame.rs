@@ -388,6 +388,14 @@ fn put_head(buf: &mut Vec<u8>, h: &BodyHead) {
     }
 }
 
+/// Renumber the single frame in `frame` (encoded with any base offset) to
+/// start at `base_offset`, re-sealing its checksum.
+pub(crate) fn rebase(frame: &mut [u8], base_offset: u64) {
+    let at = PREFIX_LEN + 4; // body: version, flags, 2 reserved bytes, then the base offset
+    frame[at..at + 8].copy_from_slice(&base_offset.to_le_bytes());
+    seal(frame, 0);
+}
+
 /// Fill in the prefix of the frame that starts at `buf[start]`.
 fn seal(buf: &mut [u8], start: usize) {
     let body_len = (buf.len() - start - PREFIX_LEN) as u32;
@@ -634,6 +642,16 @@ mod tests {
         encode_records(&mut from_records, 7, &records);
         encode_batch(&mut from_batch, 7, &b, None);
         assert_eq!(from_records, from_batch);
+    }
+
+    #[test]
+    fn a_rebased_frame_equals_one_encoded_at_that_offset() {
+        let (mut moved, mut direct) = (Vec::new(), Vec::new());
+        encode_records(&mut moved, 0, &recs());
+        rebase(&mut moved, 1234);
+        encode_records(&mut direct, 1234, &recs());
+        assert_eq!(moved, direct);
+        assert!(matches!(probe(&moved, 1 << 20, true), Probe::Frame(h) if h.base_offset == 1234));
     }
 
     #[test]

@@ -4,16 +4,18 @@
 //! Offsets: `start` (first stored) ≤ `visible` (readers see `start..visible`)
 //! ≤ `log_end` (written). `append` makes its records visible once they are
 //! as durable as the policy demands; `append_deferred` leaves them invisible
-//! until `publish`. Appends are serialised by the writer lock; the fsync of
-//! `always` happens outside it, so appenders that arrive during a sync are
-//! covered by the next single sync (group commit).
+//! until `publish`. Appends are serialised by the writer lock; appends that
+//! find it taken are queued and written by its holder in the same `pwrite`
+//! (flat combining). The fsync of `always` happens outside the lock, so
+//! appenders that arrive during a sync are covered by the next single sync
+//! (group commit).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use tokio::sync::watch;
 
 use super::config::FsyncPolicy;
@@ -73,6 +75,41 @@ impl Payload<'_> {
             Payload::Batch(b) => frame::batch_size(b, false),
         }
     }
+
+    /// Append one frame numbered from `base` to `buf`.
+    fn encode(&self, buf: &mut Vec<u8>, base: u64) {
+        match self {
+            Payload::Records(r) => frame::encode_records(buf, base, r),
+            Payload::Batch(b) => frame::encode_batch(buf, base, b, None),
+        }
+    }
+}
+
+/// The caller's own append, written by itself as the lock holder.
+struct Own<'a> {
+    payload: Payload<'a>,
+    count: usize,
+    deferred: bool,
+}
+
+/// An append waiting for the writer lock's holder to write it.
+struct Queued {
+    /// One frame, encoded at base 0; the writer renumbers it.
+    frame: Mutex<Vec<u8>>,
+    count: usize,
+    deferred: bool,
+    owner: std::thread::Thread,
+    /// Set by the writer once the frame is written (and synced, under
+    /// `always`), then the owner is unparked.
+    outcome: Mutex<Option<Result<AppendAck>>>,
+}
+
+/// The error a queued append reports when its group's write or sync failed.
+fn shared_failure(e: &LogError) -> LogError {
+    LogError::Io {
+        context: "appending with concurrent writers".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 struct Writer {
@@ -85,6 +122,8 @@ pub(crate) struct Partition {
     pub id: u32,
     pub settings: PartitionSettings,
     writer: Mutex<Writer>,
+    /// Appends waiting for the writer lock's holder to write them.
+    queue: Mutex<Vec<Arc<Queued>>>,
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
     log_end: AtomicU64,
     visible: AtomicU64,
@@ -140,6 +179,7 @@ impl Partition {
                 buf: Vec::new(),
                 active,
             }),
+            queue: Mutex::new(Vec::new()),
             segments: RwLock::new(recovered.segments),
             log_end: AtomicU64::new(end),
             visible: AtomicU64::new(end),
@@ -177,6 +217,14 @@ impl Partition {
     }
 
     /// Append records; blocks until they are as durable as the policy demands.
+    ///
+    /// Uncontended, the caller writes its own frame. When another append
+    /// holds the writer lock, the caller encodes its frame, queues it and
+    /// sleeps: the next lock holder writes every queued frame together with
+    /// its own in one `pwrite`, syncs once for all of them (policy
+    /// `always`) and wakes their owners with their acks (flat combining —
+    /// many concurrent appenders cost one write and one wake-up each, not a
+    /// lock hand-off, a write and a sync wait each).
     pub fn append(&self, payload: Payload<'_>, deferred: bool) -> Result<AppendAck> {
         let count = payload.len();
         if count == 0 {
@@ -196,40 +244,151 @@ impl Partition {
                 max: self.settings.max_batch_bytes,
             });
         }
-        let mut w = self.writer.lock();
-        let base = self.log_end.load(Ordering::Acquire);
-        self.maybe_roll(&mut w, base, size, count)?;
-        let Writer { buf, active } = &mut *w;
-        buf.clear();
-        match payload {
-            Payload::Records(r) => frame::encode_records(buf, base, r),
-            Payload::Batch(b) => frame::encode_batch(buf, base, b, None),
+        if let Some(w) = self.writer.try_lock() {
+            return self.lead(
+                w,
+                Some(Own {
+                    payload,
+                    count,
+                    deferred,
+                }),
+            );
         }
-        let header = match frame::probe(buf, self.settings.max_batch_bytes, false) {
-            Probe::Frame(h) => h,
-            _ => {
+        let mut frame = Vec::with_capacity(size);
+        payload.encode(&mut frame, 0);
+        let queued = Arc::new(Queued {
+            frame: Mutex::new(frame),
+            count,
+            deferred,
+            owner: std::thread::current(),
+            outcome: Mutex::new(None),
+        });
+        self.queue.lock().push(queued.clone());
+        loop {
+            if let Some(outcome) = queued.outcome.lock().take() {
+                return outcome;
+            }
+            match self.writer.try_lock() {
+                // Our frame is still queued (or in flight with another
+                // leader, which will wake us): lead a round ourselves.
+                Some(w) => {
+                    let _ = self.lead(w, None);
+                }
+                // The bound only matters if a wake-up is ever lost.
+                None => std::thread::park_timeout(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// Holding the writer lock: write `own` (if any) and every queued frame
+    /// in one write, release the lock, make them durable per the policy,
+    /// publish the non-deferred ones in order and wake the queued owners.
+    fn lead(&self, mut w: MutexGuard<'_, Writer>, own: Option<Own<'_>>) -> Result<AppendAck> {
+        let queued = std::mem::take(&mut *self.queue.lock());
+        let base = self.log_end.load(Ordering::Acquire);
+        if own.is_none() && queued.is_empty() {
+            return Ok(AppendAck {
+                base_offset: base,
+                count: 0,
+            });
+        }
+        let mut ends: Vec<(u64, bool)> = Vec::with_capacity(queued.len() + 1); // end, deferred
+        let written = self.write_group(&mut w, base, own.as_ref(), &queued, &mut ends);
+        let result = if self.settings.fsync == FsyncPolicy::Always {
+            // Sync with the lock held: appends that arrive meanwhile queue
+            // up, and the next holder writes and syncs them all at once.
+            let synced = written.and_then(|end| self.sync_to(end).map(|()| end));
+            drop(w);
+            synced
+        } else {
+            drop(w);
+            written
+        };
+        // Whoever queues tries the lock afterwards; we held it, so frames
+        // queued meanwhile are ours to hand on: wake one owner to lead.
+        if let Some(next) = self.queue.lock().first() {
+            next.owner.unpark();
+        }
+        if result.is_ok() {
+            for &(end, deferred) in &ends {
+                if !deferred {
+                    self.advance_visible(end);
+                }
+            }
+        }
+        let own_count = own.as_ref().map_or(0, |o| o.count);
+        let mut at = base + own_count as u64;
+        for q in &queued {
+            let outcome = match &result {
+                Ok(_) => Ok(AppendAck {
+                    base_offset: at,
+                    count: q.count as u32,
+                }),
+                Err(e) => Err(shared_failure(e)),
+            };
+            at += q.count as u64;
+            *q.outcome.lock() = Some(outcome);
+            q.owner.unpark();
+        }
+        result.map(|_| AppendAck {
+            base_offset: base,
+            count: own_count as u32,
+        })
+    }
+
+    /// Encode `own` at `base`, renumber the queued frames after it, and
+    /// append them all to the active segment (rolling it first if needed).
+    /// Records each append's end in `ends`; returns the new log end.
+    fn write_group(
+        &self,
+        w: &mut Writer,
+        base: u64,
+        own: Option<&Own<'_>>,
+        queued: &[Arc<Queued>],
+        ends: &mut Vec<(u64, bool)>,
+    ) -> Result<u64> {
+        let frames_size: usize = queued.iter().map(|q| q.frame.lock().len()).sum();
+        let own_size = own.map_or(0, |o| o.payload.encoded_size());
+        let count: usize =
+            own.map_or(0, |o| o.count) + queued.iter().map(|q| q.count).sum::<usize>();
+        if count == 0 {
+            return Ok(base);
+        }
+        self.maybe_roll(w, base, own_size + frames_size, count)?;
+        let Writer { buf, active } = w;
+        buf.clear();
+        let mut headers: Vec<FrameHeader> = Vec::with_capacity(queued.len() + 1);
+        let max_body = self.settings.max_batch_bytes;
+        // After each frame is in `buf`: note its header and where it ends.
+        let mut add = |buf: &[u8], from: usize, count: usize, deferred: bool| -> Result<u64> {
+            let Probe::Frame(h) = frame::probe(&buf[from..], max_body, false) else {
                 return Err(LogError::InvalidArgument(
                     "batch could not be encoded".into(),
                 ));
-            }
+            };
+            let end = h.base_offset + count as u64;
+            headers.push(h);
+            ends.push((end, deferred));
+            Ok(end)
         };
-        active.append(buf, &[header])?;
+        let mut next = base;
+        if let Some(o) = own {
+            o.payload.encode(buf, base);
+            next = add(buf, 0, o.count, o.deferred)?;
+        }
+        for q in queued {
+            let from = buf.len();
+            let mut frame = q.frame.lock();
+            frame::rebase(&mut frame, next);
+            buf.extend_from_slice(&frame);
+            next = add(buf, from, q.count, q.deferred)?;
+        }
+        active.append(buf, &headers)?;
         if buf.capacity() > 4 << 20 {
             *buf = Vec::new(); // do not pin a huge buffer after one big batch
         }
-        let end = base + count as u64;
-        self.log_end.store(end, Ordering::Release);
-        drop(w);
-        if self.settings.fsync == FsyncPolicy::Always {
-            self.sync_to(end)?;
-        }
-        if !deferred {
-            self.advance_visible(end);
-        }
-        Ok(AppendAck {
-            base_offset: base,
-            count: count as u32,
-        })
+        self.log_end.store(next, Ordering::Release);
+        Ok(next)
     }
 
     fn maybe_roll(&self, w: &mut Writer, base: u64, size: usize, count: usize) -> Result<()> {
