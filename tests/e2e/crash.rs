@@ -19,6 +19,12 @@
 //!   handler that applied an id twice shows (checked: disabling its
 //!   de-duplication fails this test).
 //!
+//! Meanwhile a deployer thread hot-swaps the enricher and the `totals` pond
+//! (re-deploys of the same builds, and now and then a rollback), so kills
+//! also land in the middle of deploys and version switches; at the end every
+//! acknowledged version is still registered and the active one is the last
+//! acknowledged (unless a later request was cut off by a kill).
+//!
 //! CI runs 30 kills (about a minute); a soak is its own command:
 //!
 //!   WEIR_CRASH_CYCLES=500 cargo test -p weir-host --test e2e crash -- --nocapture
@@ -98,6 +104,18 @@ impl Client {
             .post(&format!("{}{path}", self.base()))
             .header("content-type", "application/json")
             .send(body.to_string().as_bytes())?;
+        Self::parse(resp)
+    }
+
+    /// Deploy a component: `PUT /plugins/{name}` with the manifest in a header.
+    fn deploy(&self, manifest: &Value, component: &[u8]) -> Result<(u16, Value), ureq::Error> {
+        let name = manifest["name"].as_str().unwrap_or("unnamed");
+        let resp = self
+            .agent
+            .put(&format!("{}/plugins/{name}", self.base()))
+            .header("content-type", "application/wasm")
+            .header("weir-manifest", &manifest.to_string())
+            .send(component)?;
         Self::parse(resp)
     }
 
@@ -356,10 +374,9 @@ impl Driver {
     }
 }
 
-fn deploy_pipeline(s: &Server) {
-    s.create_topic("orders", 2);
-    s.create_topic("customers", 1);
-    let deploys = [
+/// The pipeline's processors: manifest and example plugin.
+fn pipeline() -> [(Value, &'static str); 4] {
+    [
         (
             json!({"name": "customers", "kind": "projection", "inputs": ["customers"]}),
             "projection_totals",
@@ -377,14 +394,117 @@ fn deploy_pipeline(s: &Server) {
             json!({"name": "bank", "kind": "command-handler", "partitions": 2}),
             "command_bank",
         ),
-    ];
-    for (manifest, plugin) in deploys {
+    ]
+}
+
+fn deploy_pipeline(s: &Server) {
+    s.create_topic("orders", 2);
+    s.create_topic("customers", 1);
+    for (manifest, plugin) in pipeline() {
         let r = s.deploy(&manifest, &plugin_bytes(plugin));
         assert_eq!(r.status, 201, "deploy {}: {}", manifest["name"], r.json);
     }
 }
 
 const PLUGINS: [&str; 4] = ["customers", "enrich", "totals", "bank"];
+
+/// What the deployer got acknowledged, per processor.
+#[derive(Default)]
+struct Deployments {
+    /// Versions a deploy was acknowledged with (201).
+    deployed: BTreeMap<String, Vec<u64>>,
+    /// The active version after the last acknowledged deploy or rollback,
+    /// and whether a later request was cut off (then either may be active).
+    last: BTreeMap<String, (u64, bool)>,
+    rollbacks: u64,
+    anomalies: Vec<String>,
+}
+
+/// Hot swaps during the kills: re-deploys `enrich` and `totals` (the same
+/// builds, so the outputs stay checkable) and now and then rolls one back.
+fn run_deployer(client: Client, stop: Arc<AtomicBool>, out: Arc<Mutex<Deployments>>) {
+    let mut rng = rand::rng();
+    let swapped: Vec<(Value, Vec<u8>)> = pipeline()
+        .into_iter()
+        .filter(|(m, _)| m["name"] == "enrich" || m["name"] == "totals")
+        .map(|(m, plugin)| (m, plugin_bytes(plugin)))
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..400)));
+        let (manifest, component) = &swapped[rng.random_range(0..swapped.len())];
+        let name = manifest["name"].as_str().unwrap_or_default().to_string();
+        let rollback = rng.random_bool(0.25);
+        let answer = if rollback {
+            client.post(&format!("/plugins/{name}/rollback"), &json!({}))
+        } else {
+            client.deploy(manifest, component)
+        };
+        let Ok(mut out) = out.lock() else { return };
+        match answer {
+            Ok((status, body)) if status == 201 || (rollback && status == 200) => {
+                let Some(version) = body["active_version"].as_u64() else {
+                    out.anomalies
+                        .push(format!("{name}: no active_version in {body}"));
+                    continue;
+                };
+                if rollback {
+                    out.rollbacks += 1;
+                } else {
+                    out.deployed.entry(name.clone()).or_default().push(version);
+                }
+                out.last.insert(name, (version, false));
+            }
+            // Nothing older to roll back to.
+            Ok((409, _)) if rollback => {}
+            Ok((status, body)) => out.anomalies.push(format!(
+                "{name}: {} answered {status}: {body}",
+                if rollback { "rollback" } else { "deploy" }
+            )),
+            // The server died under the request: it may or may not have taken effect.
+            Err(_) => {
+                if let Some(last) = out.last.get_mut(&name) {
+                    last.1 = true;
+                }
+            }
+        }
+    }
+}
+
+/// Every acknowledged version survived the kills, and the active version is
+/// the last acknowledged one unless a later request was cut off.
+fn check_deployments(s: &Server, d: &Deployments) -> usize {
+    assert!(
+        d.anomalies.is_empty(),
+        "deploys went wrong:\n{}",
+        d.anomalies.join("\n")
+    );
+    let mut checked = 0;
+    for (name, versions) in &d.deployed {
+        let r = s.get(&format!("/plugins/{name}"));
+        assert_eq!(r.status, 200, "{name}: {}", r.json);
+        let registered: HashSet<u64> = r.json["versions"]
+            .as_array()
+            .map(|vs| vs.iter().filter_map(|v| v["version"].as_u64()).collect())
+            .unwrap_or_default();
+        for v in versions {
+            assert!(
+                registered.contains(v),
+                "{name}: acknowledged version {v} was lost"
+            );
+            checked += 1;
+        }
+        if let Some(&(version, cut_off_later)) = d.last.get(name)
+            && !cut_off_later
+        {
+            assert_eq!(
+                r.json["active_version"].as_u64(),
+                Some(version),
+                "{name}: active version"
+            );
+        }
+    }
+    checked
+}
 
 /// Every processor running with no lag and no rebuild under way.
 fn caught_up(s: &Server) -> bool {
@@ -564,6 +684,11 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         versions: HashMap::new(),
     };
     let driver = std::thread::spawn(move || driver.run());
+    let deployments = Arc::new(Mutex::new(Deployments::default()));
+    let deployer = {
+        let (client, stop, out) = (Client::new(url.clone()), stop.clone(), deployments.clone());
+        std::thread::spawn(move || run_deployer(client, stop, out))
+    };
 
     let mut rng = rand::rng();
     for cycle in 0..cycles {
@@ -583,6 +708,8 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     driver.join().expect("driver thread");
+    deployer.join().expect("deployer thread");
+    let deployments = std::mem::take(&mut *deployments.lock().expect("deployments"));
     let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
     assert!(
         ledger.anomalies.is_empty(),
@@ -591,6 +718,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     );
 
     s.wait_until("the pipeline to catch up", CATCH_UP, caught_up);
+    let versions_checked = check_deployments(&s, &deployments);
     let orders = check_survived(&s, "orders", 'o', &ledger.orders);
     let customers = check_survived(&s, "customers", 'u', &ledger.customers);
 
@@ -635,7 +763,8 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     println!(
         "crash e2e: {cycles} kills in {:.1?}; orders {} ({} acknowledged), customers {} ({} acknowledged), \
-         {} enriched, commands {commands} ({} acknowledged, {} retried after a kill, {} re-sent mid-run), {events} events",
+         {} enriched, commands {commands} ({} acknowledged, {} retried after a kill, {} re-sent mid-run), {events} events, \
+         {versions_checked} acknowledged deploys and {} rollbacks",
         started.elapsed(),
         orders.len(),
         ledger.orders.len(),
@@ -645,6 +774,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         ledger.commands.len(),
         ledger.retried_after_error,
         ledger.resent_checked,
+        deployments.rollbacks,
     );
     assert!(
         ledger.orders.len() > cycles && !ledger.commands.is_empty(),
