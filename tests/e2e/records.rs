@@ -182,3 +182,75 @@ fn idempotent_produce_appends_once() {
     assert_eq!(b.header("idempotent-replayed"), Some("true"));
     assert_eq!(s.read_all("pay", 0).len(), 1);
 }
+
+/// An idempotency key survives `kill -9`: the retry after the restart
+/// answers the first append instead of appending again (the key is written
+/// into the first record, in the same append, and relearned from the log).
+/// A batch spread over partitions is not marked (memory only), and clients
+/// may not forge the mark header.
+#[test]
+fn an_idempotency_key_survives_a_crash() {
+    let mut s = start(&["--fsync", "always"]);
+    s.create_topic("pay", 3);
+    let send = |s: &weir_testkit::server::Server, key: &str, body: &serde_json::Value| {
+        s.request(
+            "POST",
+            "/topics/pay/records",
+            Some(("application/json", body.to_string().as_bytes())),
+            &[("idempotency-key", key)],
+        )
+    };
+    let single = json!({"key": "acct-1", "value": {"amount": 5}});
+    let batch = json!({"records": [
+        {"key": "acct-2", "value": 1}, {"key": "acct-2", "value": 2}, {"key": "acct-2", "value": 3}
+    ]});
+    let first_single = send(&s, "pay-1", &single);
+    let first_batch = send(&s, "pay-2", &batch);
+    assert_eq!((first_single.status, first_batch.status), (200, 200));
+    // Pad the log so the marks are not at the end.
+    for i in 0..50 {
+        let pad = json!({"key": "acct-1", "value": {"pad": i}}).to_string();
+        let r = s.request(
+            "POST",
+            "/topics/pay/records",
+            Some(("application/json", pad.as_bytes())),
+            &[],
+        );
+        assert_eq!(r.status, 200);
+    }
+    let count = |s: &weir_testkit::server::Server| -> usize {
+        (0..3).map(|p| s.read_all("pay", p).len()).sum()
+    };
+    let before = count(&s);
+    s.kill();
+    s.restart();
+    let again_single = send(&s, "pay-1", &single);
+    let again_batch = send(&s, "pay-2", &batch);
+    assert_eq!(again_single.status, 200);
+    assert_eq!(again_single.json, first_single.json, "the first answer");
+    assert_eq!(again_single.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again_batch.json, first_batch.json, "the first answer");
+    assert_eq!(again_batch.header("idempotent-replayed"), Some("true"));
+    assert_eq!(count(&s), before, "nothing appended twice");
+    // The stored record carries the mark; clients cannot set it themselves.
+    let p = first_single.json["partition"].as_u64().expect("partition") as u32;
+    let stored =
+        &s.read_all("pay", p)[first_single.json["offset"].as_u64().expect("offset") as usize];
+    assert!(
+        stored["headers"].to_string().contains("weir-idempotency"),
+        "{stored}"
+    );
+    let forged = json!({"value": 1, "headers": {"weir-idempotency": "{}"}});
+    let r = send(&s, "pay-3", &forged);
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (400, Some("invalid_record")),
+        "{}",
+        r.json
+    );
+    // A new key after the restart appends.
+    let fresh = send(&s, "pay-4", &single);
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.header("idempotent-replayed"), None);
+    assert_eq!(count(&s), before + 1);
+}

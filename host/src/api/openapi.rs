@@ -69,7 +69,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "post",
         "/topics/{topic}/records",
         "Produce: a JSON record, {\"records\": [...]} for a batch, or any other content type as the raw value \
-      (?key=, ?partition=, Weir-Header: name=value). Idempotency-Key header makes a retry return the first answer.",
+      (?key=, ?partition=, Weir-Header: name=value). Idempotency-Key header makes a retry return the first answer (across restarts when the records go to one partition).",
         false,
         Some("Produce"),
         "200",

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::backend::{Rapids, TopicView};
 use super::codec::{self, RecordIn};
-use super::{ApiError, AppState, blocking, names};
+use super::{ApiError, AppState, blocking, idempotency, names};
 use crate::batch::Record;
 
 /// Default and largest byte budget of one read.
@@ -74,11 +74,14 @@ fn raw_record(headers: &HeaderMap, key: Option<String>, body: Bytes) -> Result<R
 }
 
 /// Append records, each to its forced or key-chosen partition; returns
-/// (partition, offset) per record, in request order.
+/// (partition, offset) per record, in request order. With an idempotency
+/// `mark` and every record bound for one partition, the first record
+/// carries the mark (see `idempotency`), written in the same append.
 fn append_all(
     rapids: &dyn Rapids,
     topic: &TopicView,
     records: Vec<(Option<u32>, Record)>,
+    mark: Option<(String, Vec<u8>)>,
 ) -> Result<Vec<(u32, u64)>, ApiError> {
     let partitions = topic.partitions.len() as u32;
     let mut groups: BTreeMap<u32, Vec<(usize, Record)>> = BTreeMap::new();
@@ -94,6 +97,12 @@ fn append_all(
             )?,
         };
         groups.entry(p).or_default().push((i, record));
+    }
+    if groups.len() == 1
+        && let Some(mark) = mark
+        && let Some((_, first)) = groups.values_mut().next().and_then(|g| g.first_mut())
+    {
+        first.headers.push(mark);
     }
     let mut placed = Vec::new();
     for (p, group) in groups {
@@ -156,20 +165,6 @@ pub(super) async fn produce(
         .map(|(_, r)| (r.key.len() + r.value.len()) as u64)
         .sum();
 
-    let rapids = state.rapids.clone();
-    let topic_name = topic.clone();
-    let do_produce = async move {
-        let placed = blocking(move || append_all(&*rapids, &view, records)).await?;
-        let answer = if batch {
-            json!({
-                "topic": topic_name,
-                "records": placed.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>(),
-            })
-        } else {
-            json!({"topic": topic_name, "partition": placed[0].0, "offset": placed[0].1})
-        };
-        Ok::<_, ApiError>(answer)
-    };
     let idempotency_key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -185,8 +180,36 @@ pub(super) async fn produce(
                 })
         })
         .transpose()?;
+    if records.iter().any(|(_, r)| idempotency::carries_mark(r)) {
+        return Err(ApiError::bad_request(
+            "invalid_record",
+            format!("the record header {} is reserved", idempotency::MARK_HEADER),
+        ));
+    }
+    let mark = idempotency_key
+        .as_deref()
+        .map(|key| idempotency::mark(key, records.len(), batch));
+    let rapids = state.rapids.clone();
+    let topic_name = topic.clone();
+    let do_produce = async move {
+        let placed = blocking(move || append_all(&*rapids, &view, records, mark)).await?;
+        let answer = if batch {
+            json!({
+                "topic": topic_name,
+                "records": placed.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>(),
+            })
+        } else {
+            json!({"topic": topic_name, "partition": placed[0].0, "offset": placed[0].1})
+        };
+        Ok::<_, ApiError>(answer)
+    };
     let (answer, replayed) = match idempotency_key {
-        Some(key) => state.idempotency.run(&topic, &key, do_produce).await?,
+        Some(key) => {
+            state
+                .idempotency
+                .run(&state.rapids, &topic, &key, do_produce)
+                .await?
+        }
         None => (do_produce.await?, false),
     };
     if !replayed {
