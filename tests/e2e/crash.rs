@@ -5,7 +5,9 @@
 //! random moments (now and then right after it came back, while processors
 //! are still recovering), restarts it on the same data dir, and at the end
 //! checks over HTTP that
-//! - every acknowledged produce survived, and no record was appended twice;
+//! - every acknowledged produce survived, and no record was appended twice:
+//!   a produce request the kill cut off is retried with its idempotency key
+//!   until answered, so every record in the log was acknowledged exactly once;
 //! - every order is in `orders.enriched` exactly once;
 //! - both ponds equal a fold of their input topic, and still do after a
 //!   from-scratch rebuild through `/plugins/{name}/rebuild`;
@@ -72,6 +74,8 @@ struct Ledger {
     commands: BTreeMap<String, Acked>,
     /// Commands whose first attempt failed (the server died) and were retried.
     retried_after_error: u64,
+    /// Produce requests cut off by a kill and retried with their key.
+    produces_retried: u64,
     /// Acknowledged commands re-sent later that answered their first result.
     resent_checked: u64,
     anomalies: Vec<String>,
@@ -99,12 +103,23 @@ impl Client {
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), ureq::Error> {
-        let resp = self
+        self.post_with(path, body, &[])
+    }
+
+    fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value), ureq::Error> {
+        let mut request = self
             .agent
             .post(&format!("{}{path}", self.base()))
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())?;
-        Self::parse(resp)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Self::parse(request.send(body.to_string().as_bytes())?)
     }
 
     /// Deploy a component: `PUT /plugins/{name}` with the manifest in a header.
@@ -174,27 +189,45 @@ impl Driver {
         }
     }
 
-    /// One produce request; acknowledged ids go to the ledger. A request the
-    /// kill cut off is not retried (it may or may not have been appended).
+    /// One produce request (all its records to one partition), sent with an
+    /// idempotency key until it is answered: a request the kill cut off may
+    /// or may not have been appended, and its retry on the next server must
+    /// not append it again. Acknowledged ids go to the ledger. False when it
+    /// had to be retried.
     fn produce(&mut self, topic: &str, records: Vec<Value>, ids: Vec<u64>) -> bool {
-        match self.client.post(
-            &format!("/topics/{topic}/records"),
-            &json!({"records": records}),
-        ) {
-            Ok((200, _)) => {
-                if let Ok(mut l) = self.ledger.lock() {
-                    match topic {
-                        "orders" => l.orders.extend(ids),
-                        _ => l.customers.extend(ids),
+        let key = format!("{topic}-{}", ids.first().copied().unwrap_or_default());
+        let body = json!({"records": records});
+        let started = Instant::now();
+        let mut failed = false;
+        loop {
+            if started.elapsed() > UNREACHABLE {
+                self.note(format!("produce {key}: no answer within {UNREACHABLE:?}"));
+                return false;
+            }
+            match self.client.post_with(
+                &format!("/topics/{topic}/records"),
+                &body,
+                &[("idempotency-key", &key)],
+            ) {
+                Ok((200, _)) => {
+                    if let Ok(mut l) = self.ledger.lock() {
+                        match topic {
+                            "orders" => l.orders.extend(ids),
+                            _ => l.customers.extend(ids),
+                        }
+                        l.produces_retried += u64::from(failed);
                     }
+                    return !failed;
                 }
-                true
+                Ok((status, body)) => {
+                    self.note(format!("produce {key} answered {status}: {body}"));
+                    return true;
+                }
+                Err(_) => {
+                    failed = true;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
-            Ok((status, body)) => {
-                self.note(format!("produce to {topic} answered {status}: {body}"));
-                true
-            }
-            Err(_) => false,
         }
     }
 
@@ -245,10 +278,12 @@ impl Driver {
         let n = rng.random_range(1..=8);
         let ids: Vec<u64> = (self.next_order..self.next_order + n).collect();
         self.next_order += n;
+        // One customer per request: one partition, so the idempotency key
+        // is stored with the records and survives a kill.
+        let customer = format!("c{}", rng.random_range(0..CUSTOMERS));
         let records = ids
             .iter()
             .map(|i| {
-                let customer = format!("c{}", rng.random_range(0..CUSTOMERS));
                 json!({"key": customer, "value": {"id": format!("o{i}"), "customer": customer, "amount": i % 97 + 1}})
             })
             .collect();
@@ -551,6 +586,12 @@ fn check_survived(s: &Server, topic: &str, prefix: char, acked: &[u64]) -> Vec<V
         lost.len(),
         &lost[..lost.len().min(10)]
     );
+    // Every request was retried until answered: nothing unacknowledged stays.
+    assert_eq!(
+        records.len(),
+        acked.len(),
+        "{topic}: unacknowledged records appended"
+    );
     records
 }
 
@@ -763,6 +804,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     println!(
         "crash e2e: {cycles} kills in {:.1?}; orders {} ({} acknowledged), customers {} ({} acknowledged), \
+         {} produce requests retried with their idempotency key after a kill, \
          {} enriched, commands {commands} ({} acknowledged, {} retried after a kill, {} re-sent mid-run), {events} events, \
          {versions_checked} acknowledged deploys and {} rollbacks",
         started.elapsed(),
@@ -770,6 +812,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         ledger.orders.len(),
         customers.len(),
         ledger.customers.len(),
+        ledger.produces_retried,
         enriched.len(),
         ledger.commands.len(),
         ledger.retried_after_error,
