@@ -29,7 +29,7 @@
 //!
 //! CI runs 30 kills (about a minute); a soak is its own command:
 //!
-//!   WEIR_CRASH_CYCLES=500 cargo test -p weir-host --test e2e crash -- --nocapture
+//!   WEIR_CRASH_CYCLES=500 cargo test -p weir-host --test e2e kill_9 -- --nocapture
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
