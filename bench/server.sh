@@ -7,12 +7,12 @@
 #   QUICK=1 bench/server.sh         # ~40 s, noisier
 #
 # Needs wrk (apt-get install -y wrk) and python3. Builds the release binary
-# into $CARGO_TARGET_DIR (default /work/bench-target, shared) and the example
+# into $CARGO_TARGET_DIR (default: the project's target/) and the example
 # plugins for wasm32-wasip2. Everything runs on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/bench-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 DUR=${DUR:-10s}; [ -n "${QUICK:-}" ] && DUR=3s
 CONNS=${CONNS:-32}
 FSYNC=${FSYNC:-always}
