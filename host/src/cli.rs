@@ -179,6 +179,9 @@ pub enum PluginsCommand {
         offset: Option<u64>,
         #[arg(long, group = "target")]
         timestamp: Option<i64>,
+        /// Ponds: keep the state (default: empty it, then fold from the new position)
+        #[arg(long)]
+        keep_state: bool,
     },
     /// Make an earlier version active (default: the previous one)
     Rollback {
@@ -822,14 +825,18 @@ fn plugins(client: &Client, json_out: bool, cmd: PluginsCommand) -> Result<()> {
             end,
             offset,
             timestamp,
+            keep_state,
         } => {
-            let body = match (beginning, end, offset, timestamp) {
+            let mut body = match (beginning, end, offset, timestamp) {
                 (true, _, _, _) => json!({"to": "beginning"}),
                 (_, true, _, _) => json!({"to": "end"}),
                 (_, _, Some(o), _) => json!({"offset": o}),
                 (_, _, _, Some(t)) => json!({"timestamp": t}),
                 _ => bail!("reset needs one of --beginning, --end, --offset N, --timestamp MS"),
             };
+            if *keep_state {
+                body["keep_state"] = json!(true);
+            }
             ok(client.post_json(&path(name, "/reset"), &body)?)?
         }
         PluginsCommand::Rollback { name, version } => {

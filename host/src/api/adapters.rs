@@ -393,9 +393,10 @@ impl Engine for ProcessorEngine {
         &'a self,
         name: &'a str,
         to: ResetTo,
+        keep_state: bool,
     ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         let name = name.to_owned();
-        let fut = self.call(move |e| e.reset(&name, reset_to(to)));
+        let fut = self.call(move |e| e.reset(&name, reset_to(to), keep_state));
         async move { Ok(plugin_view(fut.await?)) }.boxed()
     }
     fn rollback<'a>(

@@ -228,10 +228,12 @@ pub trait Engine: Send + Sync + 'static {
     fn plugin(&self, name: &str) -> Result<PluginView, ApiError>;
     fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>>;
     fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<PluginView, ApiError>>;
+    /// Move the input positions; a pond's state is emptied unless `keep_state`.
     fn reset<'a>(
         &'a self,
         name: &'a str,
         to: ResetTo,
+        keep_state: bool,
     ) -> BoxFuture<'a, Result<PluginView, ApiError>>;
     /// Make `version` (default: the one before the active one) active again.
     fn rollback<'a>(

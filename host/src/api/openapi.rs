@@ -149,7 +149,7 @@ pub const ROUTES: &[RouteDoc] = &[
     (
         "post",
         "/plugins/{name}/reset",
-        "Move a plugin's input position: {\"to\": \"beginning\"|\"end\"} | {\"offset\": n} | {\"timestamp\": ms}",
+        "Move a plugin's input position: {\"to\": \"beginning\"|\"end\"} | {\"offset\": n} | {\"timestamp\": ms}; a pond's state is emptied unless \"keep_state\": true",
         true,
         Some("Reset"),
         "200",
@@ -246,7 +246,8 @@ fn schemas() -> Value {
         "Component": {"type": "string", "format": "binary"},
         "Bytes": {"type": "string", "format": "binary"},
         "Reset": {"type": "object", "properties": {
-            "to": {"enum": ["beginning", "end"]}, "offset": {"type": "integer"}, "timestamp": {"type": "integer"}}},
+            "to": {"enum": ["beginning", "end"]}, "offset": {"type": "integer"}, "timestamp": {"type": "integer"},
+            "keep_state": {"type": "boolean", "description": "ponds: keep the state instead of emptying it"}}},
         "Rollback": {"type": "object", "properties": {"version": {"type": "integer"}}},
         "Command": {"type": "object", "required": ["aggregate", "name"], "properties": {
             "id": {"type": "string", "description": "command id = tracking id; generated when absent"},

@@ -189,6 +189,9 @@ struct ResetBody {
     to: Option<String>,
     offset: Option<u64>,
     timestamp: Option<i64>,
+    /// Ponds: keep the state instead of emptying it.
+    #[serde(default)]
+    keep_state: bool,
 }
 
 fn reset_target(body: &ResetBody) -> Result<ResetTo, ApiError> {
@@ -212,7 +215,9 @@ pub(super) async fn reset(
     let name = plugin_name(path)?;
     let body: ResetBody = json_body(body)?;
     let to = reset_target(&body)?;
-    Ok(Json(json!(state.engine.reset(&name, to).await?)))
+    Ok(Json(json!(
+        state.engine.reset(&name, to, body.keep_state).await?
+    )))
 }
 
 #[derive(Deserialize, Default)]
@@ -297,6 +302,7 @@ mod tests {
             to: to.map(str::to_owned),
             offset,
             timestamp,
+            keep_state: false,
         };
         assert_eq!(
             reset_target(&b(Some("beginning"), None, None)).unwrap(),

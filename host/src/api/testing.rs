@@ -229,6 +229,7 @@ impl Engine for FakeEngine {
         &'a self,
         name: &'a str,
         _to: ResetTo,
+        _keep_state: bool,
     ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         async move { self.plugin(name) }.boxed()
     }

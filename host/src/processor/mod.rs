@@ -1044,10 +1044,15 @@ impl Engine {
         self.status_of(&proc)
     }
 
-    /// Move the input positions. State is kept: resetting a pond backwards
-    /// applies the events again on top of it (use [`Engine::rebuild`] for a
-    /// pond from scratch); a service dedupes replayed commands by id.
-    pub fn reset(&self, name: &str, to: ResetTo) -> Result<ProcessorStatus> {
+    /// Move the input positions. A pond's state is emptied in the same
+    /// store transaction, so it then holds the fold of its inputs from the
+    /// new position on (as a Kafka Streams application reset or a KurrentDB
+    /// projection reset leaves it) — unless `keep_state`: then the events
+    /// before the new position stay folded in, and moving backwards folds
+    /// events in again. Rivers only move; a service dedupes replayed
+    /// commands by id. ([`Engine::rebuild`] rebuilds a pond beside the
+    /// current state instead, switching reads when it has caught up.)
+    pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<ProcessorStatus> {
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         let active = proc
@@ -1066,10 +1071,14 @@ impl Engine {
         });
         let result = positions.and_then(|positions| {
             let generation = proc.record.lock().read_generation;
-            Ok(self
-                .shared
-                .store
-                .set_checkpoints(&proc.consumer(generation), &positions)?)
+            let consumer = proc.consumer(generation);
+            let store = &self.shared.store;
+            if proc.kind == PluginKind::Projection && !keep_state {
+                store.reset_pond(name, generation, &consumer, &positions)?;
+            } else {
+                store.set_checkpoints(&consumer, &positions)?;
+            }
+            Ok(())
         });
         self.start_if_runnable(&proc);
         result?;

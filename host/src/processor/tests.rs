@@ -551,11 +551,23 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
     h.engine().resume("totals").expect("resume");
     h.wait_caught_up("totals");
     assert_eq!(h.totals("totals", "c1").0, Some(21));
-    // Reset to an offset moves the checkpoint.
+    // Reset to an offset moves the checkpoint; `keep_state` keeps the state.
     let s = h
         .engine()
-        .reset("totals", ResetTo::Offset(21))
+        .reset("totals", ResetTo::Offset(21), true)
         .expect("reset");
+    assert_eq!(s.partitions[0].committed_offset, 21);
+    assert_eq!(h.totals("totals", "c1").0, Some(21));
+    // By default a pond reset empties the state: it then folds from there on.
+    h.engine()
+        .reset("totals", ResetTo::Offset(10), false)
+        .expect("reset");
+    wait_for("the fold from offset 10", || {
+        let v = h.engine().pond_get("totals", b"c1").ok().flatten()?;
+        let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
+        (v["count"].as_u64() == Some(11)).then_some(())
+    });
+    let s = h.wait_caught_up("totals");
     assert_eq!(s.partitions[0].committed_offset, 21);
     // Rebuild from scratch into a new generation: same state, reads switch.
     h.engine().rebuild("totals").expect("rebuild");

@@ -292,13 +292,24 @@ impl Store {
     /// Replace all checkpoints of `consumer` (reset); output ends are kept.
     pub fn set_checkpoints(&self, consumer: &str, checkpoints: &[PartitionPos]) -> Result<()> {
         let txn = self.begin_write()?;
-        {
-            let mut table = txn.open_table(CHECKPOINTS)?;
-            remove_consumer(&mut table, consumer)?;
-            for p in checkpoints {
-                table.insert((consumer, p.topic.as_str(), p.partition), p.offset)?;
-            }
-        }
+        replace_checkpoints(&txn, consumer, checkpoints)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Reset a pond: empty the state of `generation` and replace the
+    /// checkpoints of `consumer`, in one transaction (a crash leaves either
+    /// the old state and positions or the new ones).
+    pub fn reset_pond(
+        &self,
+        pond: &str,
+        generation: u32,
+        consumer: &str,
+        checkpoints: &[PartitionPos],
+    ) -> Result<()> {
+        let txn = self.begin_write()?;
+        txn.delete_table(pond_table(&pond_table_name(pond, generation)))?;
+        replace_checkpoints(&txn, consumer, checkpoints)?;
         txn.commit()?;
         Ok(())
     }
@@ -497,6 +508,20 @@ fn remove_consumer(table: &mut redb::Table<(&str, &str, u32), u64>, consumer: &s
     }
     for (topic, partition) in keys {
         table.remove((consumer, topic.as_str(), partition))?;
+    }
+    Ok(())
+}
+
+/// Replace every checkpoint of `consumer` with `checkpoints`.
+fn replace_checkpoints(
+    txn: &redb::WriteTransaction,
+    consumer: &str,
+    checkpoints: &[PartitionPos],
+) -> Result<()> {
+    let mut table = txn.open_table(CHECKPOINTS)?;
+    remove_consumer(&mut table, consumer)?;
+    for p in checkpoints {
+        table.insert((consumer, p.topic.as_str(), p.partition), p.offset)?;
     }
     Ok(())
 }
