@@ -89,6 +89,8 @@ impl Payload<'_> {
 struct Own<'a> {
     payload: Payload<'a>,
     count: usize,
+    /// Its encoded size (checked against the limits already).
+    size: usize,
     deferred: bool,
 }
 
@@ -250,6 +252,7 @@ impl Partition {
                 Some(Own {
                     payload,
                     count,
+                    size,
                     deferred,
                 }),
             );
@@ -348,7 +351,7 @@ impl Partition {
         ends: &mut Vec<(u64, bool)>,
     ) -> Result<u64> {
         let frames_size: usize = queued.iter().map(|q| q.frame.lock().len()).sum();
-        let own_size = own.map_or(0, |o| o.payload.encoded_size());
+        let own_size = own.map_or(0, |o| o.size);
         let count: usize =
             own.map_or(0, |o| o.count) + queued.iter().map(|q| q.count).sum::<usize>();
         if count == 0 {
