@@ -136,6 +136,26 @@ impl Harness {
         failpoints.crash_before_commit.store(on, Ordering::Relaxed);
     }
 
+    /// Enricher `e` (the `faulty` plugin, copying `in` to `e.out`) handles
+    /// inputs `v0..v{before}`, then crashes committing `v{before}..v{total}`.
+    fn crash_an_enricher_before_commit(&self, before: i64, total: i64) {
+        self.topic("in", 1);
+        let produce = |range: std::ops::Range<i64>| {
+            for i in range {
+                self.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
+            }
+        };
+        produce(0..before);
+        self.deploy(
+            json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
+            "faulty",
+        );
+        self.wait_caught_up("e");
+        self.crash_before_next_commit(true);
+        produce(before..total);
+        self.wait_failed("e");
+    }
+
     fn wait_failed(&self, name: &str) {
         wait_for(&format!("{name} failed"), || {
             matches!(
@@ -631,20 +651,7 @@ fn deploy_refuses_bad_input_with_reasons() {
 fn enricher_effects_are_exactly_once_after_a_crash_between_append_and_commit() {
     for fsync in [FsyncPolicy::Never, FsyncPolicy::Always] {
         let mut h = Harness::with_fsync(fsync);
-        h.topic("in", 1);
-        for i in 0..30 {
-            h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
-        }
-        h.deploy(
-            json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
-            "faulty",
-        );
-        h.wait_caught_up("e");
-        h.crash_before_next_commit(true);
-        for i in 30..60 {
-            h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
-        }
-        h.wait_failed("e");
+        h.crash_an_enricher_before_commit(30, 60);
         let written = h.log().written_end("e.out", 0).expect("end");
         assert!(
             written > h.log().end_offset("e.out", 0).expect("end"),
@@ -696,20 +703,7 @@ fn projection_effects_are_exactly_once_after_a_crash_before_commit() {
 #[test]
 fn resume_after_a_crash_cuts_the_uncommitted_tail() {
     let h = Harness::new();
-    h.topic("in", 1);
-    for i in 0..10 {
-        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
-    }
-    h.deploy(
-        json!({"name": "e", "kind": "enricher", "inputs": ["in"], "outputs": ["e.out"]}),
-        "faulty",
-    );
-    h.wait_caught_up("e");
-    h.crash_before_next_commit(true);
-    for i in 10..20 {
-        h.produce("in", &format!("k{i}"), format!("v{i}").as_bytes(), i);
-    }
-    h.wait_failed("e");
+    h.crash_an_enricher_before_commit(10, 20);
     h.crash_before_next_commit(false);
     assert_eq!(
         h.engine().resume("e").expect("resume").state,
