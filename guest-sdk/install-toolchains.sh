@@ -65,8 +65,12 @@ install_c() {
         log "wit-bindgen-cli $WIT_BINDGEN_CLI_VERSION already installed"
     else
         log "installing wit-bindgen-cli $WIT_BINDGEN_CLI_VERSION (cargo, C generator only; a few minutes)"
-        # Outside the repository so rust-toolchain.toml and the workspace do not apply.
-        (cd / && cargo install --quiet --locked --no-default-features --features c \
+        # Outside the repository so the workspace does not apply, but with the
+        # project's pinned toolchain (the machine's default one may be absent).
+        local toolchain
+        toolchain="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$here/../rust-toolchain.toml")"
+        (cd / && RUSTUP_TOOLCHAIN="$toolchain" cargo install --quiet --locked \
+            --no-default-features --features c \
             wit-bindgen-cli --version "=$WIT_BINDGEN_CLI_VERSION")
     fi
 }

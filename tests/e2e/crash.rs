@@ -7,7 +7,9 @@
 //! checks over HTTP that
 //! - every acknowledged produce survived, and no record was appended twice:
 //!   a produce request the kill cut off is retried with its idempotency key
-//!   until answered, so every record in the log was acknowledged exactly once;
+//!   until answered, so every record in the log was acknowledged exactly once
+//!   (also for requests spread over both partitions, whose parts a kill may
+//!   separate);
 //! - every order is in `orders.enriched` exactly once;
 //! - both ponds equal a fold of their input topic, and still do after a
 //!   from-scratch rebuild through `/plugins/{name}/rebuild`;
@@ -19,7 +21,10 @@
 //!   topic has a result. Some commands are put into the commands topic
 //!   twice without an expected version before they are handled, so a
 //!   handler that applied an id twice shows (checked: disabling its
-//!   de-duplication fails this test).
+//!   de-duplication fails this test);
+//! - every command that named a reply topic (`bank.results` or
+//!   `bank.private.reply`) has exactly one reply there, matching its result,
+//!   and no other command has one.
 //!
 //! Meanwhile a deployer thread hot-swaps the enricher and the `totals` pond
 //! (re-deploys of the same builds, and now and then a rollback), so kills
@@ -76,6 +81,8 @@ struct Ledger {
     retried_after_error: u64,
     /// Produce requests cut off by a kill and retried with their key.
     produces_retried: u64,
+    /// Produce requests whose records went to more than one partition.
+    produces_spread: u64,
     /// Acknowledged commands re-sent later that answered their first result.
     resent_checked: u64,
     anomalies: Vec<String>,
@@ -189,11 +196,11 @@ impl Driver {
         }
     }
 
-    /// One produce request (all its records to one partition), sent with an
-    /// idempotency key until it is answered: a request the kill cut off may
-    /// or may not have been appended, and its retry on the next server must
-    /// not append it again. Acknowledged ids go to the ledger. False when it
-    /// had to be retried.
+    /// One produce request, sent with an idempotency key until it is
+    /// answered: a request the kill cut off may or may not have been
+    /// appended (in part, when it spans partitions), and its retry on the
+    /// next server must append exactly what is missing. Acknowledged ids go
+    /// to the ledger. False when it had to be retried.
     fn produce(&mut self, topic: &str, records: Vec<Value>, ids: Vec<u64>) -> bool {
         let key = format!("{topic}-{}", ids.first().copied().unwrap_or_default());
         let body = json!({"records": records});
@@ -209,13 +216,18 @@ impl Driver {
                 &body,
                 &[("idempotency-key", &key)],
             ) {
-                Ok((200, _)) => {
+                Ok((200, answer)) => {
+                    let partitions: HashSet<u64> = answer["records"]
+                        .as_array()
+                        .map(|rs| rs.iter().filter_map(|r| r["partition"].as_u64()).collect())
+                        .unwrap_or_default();
                     if let Ok(mut l) = self.ledger.lock() {
                         match topic {
                             "orders" => l.orders.extend(ids),
                             _ => l.customers.extend(ids),
                         }
                         l.produces_retried += u64::from(failed);
+                        l.produces_spread += u64::from(partitions.len() > 1);
                     }
                     return !failed;
                 }
@@ -278,12 +290,19 @@ impl Driver {
         let n = rng.random_range(1..=8);
         let ids: Vec<u64> = (self.next_order..self.next_order + n).collect();
         self.next_order += n;
-        // One customer per request: one partition, so the idempotency key
-        // is stored with the records and survives a kill.
-        let customer = format!("c{}", rng.random_range(0..CUSTOMERS));
+        // Mostly one customer per request (one partition); now and then a
+        // customer per record, so the request spans both partitions and a
+        // kill can land between its parts.
+        let spread = rng.random_bool(0.4);
+        let first = format!("c{}", rng.random_range(0..CUSTOMERS));
         let records = ids
             .iter()
             .map(|i| {
+                let customer = if spread {
+                    format!("c{}", rng.random_range(0..CUSTOMERS))
+                } else {
+                    first.clone()
+                };
                 json!({"key": customer, "value": {"id": format!("o{i}"), "customer": customer, "amount": i % 97 + 1}})
             })
             .collect();
@@ -323,6 +342,15 @@ impl Driver {
         };
         let id = format!("cmd-{k}");
         let mut body = json!({"id": id, "aggregate": aggregate, "name": name, "data": data, "expected_version": expected});
+        // Some commands want their result in a reply topic as well.
+        if rng.random_bool(0.4) {
+            let topic = if rng.random_bool(0.5) {
+                "bank.results"
+            } else {
+                "bank.private.reply"
+            };
+            body["reply_topic"] = json!(topic);
+        }
         if !stale && rng.random_bool(0.15) {
             // The same id twice into the commands topic before it is handled
             // (what a client retry racing a restart does), here without an
@@ -648,7 +676,7 @@ fn check_ponds_equal_folds(s: &Server, orders: &[Value], customers: &[Value], wh
 
 /// Versions contiguous per aggregate, one event per applied command at its
 /// acknowledged version, none for the others, every command answered.
-fn check_commands(s: &Server, ledger: &Ledger) -> (usize, usize) {
+fn check_commands(s: &Server, ledger: &Ledger) -> (usize, usize, usize) {
     let events = all_records(s, "bank.events");
     let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut by_command: HashMap<String, Vec<(String, u64)>> = HashMap::new();
@@ -699,7 +727,72 @@ fn check_commands(s: &Server, ledger: &Ledger) -> (usize, usize) {
             assert_eq!(outcome, acked.outcome, "stored result of {id}");
         }
     }
-    (ids.len(), events.len())
+    let replies = check_replies(s, &commands);
+    (ids.len(), events.len(), replies)
+}
+
+/// Exactly one reply per command that named a reply topic, in that topic,
+/// matching the command's stored result; none for other commands. Returns
+/// the number of replies.
+fn check_replies(s: &Server, commands: &[Value]) -> usize {
+    let mut wanted: HashMap<String, String> = HashMap::new();
+    for c in commands {
+        let id = header(c, "weir-command-id").expect("command without an id");
+        if let Some(topic) = header(c, "weir-reply-topic") {
+            let before = wanted.insert(id.to_owned(), topic.to_owned());
+            assert!(
+                before.is_none_or(|t| t == topic),
+                "command {id} sent with two reply topics"
+            );
+        }
+    }
+    let mut found: HashMap<String, Vec<(String, Value)>> = HashMap::new();
+    for topic in ["bank.results", "bank.private.reply"] {
+        for r in all_records(s, topic) {
+            let id = header(&r, "weir-correlation-id")
+                .unwrap_or_else(|| panic!("reply without a correlation id: {r}"));
+            assert_eq!(r["key"].as_str(), Some(id), "reply key: {r}");
+            found
+                .entry(id.to_owned())
+                .or_default()
+                .push((topic.to_owned(), r["value"].clone()));
+        }
+    }
+    for (id, replies) in &found {
+        let topic = wanted.get(id).unwrap_or_else(|| {
+            panic!("command {id} named no reply topic, yet has replies: {replies:?}")
+        });
+        assert_eq!(
+            replies.len(),
+            1,
+            "command {id} has {} replies: {replies:?}",
+            replies.len()
+        );
+        assert_eq!(
+            &replies[0].0, topic,
+            "command {id}: reply in the wrong topic"
+        );
+        let stored = s.get(&format!("/services/bank/commands/{id}"));
+        let reply = &replies[0].1;
+        match stored.status {
+            200 => assert_eq!(
+                (reply["outcome"].as_str(), reply["version"].as_u64()),
+                (Some("applied"), stored.json["version"].as_u64()),
+                "reply of {id}"
+            ),
+            409 => assert_eq!(reply["outcome"], "conflict", "reply of {id}"),
+            _ => assert_eq!(reply["outcome"], "rejected", "reply of {id}"),
+        }
+    }
+    let missing: Vec<&String> = wanted
+        .keys()
+        .filter(|id| !found.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "commands without their reply: {missing:?}"
+    );
+    found.len()
 }
 
 #[test]
@@ -783,7 +876,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     s.wait_until("the rebuilds to finish", CATCH_UP, caught_up);
     check_ponds_equal_folds(&s, &orders, &customers, "after a rebuild from offset 0");
 
-    let (commands, events) = check_commands(&s, &ledger);
+    let (commands, events, replies) = check_commands(&s, &ledger);
     // Every acknowledged command, sent once more, answers its first result.
     let client = Client::new(Arc::new(RwLock::new(s.url.clone())));
     for (id, acked) in &ledger.commands {
@@ -798,14 +891,14 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     }
     assert_eq!(
         check_commands(&s, &ledger),
-        (commands, events),
+        (commands, events, replies),
         "re-sending changed nothing"
     );
 
     println!(
         "crash e2e: {cycles} kills in {:.1?}; orders {} ({} acknowledged), customers {} ({} acknowledged), \
-         {} produce requests retried with their idempotency key after a kill, \
-         {} enriched, commands {commands} ({} acknowledged, {} retried after a kill, {} re-sent mid-run), {events} events, \
+         {} produce requests retried with their idempotency key after a kill, {} spread over partitions, \
+         {} enriched, commands {commands} ({} acknowledged, {} retried after a kill, {} re-sent mid-run), {events} events, {replies} replies, \
          {versions_checked} acknowledged deploys and {} rollbacks",
         started.elapsed(),
         orders.len(),
@@ -813,6 +906,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         customers.len(),
         ledger.customers.len(),
         ledger.produces_retried,
+        ledger.produces_spread,
         enriched.len(),
         ledger.commands.len(),
         ledger.retried_after_error,

@@ -10,6 +10,7 @@ mod errors;
 mod hotswap;
 mod languages;
 mod lifecycle;
+mod ownership;
 mod plugins;
 mod records;
 

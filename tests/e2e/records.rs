@@ -185,9 +185,9 @@ fn idempotent_produce_appends_once() {
 
 /// An idempotency key survives `kill -9`: the retry after the restart
 /// answers the first append instead of appending again (the key is written
-/// into the first record, in the same append, and relearned from the log).
-/// A batch spread over partitions is not marked (memory only), and clients
-/// may not forge the mark header.
+/// into the first record of each partition's part, in the same append, and
+/// relearned from the log), also for a batch spread over partitions.
+/// Clients may not forge the mark header.
 #[test]
 fn an_idempotency_key_survives_a_crash() {
     let mut s = start(&["--fsync", "always"]);
@@ -204,9 +204,21 @@ fn an_idempotency_key_survives_a_crash() {
     let batch = json!({"records": [
         {"key": "acct-2", "value": 1}, {"key": "acct-2", "value": 2}, {"key": "acct-2", "value": 3}
     ]});
+    let spread = json!({"records": (0..12).map(|i| json!({"key": format!("acct-{i}"), "value": i})).collect::<Vec<_>>()});
     let first_single = send(&s, "pay-1", &single);
     let first_batch = send(&s, "pay-2", &batch);
-    assert_eq!((first_single.status, first_batch.status), (200, 200));
+    let first_spread = send(&s, "pay-5", &spread);
+    assert_eq!(
+        (first_single.status, first_batch.status, first_spread.status),
+        (200, 200, 200)
+    );
+    let partitions: std::collections::HashSet<u64> = first_spread.json["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["partition"].as_u64())
+        .collect();
+    assert_eq!(partitions.len(), 3, "{}", first_spread.json);
     // Pad the log so the marks are not at the end.
     for i in 0..50 {
         let pad = json!({"key": "acct-1", "value": {"pad": i}}).to_string();
@@ -231,6 +243,9 @@ fn an_idempotency_key_survives_a_crash() {
     assert_eq!(again_single.header("idempotent-replayed"), Some("true"));
     assert_eq!(again_batch.json, first_batch.json, "the first answer");
     assert_eq!(again_batch.header("idempotent-replayed"), Some("true"));
+    let again_spread = send(&s, "pay-5", &spread);
+    assert_eq!(again_spread.json, first_spread.json, "the first answer");
+    assert_eq!(again_spread.header("idempotent-replayed"), Some("true"));
     assert_eq!(count(&s), before, "nothing appended twice");
     // The stored record carries the mark; clients cannot set it themselves.
     let p = first_single.json["partition"].as_u64().expect("partition") as u32;

@@ -17,13 +17,15 @@ use crate::log::{EventLog, TopicConfig, TopicInfo};
 use crate::processor;
 
 /// [`Rapids`] over any [`EventLog`] (the embedded `Log` in production).
+/// Client appends and topic deletes pass the processors' ownership rule.
 pub struct LogRapids {
     log: Arc<dyn EventLog>,
+    ownership: Arc<processor::Ownership>,
 }
 
 impl LogRapids {
-    pub fn new(log: Arc<dyn EventLog>) -> Self {
-        LogRapids { log }
+    pub fn new(log: Arc<dyn EventLog>, ownership: Arc<processor::Ownership>) -> Self {
+        LogRapids { log, ownership }
     }
 }
 
@@ -55,7 +57,8 @@ impl Rapids for LogRapids {
     }
 
     fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
-        Ok(self.log.delete_topic(name)?)
+        self.ownership
+            .delete_topic(name, || Ok(self.log.delete_topic(name)?))
     }
 
     fn topics(&self) -> Vec<TopicView> {
@@ -73,7 +76,9 @@ impl Rapids for LogRapids {
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<u64, ApiError> {
-        Ok(self.log.append(topic, partition, records)?.base_offset)
+        self.ownership.client_write(topic, || {
+            Ok(self.log.append(topic, partition, records)?.base_offset)
+        })
     }
 
     fn read(
@@ -481,9 +486,6 @@ impl Engine for ProcessorEngine {
     }
     fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>, ApiError> {
         Ok(self.engine.command_result(service, id)?.map(outcome))
-    }
-    fn owner_of(&self, topic: &str) -> Option<String> {
-        self.engine.owner_of(topic)
     }
     fn metrics(&self) -> Vec<MetricFamily> {
         processor_metrics(&self.engine.list())

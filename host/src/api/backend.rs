@@ -49,6 +49,7 @@ pub struct TopicSpec {
 /// blocking: call them from `spawn_blocking`.
 pub trait Rapids: Send + Sync + 'static {
     fn create_topic(&self, spec: &TopicSpec) -> Result<TopicView, ApiError>;
+    /// Refused with `topic_in_use` (409) while a processor owns or reads it.
     fn delete_topic(&self, name: &str) -> Result<(), ApiError>;
     fn topics(&self) -> Vec<TopicView>;
     fn topic(&self, name: &str) -> Result<TopicView, ApiError>;
@@ -57,6 +58,8 @@ pub trait Rapids: Send + Sync + 'static {
     fn partition_for(&self, topic: &str, key: Option<&[u8]>) -> Result<u32, ApiError>;
     /// Append records to one partition as one batch (blocking; durable per the
     /// host's fsync policy when it returns). Returns the first offset given.
+    /// A topic a processor owns refuses with `topic_owned` (409), appending
+    /// nothing: see `processor::ownership`.
     fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<u64, ApiError>;
     /// Up to `max_records` committed records from `offset` (blocking). An
     /// offset equal to the end answers an empty batch; one before the start or
@@ -270,10 +273,6 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<CommandOutcome, ApiError>>;
     /// The result of an earlier command, if it has been handled.
     fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>, ApiError>;
-
-    /// The processor that is the sole writer of `topic`, if any: clients
-    /// may not produce there (it would break exactly-once).
-    fn owner_of(&self, topic: &str) -> Option<String>;
 
     fn metrics(&self) -> Vec<MetricFamily>;
     /// Stop every processor at a batch boundary and commit (graceful shutdown).

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Set on answers to service commands so every answer carries its id.
     pub tracking_id: Option<String>,
+    /// Set on ownership refusals: the processor that owns (or uses) the topic.
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -42,11 +44,17 @@ impl ApiError {
             code,
             message: message.into(),
             tracking_id: None,
+            owner: None,
         }
     }
 
     pub fn with_tracking_id(mut self, id: impl Into<String>) -> Self {
         self.tracking_id = Some(id.into());
+        self
+    }
+
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
         self
     }
 
@@ -123,6 +131,9 @@ impl ApiError {
     /// The JSON body of this error.
     pub fn body(&self) -> serde_json::Value {
         let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(owner) = &self.owner {
+            body["error"]["owner"] = json!(owner);
+        }
         if let Some(id) = &self.tracking_id {
             body["tracking_id"] = json!(id);
         }
@@ -233,9 +244,29 @@ impl From<crate::processor::EngineError> for ApiError {
             E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", m),
             E::Conflict(m) => ApiError::conflict("conflict", m),
             E::Invalid(m) => ApiError::bad_request("invalid_request", m),
+            E::Ownership(o) => o.into(),
             E::Log(log) => log.into(),
             E::Store(_) => ApiError::internal(message),
             E::Io(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
+        }
+    }
+}
+
+impl From<crate::processor::OwnershipError> for ApiError {
+    fn from(err: crate::processor::OwnershipError) -> Self {
+        use crate::processor::OwnershipError as O;
+        let message = err.to_string();
+        let owner = err.owner().map(str::to_owned);
+        let error = match err {
+            O::TopicOwned { .. } | O::CommandsTopic { .. } => {
+                ApiError::conflict("topic_owned", message)
+            }
+            O::TopicInUse { .. } => ApiError::conflict("topic_in_use", message),
+            O::NotAReplyTopic { .. } => ApiError::bad_request("invalid_reply_topic", message),
+        };
+        match owner {
+            Some(owner) => error.with_owner(owner),
+            None => error,
         }
     }
 }

@@ -253,7 +253,8 @@ fn schemas() -> Value {
             "id": {"type": "string", "description": "command id = tracking id; generated when absent"},
             "aggregate": {"type": "string"}, "name": {"type": "string"},
             "data": {}, "data_text": {"type": "string"}, "data_base64": {"type": "string"},
-            "expected_version": {"type": "integer"}, "reply_topic": {"type": "string"}}}
+            "expected_version": {"type": "integer"},
+            "reply_topic": {"type": "string", "description": "also write the result to <service>.results or <service>.private.reply, exactly once"}}}
     })
 }
 

@@ -73,41 +73,103 @@ fn raw_record(headers: &HeaderMap, key: Option<String>, body: Bytes) -> Result<R
     })
 }
 
-/// Append records, each to its forced or key-chosen partition; returns
-/// (partition, offset) per record, in request order. With an idempotency
-/// `mark` and every record bound for one partition, the first record
-/// carries the mark (see `idempotency`), written in the same append.
-fn append_all(
+/// The idempotency key of a request and the parts of it already written.
+struct Keyed<'a> {
+    key: &'a str,
+    written: &'a idempotency::Written,
+    /// The request is a batch (decides the shape of its answer).
+    batch: bool,
+}
+
+/// Records grouped by partition: (request index, record) per partition.
+type Groups = BTreeMap<u32, Vec<(usize, Record)>>;
+
+/// Each record's forced or key-chosen partition. Keyless records are
+/// spread round-robin, except in a keyed request: there they all go to the
+/// partition its idempotency key hashes to, so a retry places them again
+/// where the first attempt did.
+fn place(
     rapids: &dyn Rapids,
     topic: &TopicView,
     records: Vec<(Option<u32>, Record)>,
-    mark: Option<(String, Vec<u8>)>,
-) -> Result<Vec<(u32, u64)>, ApiError> {
+    idempotency_key: Option<&str>,
+) -> Result<Groups, ApiError> {
     let partitions = topic.partitions.len() as u32;
-    let mut groups: BTreeMap<u32, Vec<(usize, Record)>> = BTreeMap::new();
+    let sticky = idempotency_key
+        .map(|k| rapids.partition_for(&topic.name, Some(k.as_bytes())))
+        .transpose()?;
+    let mut groups = Groups::new();
     for (i, (forced, record)) in records.into_iter().enumerate() {
-        let p = match forced {
-            Some(p) if p >= partitions => {
+        let p = match (forced, sticky) {
+            (Some(p), _) if p >= partitions => {
                 return Err(ApiError::unknown_partition(&topic.name, p, partitions));
             }
-            Some(p) => p,
-            None => rapids.partition_for(
+            (Some(p), _) => p,
+            (None, Some(p)) if record.key.is_empty() => p,
+            (None, _) => rapids.partition_for(
                 &topic.name,
                 (!record.key.is_empty()).then_some(&record.key[..]),
             )?,
         };
         groups.entry(p).or_default().push((i, record));
     }
-    if groups.len() == 1
-        && let Some(mark) = mark
-        && let Some((_, first)) = groups.values_mut().next().and_then(|g| g.first_mut())
-    {
-        first.headers.push(mark);
+    Ok(groups)
+}
+
+/// Append records, one append per partition; returns (partition, offset)
+/// per record, in request order, and whether anything was appended. In a
+/// keyed request each partition's part carries the mark (see
+/// `idempotency`) on its first record, in the same append, and a part
+/// already written by an earlier attempt is not appended again: its
+/// records answer with their first offsets.
+fn append_all(
+    rapids: &dyn Rapids,
+    topic: &TopicView,
+    mut groups: Groups,
+    keyed: Option<Keyed<'_>>,
+) -> Result<(Vec<(u32, u64)>, bool), ApiError> {
+    // Held while appending: an abandoned attempt of the same key may still run.
+    let mut written = keyed.as_ref().map(|k| k.written.lock());
+    if let (Some(k), Some(written)) = (&keyed, &written) {
+        let sizes = groups.iter().map(|(p, g)| (*p, g.len())).collect();
+        idempotency::check_retry(written, &sizes)?;
+        let total = groups.values().map(Vec::len).sum();
+        let parts = groups.len();
+        for group in groups.values_mut() {
+            let part_records = group.len();
+            if let Some((_, first)) = group.first_mut() {
+                first.headers.push(idempotency::mark(
+                    k.key,
+                    total,
+                    k.batch,
+                    parts,
+                    part_records,
+                ));
+            }
+        }
     }
     let mut placed = Vec::new();
+    let mut appended = false;
     for (p, group) in groups {
         let (indexes, recs): (Vec<usize>, Vec<Record>) = group.into_iter().unzip();
-        let first = rapids.append(&topic.name, p, &recs)?;
+        let done = written.as_ref().and_then(|w| w.get(&p).copied());
+        let first = match done {
+            Some(part) => part.first,
+            None => {
+                let first = rapids.append(&topic.name, p, &recs)?;
+                appended = true;
+                if let Some(w) = written.as_mut() {
+                    w.insert(
+                        p,
+                        idempotency::Part {
+                            first,
+                            records: recs.len() as u64,
+                        },
+                    );
+                }
+                first
+            }
+        };
         placed.extend(
             indexes
                 .into_iter()
@@ -116,7 +178,7 @@ fn append_all(
         );
     }
     placed.sort_by_key(|(i, _)| *i);
-    Ok(placed.into_iter().map(|(_, at)| at).collect())
+    Ok((placed.into_iter().map(|(_, at)| at).collect(), appended))
 }
 
 pub(super) async fn produce(
@@ -151,14 +213,6 @@ pub(super) async fn produce(
         )
     };
     let view = state.rapids.topic(&topic)?;
-    if let Some(owner) = state.engine.owner_of(&topic) {
-        return Err(ApiError::conflict(
-            "topic_owned",
-            format!(
-                "topic {topic:?} is written only by processor {owner:?}; producing into it would break exactly-once"
-            ),
-        ));
-    }
     let count = records.len() as u64;
     let bytes: u64 = records
         .iter()
@@ -186,13 +240,23 @@ pub(super) async fn produce(
             format!("the record header {} is reserved", idempotency::MARK_HEADER),
         ));
     }
-    let mark = idempotency_key
-        .as_deref()
-        .map(|key| idempotency::mark(key, records.len(), batch));
     let rapids = state.rapids.clone();
     let topic_name = topic.clone();
-    let do_produce = async move {
-        let placed = blocking(move || append_all(&*rapids, &view, records, mark)).await?;
+    let key = idempotency_key.clone();
+    let do_produce = move |written: Option<idempotency::Written>| async move {
+        let (placed, appended) = blocking(move || {
+            let groups = place(&*rapids, &view, records, key.as_deref())?;
+            let keyed = match (&key, &written) {
+                (Some(key), Some(written)) => Some(Keyed {
+                    key,
+                    written,
+                    batch,
+                }),
+                _ => None,
+            };
+            append_all(&*rapids, &view, groups, keyed)
+        })
+        .await?;
         let answer = if batch {
             json!({
                 "topic": topic_name,
@@ -201,16 +265,18 @@ pub(super) async fn produce(
         } else {
             json!({"topic": topic_name, "partition": placed[0].0, "offset": placed[0].1})
         };
-        Ok::<_, ApiError>(answer)
+        Ok::<_, ApiError>((answer, appended))
     };
     let (answer, replayed) = match idempotency_key {
         Some(key) => {
             state
                 .idempotency
-                .run(&state.rapids, &topic, &key, do_produce)
+                .run(&state.rapids, &topic, &key, |written| {
+                    do_produce(Some(written))
+                })
                 .await?
         }
-        None => (do_produce.await?, false),
+        None => (do_produce(None).await?.0, false),
     };
     if !replayed {
         state.http.produced(&topic, count, bytes);

@@ -139,7 +139,6 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
             ServeError::Log(format!("{}: {e}{hint}", dir.display()))
         })?;
     let log: Arc<crate::log::Log> = Arc::new(log);
-    let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(log.clone()));
     let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         ..crate::runtime::RuntimeConfig::default()
@@ -153,6 +152,10 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     .await
     .map_err(|e| ServeError::Engine(e.to_string()))?
     .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(
+        log.clone(),
+        processors.ownership(),
+    ));
     let engine: Arc<dyn Engine> =
         Arc::new(super::adapters::ProcessorEngine::new(Arc::new(processors)));
 

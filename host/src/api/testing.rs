@@ -13,12 +13,35 @@ use tokio::sync::Notify;
 use super::ApiError;
 use super::backend::*;
 use crate::batch::{Record, RecordBatch};
+use crate::processor::{Manifest, Ownership};
 
-#[derive(Default)]
 pub(crate) struct MemoryRapids {
     topics: Mutex<BTreeMap<String, Vec<Vec<Record>>>>,
     round_robin: Mutex<u32>,
     appended: Notify,
+    /// The real ownership rule, with processor `writer` owning topic `owned`.
+    ownership: Ownership,
+    /// The next append to this partition fails (a disk error, or the crash
+    /// of a process between two appends).
+    pub(crate) fail_next_append_to: Mutex<Option<u32>>,
+}
+
+impl Default for MemoryRapids {
+    fn default() -> Self {
+        let ownership = Ownership::default();
+        let writer = Manifest::parse(serde_json::json!({
+            "name": "writer", "kind": "enricher", "inputs": ["in"], "outputs": ["owned"]
+        }))
+        .unwrap();
+        ownership.claim(std::sync::Arc::new(writer)).unwrap();
+        MemoryRapids {
+            topics: Mutex::default(),
+            round_robin: Mutex::default(),
+            appended: Notify::default(),
+            ownership,
+            fail_next_append_to: Mutex::default(),
+        }
+    }
 }
 
 impl MemoryRapids {
@@ -50,11 +73,13 @@ impl Rapids for MemoryRapids {
         Ok(view)
     }
     fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
-        self.topics
-            .lock()
-            .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| ApiError::unknown_topic(name))
+        self.ownership.delete_topic(name, || {
+            self.topics
+                .lock()
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| ApiError::unknown_topic(name))
+        })
     }
     fn topics(&self) -> Vec<TopicView> {
         self.topics
@@ -82,6 +107,15 @@ impl Rapids for MemoryRapids {
         })
     }
     fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<u64, ApiError> {
+        self.ownership
+            .client_write(topic, || Ok::<_, ApiError>(()))?;
+        {
+            let mut fail = self.fail_next_append_to.lock();
+            if *fail == Some(partition) {
+                *fail = None;
+                return Err(ApiError::internal("injected append failure"));
+            }
+        }
         let mut topics = self.topics.lock();
         let p = topics
             .get_mut(topic)
@@ -325,9 +359,6 @@ impl Engine for FakeEngine {
         _id: &str,
     ) -> Result<Option<CommandOutcome>, ApiError> {
         Ok(None)
-    }
-    fn owner_of(&self, topic: &str) -> Option<String> {
-        (topic == "owned").then(|| "writer".to_owned())
     }
     fn metrics(&self) -> Vec<MetricFamily> {
         vec![]

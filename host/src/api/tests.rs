@@ -19,10 +19,19 @@ const TOKEN: &str = "s3cret-token";
 
 fn app_with(config: ApiConfig) -> (Router, Arc<MemoryRapids>) {
     let rapids = Arc::new(MemoryRapids::default());
+    (app_over(rapids.clone(), config), rapids)
+}
+
+/// A fresh server process (nothing in memory) over an existing log.
+fn app_over(rapids: Arc<MemoryRapids>, config: ApiConfig) -> Router {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(_tx);
-    let state = AppState::new(rapids.clone(), Arc::new(FakeEngine::default()), config, rx);
-    (router(state), rapids)
+    router(AppState::new(
+        rapids,
+        Arc::new(FakeEngine::default()),
+        config,
+        rx,
+    ))
 }
 
 fn app() -> Router {
@@ -724,6 +733,151 @@ async fn producing_into_a_processor_owned_topic_is_refused() {
     .await;
     let (s, v) = json_call(&app, "POST", "/topics/owned/records", json!({"value": 1})).await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "topic_owned"));
+    assert_eq!(v["error"]["owner"], "writer", "{v}");
     let (_, v) = call(&app, "GET", "/topics/owned", Body::empty(), &[]).await;
     assert_eq!(v["partitions"][0]["end_offset"], 0);
+    // Neither is a topic a processor owns or reads deleted.
+    for topic in ["owned", "in"] {
+        json_call(
+            &app,
+            "POST",
+            "/topics",
+            json!({"name": topic, "partitions": 1}),
+        )
+        .await;
+        let (s, v) = call(
+            &app,
+            "DELETE",
+            &format!("/topics/{topic}"),
+            Body::empty(),
+            &[],
+        )
+        .await;
+        assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "topic_in_use"), "{v}");
+        let (s, _) = call(&app, "GET", &format!("/topics/{topic}"), Body::empty(), &[]).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+}
+
+/// Every record of `orders` a produce answer places, checked against the
+/// request: the record at each answered offset has the request's value.
+async fn assert_placed(app: &Router, answer: &Value, values: &[u64]) {
+    let placed = answer["records"].as_array().unwrap();
+    assert_eq!(placed.len(), values.len(), "{answer}");
+    for (at, value) in placed.iter().zip(values) {
+        let uri = format!(
+            "/topics/orders/partitions/{}/records?offset={}&limit=1",
+            at["partition"], at["offset"]
+        );
+        let (_, v) = call(app, "GET", &uri, Body::empty(), &[]).await;
+        assert_eq!(v["records"][0]["value"]["i"], json!(value), "{uri}: {v}");
+    }
+}
+
+async fn stored(app: &Router) -> u64 {
+    let (_, v) = call(app, "GET", "/topics/orders", Body::empty(), &[]).await;
+    v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_keyed_produce_over_partitions_appends_each_part_once_across_failures_and_restarts() {
+    let (app, rapids) = app_with(ApiConfig::default());
+    json_call(
+        &app,
+        "POST",
+        "/topics",
+        json!({"name": "orders", "partitions": 3}),
+    )
+    .await;
+    // Keys k0..k11 hash to all three partitions (the double sums the bytes).
+    let values: Vec<u64> = (0..12).collect();
+    let body = |keys: std::ops::Range<u64>| {
+        let records: Vec<Value> = keys
+            .map(|i| json!({"key": format!("k{i}"), "value": {"i": i}}))
+            .collect();
+        json!({"records": records}).to_string()
+    };
+    let send = |app: Router, key: &'static str, body: String| async move {
+        call(
+            &app,
+            "POST",
+            "/topics/orders/records",
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", key),
+            ],
+        )
+        .await
+    };
+
+    // 1. The part for partition 1 fails after partition 0's was appended;
+    //    the retry in the same process appends only the missing parts.
+    *rapids.fail_next_append_to.lock() = Some(1);
+    let (s, _) = send(app.clone(), "multi-1", body(0..12)).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(stored(&app).await, 4, "partition 0's part only");
+    let (s, first) = send(app.clone(), "multi-1", body(0..12)).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(stored(&app).await, 12);
+    assert_placed(&app, &first, &values).await;
+    let (_, again) = send(app.clone(), "multi-1", body(0..12)).await;
+    assert_eq!(again, first);
+
+    // 2. The same after a crash: a new process relearns the parts from the log.
+    *rapids.fail_next_append_to.lock() = Some(2);
+    let (s, _) = send(app.clone(), "multi-2", body(0..12)).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(stored(&app).await, 20);
+    let restarted = app_over(rapids.clone(), ApiConfig::default());
+    let (s, second) = send(restarted.clone(), "multi-2", body(0..12)).await;
+    assert_eq!(s, StatusCode::OK, "{second}");
+    assert_eq!(stored(&restarted).await, 24);
+    assert_placed(&restarted, &second, &values).await;
+    // multi-1 was complete before the "crash": replayed, nothing appended.
+    let (_, replayed) = send(restarted.clone(), "multi-1", body(0..12)).await;
+    assert_eq!(replayed, first);
+    assert_eq!(stored(&restarted).await, 24);
+
+    // 3. A retry with another body under a partly written key appends nothing.
+    *rapids.fail_next_append_to.lock() = Some(1);
+    let (s, _) = send(restarted.clone(), "multi-3", body(0..12)).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let (s, v) = send(restarted.clone(), "multi-3", body(0..3)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+        "{v}"
+    );
+    assert_eq!(stored(&restarted).await, 28);
+}
+
+#[tokio::test]
+async fn keyless_records_of_a_keyed_produce_stay_together() {
+    let app = with_topic(4).await;
+    let records: Vec<Value> = (0..8).map(|i| json!({"value": {"i": i}})).collect();
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/topics/orders/records",
+        json!({"records": records}).to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "sticky"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let partitions: std::collections::BTreeSet<u64> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["partition"].as_u64().unwrap())
+        .collect();
+    assert_eq!(partitions.len(), 1, "{v}");
 }

@@ -7,23 +7,27 @@
 //! the aggregate's events only when the snapshot was made by another
 //! plugin build), the expected version is checked, `decide` runs, and the
 //! events are appended to the events topic (key = aggregate id, headers:
-//! event name, aggregate version, command id). Events, snapshots, results
-//! and the checkpoint of a batch commit together (exactly-once); results
-//! are then published to waiters and, when a command names one, to its
-//! reply topic (at-least-once: a crash may repeat a reply; consumers
-//! dedupe by the correlation id).
+//! event name, aggregate version, command id). When a command names a reply
+//! topic (one of the service's own, `<service>.results` or
+//! `<service>.private.reply`, created on first use: see `ownership`), its
+//! result is written there keyed and headed by the command id. Events,
+//! replies, snapshots, results and the checkpoint of a batch commit
+//! together, so each has its effect exactly once; results are then
+//! handed to waiters.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Record, RecordBatch};
+use crate::log::LogError;
 use crate::runtime::{CallError, Command, CommandHandlerInstance, Event};
 use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
 
 use super::EngineError;
 use super::manifest::ErrorPolicy;
 use super::metrics::ProcessorMetrics;
+use super::ownership;
 use super::task::{
     FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers,
 };
@@ -139,6 +143,43 @@ pub fn decode_command(topic: &str, partition: u32, batch: &RecordBatch, i: usize
             .and_then(|v| v.parse().ok()),
         reply_topic: header_str(batch, i, headers::REPLY_TOPIC).filter(|t| !t.is_empty()),
     }
+}
+
+/// The partition of reply topic `topic` for the reply to command `id`.
+/// The topic is created on first use, with as many partitions as the
+/// commands topic, and its (empty) end is recorded as committed before
+/// any reply can be appended, so recovery after a crash cuts an
+/// uncommitted first reply instead of adopting it.
+fn reply_partition(ctx: &TaskCtx, topic: &str, id: &str) -> Result<u32, TaskError> {
+    let log = ctx.log();
+    match log.partition_for(topic, id.as_bytes()) {
+        Err(LogError::UnknownTopic(_)) => {}
+        found => return Ok(found?),
+    }
+    {
+        // No step of this service is between its append and its commit.
+        let _serial = ctx.proc.commit_lock.lock();
+        let partitions = log.topic(&ctx.topic)?.partitions.len() as u32;
+        super::create_topic(log, topic, partitions).map_err(|e| TaskError::Infra(e.to_string()))?;
+        let recorded = ctx.shared.store.output_ends(&ctx.proc.name)?;
+        let mut baseline = Vec::new();
+        for p in log.topic(topic)?.partitions {
+            if !recorded
+                .iter()
+                .any(|r| r.topic == topic && r.partition == p.partition)
+            {
+                baseline.push(PartitionPos {
+                    topic: topic.to_string(),
+                    partition: p.partition,
+                    offset: log.written_end(topic, p.partition)?,
+                });
+            }
+        }
+        ctx.shared
+            .store
+            .set_output_ends(&ctx.proc.name, &baseline)?;
+    }
+    Ok(log.partition_for(topic, id.as_bytes())?)
 }
 
 /// Events and the state after them, or the plugin's rejection.
@@ -394,26 +435,30 @@ impl Worker for CommandWorker {
             set.command_results
                 .push((service.clone(), id.clone(), bytes));
         }
-        // Replies go out before the commit: at-least-once (a crash repeats them).
+        // Replies are outputs of this step: they commit with it, exactly once.
         for (id, outcome, reply) in &results {
-            if let Some(topic) = reply {
-                let record = Record {
+            let Some(topic) = reply else { continue };
+            if !ownership::is_reply_topic(&service, topic) {
+                // Only a command produced straight into the commands topic
+                // can get here: a submit checks its reply topic.
+                ctx.note_error(
+                    format!(
+                        "command {id} names reply topic {topic:?}, which is not a reply topic of {service}; no reply written"
+                    ),
+                    None,
+                );
+                continue;
+            }
+            let partition = reply_partition(ctx, topic, id)?;
+            outputs
+                .entry((topic.clone(), partition))
+                .or_default()
+                .push(Record {
                     key: id.as_bytes().to_vec(),
                     value: outcome.to_reply_json(id).to_string().into_bytes(),
                     headers: vec![(headers::CORRELATION_ID.into(), id.as_bytes().to_vec())],
                     timestamp: super::now_ms(),
-                };
-                let sent = ctx
-                    .log()
-                    .partition_for(topic, id.as_bytes())
-                    .and_then(|p| ctx.log().append(topic, p, &[record]));
-                if let Err(e) = sent {
-                    ctx.note_error(
-                        format!("reply to {topic} for command {id} failed: {e}"),
-                        None,
-                    );
-                }
-            }
+                });
         }
         commit_step(ctx, &outputs, &mut set)?;
         for (id, outcome, _) in results {

@@ -228,13 +228,6 @@ impl Manifest {
         format!("{}.dlq", self.name)
     }
 
-    /// Every topic the processor is the sole writer of: outputs + DLQ.
-    pub fn owned_topics(&self) -> Vec<String> {
-        let mut v = self.outputs.clone();
-        v.push(self.dlq_topic());
-        v
-    }
-
     /// The config as the JSON text `init` receives (`{}` when absent).
     pub fn config_json(&self) -> String {
         if self.config.is_null() {
@@ -287,7 +280,7 @@ mod tests {
         assert_eq!(m.retries, 3);
         assert_eq!(m.config_json(), "{}");
         assert_eq!(
-            m.owned_topics(),
+            super::super::ownership::owned_topics(&m),
             vec!["b".to_string(), "e1.dlq".to_string()]
         );
     }

@@ -9,7 +9,8 @@
 //!   partition); a partition's events are handled in offset order,
 //!   partitions in parallel. Idle tasks block on the log's `wait_for`.
 //! - **Exactly-once effects.** A processor is the sole writer of its output
-//!   topics and dead-letter topic (a service: of its events topic). Per
+//!   topics and dead-letter topic (a service: of its events and reply
+//!   topics); `ownership` holds that rule and every write path asks it. Per
 //!   processor, steps are serialised: outputs are appended *deferred*
 //!   (durable per the fsync policy, invisible), then one store transaction
 //!   records the state delta, the input checkpoint and the new output ends,
@@ -47,6 +48,7 @@ mod components;
 mod enricher;
 mod manifest;
 mod metrics;
+mod ownership;
 mod projection;
 mod task;
 
@@ -74,6 +76,7 @@ pub use manifest::{
     ErrorPolicy, Manifest, ManifestError, ManifestLimits, StartFrom, validate_name,
 };
 pub use metrics::{LATENCY_BUCKETS_US, LastError, MetricsSnapshot};
+pub use ownership::{Ownership, OwnershipError, is_reply_topic, reply_topics};
 pub use task::headers;
 
 use components::ComponentStore;
@@ -107,6 +110,9 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A write, claim or delete the ownership rule forbids.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("log error: {0}")]
@@ -262,7 +268,8 @@ pub struct CommandRequest {
     pub data: Vec<u8>,
     /// Apply only if the aggregate is at this version.
     pub expected_version: Option<u64>,
-    /// Also write the result here, keyed and headed by the command id.
+    /// Also write the result here, keyed and headed by the command id, in
+    /// the service's commit: `<service>.results` or `<service>.private.reply`.
     pub reply_topic: Option<String>,
 }
 
@@ -403,6 +410,8 @@ pub(crate) struct Shared {
     components: ComponentStore,
     processors: RwLock<BTreeMap<String, Arc<Processor>>>,
     waiters: Mutex<Waiters>,
+    /// Who may write which topic (see `ownership`).
+    ownership: Arc<Ownership>,
     /// Serialises admin operations (deploy, pause, reset…).
     admin: Mutex<()>,
 }
@@ -485,6 +494,7 @@ impl Engine {
             components,
             processors: RwLock::new(BTreeMap::new()),
             waiters: Mutex::new(HashMap::new()),
+            ownership: Arc::new(Ownership::default()),
             admin: Mutex::new(()),
         });
         let engine = Engine { shared };
@@ -509,7 +519,13 @@ impl Engine {
                 .active()
                 .map(|v| Manifest::parse(v.manifest.clone()));
             match manifest {
-                Some(Ok(m)) => engine.recover_outputs(proc, &m)?,
+                Some(Ok(m)) => {
+                    engine.recover_outputs(proc, &m)?;
+                    engine
+                        .shared
+                        .ownership
+                        .restore(&proc.name, Some(Arc::new(m)));
+                }
                 Some(Err(e)) => {
                     tracing::error!(processor = %proc.name, "cannot recover outputs: {e}")
                 }
@@ -573,7 +589,7 @@ impl Engine {
             .map(|p| ((p.topic, p.partition), p.offset))
             .collect();
         let mut adopt = Vec::new();
-        for topic in manifest.owned_topics() {
+        for topic in ownership::owned_topics(manifest) {
             let info = match log.topic(&topic) {
                 Ok(i) => i,
                 Err(LogError::UnknownTopic(_)) => continue,
@@ -773,10 +789,32 @@ impl Engine {
                 )));
             }
         }
-        self.check_ownership(&manifest)?;
+        let name = manifest.name.clone();
+        let manifest = Arc::new(manifest);
+        // Claim the topics first: from here on no client append lands in them.
+        let previous = self.shared.ownership.claim(manifest.clone())?;
+        let deployed = self.activate_deployed(existing, manifest, plugin, component, raw_manifest);
+        if deployed.is_err() {
+            self.shared.ownership.restore(&name, previous);
+        }
+        let proc = deployed?;
+        self.start_if_runnable(&proc);
+        self.status_of(&proc)
+    }
+
+    /// The part of a deploy after its claims were granted: create topics,
+    /// store the component and the version, activate it.
+    fn activate_deployed(
+        &self,
+        existing: Option<Arc<Processor>>,
+        manifest: Arc<Manifest>,
+        plugin: Plugin,
+        component: &[u8],
+        raw_manifest: serde_json::Value,
+    ) -> Result<Arc<Processor>> {
         self.ensure_topics(&manifest)?;
         let sha = self.shared.components.save(component)?;
-        let stored_manifest = serde_json::to_value(&manifest).unwrap_or(raw_manifest);
+        let stored_manifest = serde_json::to_value(&*manifest).unwrap_or(raw_manifest);
         let proc = match existing {
             Some(proc) => {
                 proc.stop_tasks();
@@ -793,7 +831,7 @@ impl Engine {
                 };
                 let active = Active {
                     version,
-                    manifest: Arc::new(manifest),
+                    manifest,
                     plugin,
                 };
                 proc.activate(&self.shared, active)?;
@@ -816,10 +854,16 @@ impl Engine {
                     read_generation: 0,
                     rebuilding_generation: None,
                 };
-                // Baselines first: output ends as they are now, input positions per start_from.
+                // Baselines first: output ends as they are now (topics created
+                // on first use get theirs then), input positions per start_from.
                 let mut ends = Vec::new();
-                for topic in manifest.owned_topics() {
-                    for p in self.shared.log.topic(&topic)?.partitions {
+                for topic in ownership::owned_topics(&manifest) {
+                    let info = match self.shared.log.topic(&topic) {
+                        Ok(info) => info,
+                        Err(LogError::UnknownTopic(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    for p in info.partitions {
                         let end = self.shared.log.written_end(&topic, p.partition)?;
                         ends.push(PartitionPos {
                             topic: topic.clone(),
@@ -839,7 +883,7 @@ impl Engine {
                 let kind = manifest.kind;
                 let active = Active {
                     version: 1,
-                    manifest: Arc::new(manifest),
+                    manifest,
                     plugin,
                 };
                 let proc = Processor::new(record, kind, Some(active), None);
@@ -850,33 +894,7 @@ impl Engine {
                 proc
             }
         };
-        self.start_if_runnable(&proc);
-        self.status_of(&proc)
-    }
-
-    /// No two processors write the same topic; nobody writes a service's commands.
-    fn check_ownership(&self, manifest: &Manifest) -> Result<()> {
-        for other in self.shared.processors.read().values() {
-            if other.name == manifest.name {
-                continue;
-            }
-            let Some(a) = other.active() else { continue };
-            for t in manifest.owned_topics() {
-                if a.manifest.owned_topics().contains(&t) {
-                    return Err(EngineError::Conflict(format!(
-                        "topic {t:?} is already written by {}",
-                        other.name
-                    )));
-                }
-                if a.manifest.kind == PluginKind::CommandHandler && a.manifest.inputs.contains(&t) {
-                    return Err(EngineError::Conflict(format!(
-                        "topic {t:?} is the commands topic of service {}",
-                        other.name
-                    )));
-                }
-            }
-        }
-        Ok(())
+        Ok(proc)
     }
 
     /// Create missing outputs / DLQ (and a service's commands topic); inputs must exist.
@@ -1107,18 +1125,23 @@ impl Engine {
                 })?,
         }
         .clone();
-        let manifest = Manifest::parse(target.manifest.clone())?;
+        let manifest = Arc::new(Manifest::parse(target.manifest.clone())?);
         let bytes = self.shared.components.load(&target.sha256)?;
         let plugin = self.shared.runtime.load(manifest.kind, &bytes)?;
+        // The older version's topics are claimed like a deploy's.
+        let previous = self.shared.ownership.claim(manifest.clone())?;
         proc.stop_tasks();
         let active = Active {
             version: target.version,
-            manifest: Arc::new(manifest),
+            manifest,
             plugin,
         };
         let result = proc
             .activate(&self.shared, active)
             .and_then(|_| self.recover_crashed(&proc));
+        if result.is_err() {
+            self.shared.ownership.restore(name, previous);
+        }
         self.start_if_runnable(&proc);
         result?;
         self.status_of(&proc)
@@ -1176,6 +1199,7 @@ impl Engine {
         proc.stop_tasks();
         self.shared.store.delete_plugin(name)?;
         self.shared.processors.write().remove(name);
+        self.shared.ownership.release(name);
         Ok(())
     }
 
@@ -1326,17 +1350,15 @@ impl Engine {
         &self.shared.store
     }
 
-    /// The processor that writes `topic`, if any (the API refuses client
-    /// produces into such topics: they would break exactly-once).
+    /// The processor that writes `topic`, if any.
     pub fn owner_of(&self, topic: &str) -> Option<String> {
-        self.shared.processors.read().values().find_map(|p| {
-            let a = p.active()?;
-            a.manifest
-                .owned_topics()
-                .iter()
-                .any(|t| t == topic)
-                .then(|| p.name.clone())
-        })
+        self.shared.ownership.owner_of(topic)
+    }
+
+    /// The ownership rule, for the paths that write on a client's behalf
+    /// (the API's produce and topic delete go through it).
+    pub fn ownership(&self) -> Arc<Ownership> {
+        self.shared.ownership.clone()
     }
 }
 
@@ -1362,12 +1384,8 @@ fn submit_command(
     if command.name.is_empty() {
         return Err(EngineError::Invalid("a command needs a name".into()));
     }
-    if let Some(t) = &command.reply_topic
-        && matches!(shared.log.topic(t), Err(LogError::UnknownTopic(_)))
-    {
-        return Err(EngineError::NotFound(format!(
-            "reply topic {t:?} does not exist"
-        )));
+    if let Some(t) = &command.reply_topic {
+        shared.ownership.check_reply(service, t)?;
     }
     if let Some(outcome) = stored_result(shared, service, &command.id)? {
         return Ok(outcome);

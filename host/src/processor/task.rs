@@ -478,6 +478,17 @@ pub fn add_dead_letters(ctx: &TaskCtx, failed: &[FailedEvent], outputs: &mut Out
 /// output partitions never hold another step's unpublished records. Any
 /// failure before the store commit cuts the appended records off again.
 pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Result<(), TaskError> {
+    // A processor writes only what it owns (see `ownership`); anything else
+    // is a bug in a worker, refused before a single record is appended.
+    if let Some((topic, _)) = outputs
+        .keys()
+        .find(|(topic, _)| !super::ownership::owns(&ctx.manifest, topic))
+    {
+        return Err(TaskError::Infra(format!(
+            "{} tried to write {topic:?}, which it does not own",
+            ctx.proc.name
+        )));
+    }
     let log = ctx.log();
     let _serial = ctx.proc.commit_lock.lock();
     let mut appended: Vec<(String, u32, u64, u64)> = Vec::new(); // topic, partition, before, after

@@ -315,7 +315,6 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn command_handler_decides_appends_and_answers_once() {
     let h = Harness::new();
-    h.topic("bank.replies", 1);
     h.deploy(
         json!({"name": "bank", "kind": "command-handler", "partitions": 2}),
         "command_bank",
@@ -355,7 +354,7 @@ fn command_handler_decides_appends_and_answers_once() {
     );
     let mut fresh = command("c5", "acc-1", "withdraw", json!({"amount": 20}));
     fresh.expected_version = Some(2);
-    fresh.reply_topic = Some("bank.replies".into());
+    fresh.reply_topic = Some("bank.results".into());
     assert!(matches!(
         run(fresh),
         CommandOutcome::Applied { version: 3, .. }
@@ -373,7 +372,7 @@ fn command_handler_decides_appends_and_answers_once() {
     assert_eq!(versions, ["1", "2", "3"]);
     assert!(events.iter().all(|(_, r)| r.key == b"acc-1"));
     assert_eq!(header(&events[1].1, headers::EVENT), Some("deposited"));
-    let replies = h.read_all("bank.replies");
+    let replies = h.read_all("bank.results");
     assert_eq!(replies.len(), 1);
     assert_eq!(header(&replies[0].1, headers::CORRELATION_ID), Some("c5"));
     assert_eq!(
@@ -640,9 +639,76 @@ fn deploy_refuses_bad_input_with_reasons() {
         json!({"name": "b", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
         &weir_testkit::plugins::plugin_bytes("faulty"),
     );
-    assert!(matches!(taken, Err(EngineError::Conflict(_))), "{taken:?}");
+    assert!(
+        matches!(
+            taken,
+            Err(EngineError::Ownership(OwnershipError::TopicOwned { .. }))
+        ),
+        "{taken:?}"
+    );
     assert_eq!(h.engine().list().len(), 1, "refused deploys change nothing");
     assert_eq!(h.engine().owner_of("shared").as_deref(), Some("a"));
+}
+
+/// A service dies between appending a step's events and reply and its
+/// commit (the very first reply, which also created the reply topic):
+/// after a restart each command has one event and one reply.
+#[test]
+fn service_replies_are_exactly_once_after_a_crash_before_commit() {
+    let mut h = Harness::new();
+    h.deploy(
+        json!({"name": "bank", "kind": "command-handler", "partitions": 1}),
+        "command_bank",
+    );
+    let with_reply = |id: &str, name: &str, data: serde_json::Value| {
+        let mut c = command(id, "acc", name, data);
+        c.reply_topic = Some("bank.results".into());
+        c
+    };
+    h.crash_before_next_commit(true);
+    h.engine()
+        .submit("bank", &with_reply("c1", "open", json!({"owner": "ann"})))
+        .expect("submit");
+    h.wait_failed("bank");
+    let written = h.log().written_end("bank.results", 0).expect("end");
+    assert!(
+        written > h.log().end_offset("bank.results", 0).expect("end"),
+        "the reply was appended but not published"
+    );
+    h.restart();
+    wait_for("c1 handled", || {
+        h.engine().command_result("bank", "c1").expect("result")
+    });
+    let applied = rt()
+        .block_on(h.engine().submit_and_wait(
+            "bank",
+            with_reply("c2", "deposit", json!({"amount": 5})),
+            Duration::from_secs(30),
+        ))
+        .expect("c2");
+    assert!(
+        matches!(applied, CommandOutcome::Applied { version: 2, .. }),
+        "{applied:?}"
+    );
+    let replies: Vec<String> = h
+        .read_all("bank.results")
+        .iter()
+        .filter_map(|(_, r)| header(r, headers::CORRELATION_ID).map(str::to_owned))
+        .collect();
+    assert_eq!(replies, ["c1", "c2"], "one reply per command");
+    assert_eq!(h.read_all("bank.events").len(), 2, "one event per command");
+    // A reply topic of another service, or any other topic, is refused.
+    for topic in ["bank.events", "other.results", "nowhere"] {
+        let mut c = with_reply("c3", "deposit", json!({"amount": 1}));
+        c.reply_topic = Some(topic.into());
+        assert!(
+            matches!(
+                h.engine().submit("bank", &c),
+                Err(EngineError::Ownership(_))
+            ),
+            "{topic}"
+        );
+    }
 }
 
 /// Kill an enricher between its deferred append and its store commit,
