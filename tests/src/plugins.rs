@@ -1,7 +1,7 @@
 //! The components built from `plugins/` (wasm32-wasip2, release) by the
 //! build script, by crate name: `enricher_orders`, `projection_totals`,
-//! `command_bank`, `faulty`, `missing_export`, `future_version`,
-//! `bench_enricher`, `stamp_enricher`.
+//! `command_bank`, `faulty`, `faulty_service`, `missing_export`,
+//! `future_version`, `bench_enricher`, `stamp_enricher`.
 
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ pub const PLUGINS: &[&str] = &[
     "projection_totals",
     "command_bank",
     "faulty",
+    "faulty_service",
     "missing_export",
     "future_version",
     "bench_enricher",

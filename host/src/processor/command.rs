@@ -25,11 +25,9 @@ use crate::runtime::{CallError, Command, CommandHandlerInstance, Event};
 use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
 
 use super::EngineError;
-use super::manifest::ErrorPolicy;
-use super::metrics::ProcessorMetrics;
 use super::ownership;
 use super::task::{
-    FailedEvent, Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers,
+    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers, slice, with_policy,
 };
 
 /// What became of a command.
@@ -277,41 +275,16 @@ impl CommandWorker {
         })
     }
 
-    /// decide + evolve with the processor's retry policy.
-    fn decide(
-        &mut self,
-        ctx: &TaskCtx,
-        command: &Command,
-        state: &[u8],
-    ) -> Result<Decided, CallError> {
-        let mut tries = 0;
-        loop {
-            let start = std::time::Instant::now();
-            let result = self
-                .instance
-                .decide(command, state)
-                .and_then(|decided| match decided {
-                    Ok(events) if events.is_empty() => Ok(Ok((events, state.to_vec()))),
-                    Ok(events) => {
-                        let next = self.instance.evolve(state, &events)?;
-                        Ok(Ok((events, next)))
-                    }
-                    Err(r) => Ok(Err(r)),
-                });
-            ctx.metrics().observe_call(start.elapsed());
-            match result {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    ctx.note_error(
-                        format!("plugin v{} on command {}: {e}", ctx.version, command.id),
-                        None,
-                    );
-                    if tries >= ctx.manifest.retries || ctx.sleep(ctx.manifest.backoff(tries)) {
-                        return Err(e);
-                    }
-                    tries += 1;
-                }
+    /// decide + evolve: the events and the state after them. No effect
+    /// outside the plugin, so the failure policy may call it again.
+    fn decide(&mut self, command: &Command, state: &[u8]) -> Result<Decided, CallError> {
+        match self.instance.decide(command, state)? {
+            Ok(events) if events.is_empty() => Ok(Ok((events, state.to_vec()))),
+            Ok(events) => {
+                let next = self.instance.evolve(state, &events)?;
+                Ok(Ok((events, next)))
             }
+            Err(rejection) => Ok(Err(rejection)),
         }
     }
 }
@@ -353,8 +326,18 @@ impl Worker for CommandWorker {
                 ));
                 continue;
             }
-            let outcome = match self.decide(ctx, &rec.command, &snap.state) {
-                Ok(Ok((events, state))) => {
+            // The failure policy of every processor, for this one command.
+            let mut decided = with_policy(ctx, &slice(batch, i..i + 1), &mut |_| {
+                self.decide(&rec.command, &snap.state)
+            })?;
+            if let Some((offset, reason)) = decided.stopped.take() {
+                // Commit what came before; stop at this command.
+                next = offset;
+                stopped = Some(reason);
+                break;
+            }
+            let outcome = match decided.done.pop() {
+                Some(Ok((events, state))) => {
                     let partition = ctx
                         .log()
                         .partition_for(&events_topic, aggregate.as_bytes())?;
@@ -386,37 +369,23 @@ impl Worker for CommandWorker {
                     dirty.insert(aggregate, updated);
                     CommandOutcome::Applied { events, version }
                 }
-                Ok(Err(rejection)) => CommandOutcome::Rejected {
+                Some(Err(rejection)) => CommandOutcome::Rejected {
                     code: rejection.code,
                     message: rejection.message,
                 },
-                Err(e) => {
-                    let message = e.to_string();
-                    match ctx.manifest.error_policy {
-                        ErrorPolicy::Stop => {
-                            // Commit what came before; stop at this command.
-                            next = batch.offsets[i];
-                            stopped = Some(format!(
-                                "{}/{} offset {next}: {message}",
-                                ctx.topic, ctx.partition
-                            ));
-                            break;
-                        }
-                        ErrorPolicy::Skip => ProcessorMetrics::add(&ctx.metrics().skipped, 1),
-                        ErrorPolicy::Dlq => failed.push(FailedEvent {
-                            topic: ctx.topic.clone(),
-                            partition: ctx.partition,
-                            offset: batch.offsets[i],
-                            record: batch.record(i),
-                            error: message.clone(),
-                        }),
-                    }
-                    CommandOutcome::Rejected {
-                        code: "handler-failed".into(),
-                        message,
-                    }
-                }
+                // Dead-lettered or skipped: the command still gets a result.
+                None => CommandOutcome::Rejected {
+                    code: "handler-failed".into(),
+                    message: decided
+                        .failed
+                        .iter()
+                        .chain(&decided.skipped)
+                        .map(|f| f.error.clone())
+                        .next()
+                        .unwrap_or_default(),
+                },
             };
+            failed.append(&mut decided.failed);
             results.push((rec.id, outcome, rec.reply_topic));
         }
         add_dead_letters(ctx, &failed, &mut outputs);

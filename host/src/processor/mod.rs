@@ -123,9 +123,10 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// Test-only switches that simulate crashes.
+/// Test-only switches that simulate crashes (not in release builds).
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub struct Failpoints {
+pub(crate) struct Failpoints {
     /// The next step that appended outputs stops dead after the append and
     /// before the store commit, as if the process had been killed there.
     pub crash_before_commit: AtomicBool,
@@ -156,7 +157,6 @@ pub struct EngineConfig {
     /// Partitions of topics a deploy creates when the manifest names none
     /// and there is no input to copy from.
     pub default_partitions: u32,
-    pub failpoints: Arc<Failpoints>,
 }
 
 impl EngineConfig {
@@ -171,7 +171,6 @@ impl EngineConfig {
             commit_max_writes: 200_000,
             commit_max_bytes: 64 << 20,
             default_partitions: 4,
-            failpoints: Arc::new(Failpoints::default()),
         }
     }
 
@@ -412,6 +411,8 @@ pub(crate) struct Shared {
     waiters: Mutex<Waiters>,
     /// Who may write which topic (see `ownership`).
     ownership: Arc<Ownership>,
+    #[cfg(test)]
+    failpoints: Failpoints,
     /// Serialises admin operations (deploy, pause, reset…).
     admin: Mutex<()>,
 }
@@ -495,6 +496,8 @@ impl Engine {
             processors: RwLock::new(BTreeMap::new()),
             waiters: Mutex::new(HashMap::new()),
             ownership: Arc::new(Ownership::default()),
+            #[cfg(test)]
+            failpoints: Failpoints::default(),
             admin: Mutex::new(()),
         });
         let engine = Engine { shared };

@@ -301,8 +301,10 @@ pub fn slice(batch: &RecordBatch, range: std::ops::Range<usize>) -> RecordBatch 
 pub struct PolicyOutcome<T> {
     /// Results of the (sub-)batches that succeeded, in offset order.
     pub done: Vec<T>,
-    /// Events for the dead-letter topic.
+    /// Events for the dead-letter topic (policy `dlq`).
     pub failed: Vec<FailedEvent>,
+    /// Events dropped (policy `skip`), with why.
+    pub skipped: Vec<FailedEvent>,
     /// Policy `stop` tripped at this offset (why): everything before it is
     /// in `done`; it and everything after it must not be committed.
     pub stopped: Option<(u64, String)>,
@@ -336,6 +338,7 @@ pub fn with_policy<T>(
     let mut out = PolicyOutcome {
         done: Vec::new(),
         failed: Vec::new(),
+        skipped: Vec::new(),
         stopped: None,
     };
     match attempt(ctx, batch, call, ctx.manifest.retries, &mut out) {
@@ -410,18 +413,20 @@ fn attempt<T>(
             out.stopped = Some((offset, reason.clone()));
             Err(TaskError::PolicyStop(reason))
         }
-        ErrorPolicy::Skip => {
-            ProcessorMetrics::add(&ctx.metrics().skipped, 1);
-            Ok(())
-        }
-        ErrorPolicy::Dlq => {
-            out.failed.push(FailedEvent {
+        ErrorPolicy::Skip | ErrorPolicy::Dlq => {
+            let failed = FailedEvent {
                 topic: ctx.topic.clone(),
                 partition: ctx.partition,
                 offset,
                 record: batch.record(0),
                 error: message,
-            });
+            };
+            if ctx.manifest.error_policy == ErrorPolicy::Skip {
+                ProcessorMetrics::add(&ctx.metrics().skipped, 1);
+                out.skipped.push(failed);
+            } else {
+                out.failed.push(failed);
+            }
             Ok(())
         }
     }
@@ -501,9 +506,9 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Res
             let ack = log.append_deferred(topic, *partition, records)?;
             appended.push((topic.clone(), *partition, before, ack.end_offset()));
         }
+        #[cfg(test)]
         if ctx
             .shared
-            .config
             .failpoints
             .crash_before_commit
             .load(Ordering::Relaxed)

@@ -132,7 +132,7 @@ impl Harness {
 
     /// Make the next store commit of every processor fail like a crash.
     fn crash_before_next_commit(&self, on: bool) {
-        let failpoints = &self.engine().shared.config.failpoints;
+        let failpoints = &self.engine().shared.failpoints;
         failpoints.crash_before_commit.store(on, Ordering::Relaxed);
     }
 
@@ -505,6 +505,65 @@ fn skip_policy_drops_and_stop_policy_halts() {
         h.engine().inspect("s").expect("inspect").state,
         RunState::Running
     );
+}
+
+/// A command the service keeps failing on (a trap) follows the error
+/// policy like an event of a river: dead-lettered (answered
+/// `handler-failed`), skipped (answered likewise), or the service stops at
+/// it; the commands around it are not held up.
+#[test]
+fn a_failing_command_follows_the_error_policy() {
+    for policy in ["dlq", "skip", "stop"] {
+        let h = Harness::new();
+        h.deploy(
+            json!({"name": "svc", "kind": "command-handler", "partitions": 1,
+                   "error_policy": policy, "retries": 1, "retry_backoff_ms": 1}),
+            "faulty_service",
+        );
+        for (id, name) in [("c1", "note"), ("c2", "panic"), ("c3", "note")] {
+            h.engine()
+                .submit("svc", &command(id, "a", name, json!({"n": id})))
+                .expect("submit");
+        }
+        let result = |id: &str| h.engine().command_result("svc", id).expect("result");
+        let events = || h.read_all("svc.events").len();
+        if policy == "stop" {
+            let status = wait_for("stopped", || {
+                let s = h.engine().inspect("svc").expect("inspect");
+                matches!(s.state, RunState::Stopped { .. }).then_some(s)
+            });
+            assert_eq!(
+                status.partitions[0].committed_offset, 1,
+                "stopped at the failing command"
+            );
+            assert!(matches!(result("c1"), Some(CommandOutcome::Applied { .. })));
+            assert_eq!((result("c2"), result("c3")), (None, None));
+            assert_eq!(events(), 1);
+            continue;
+        }
+        wait_for("c3 handled", || result("c3"));
+        assert!(matches!(result("c1"), Some(CommandOutcome::Applied { .. })));
+        assert!(
+            matches!(result("c2"), Some(CommandOutcome::Rejected { code, message })
+                if code == "handler-failed" && message.contains("panicked on purpose")),
+            "{policy}: {:?}",
+            result("c2")
+        );
+        assert_eq!(events(), 2, "{policy}");
+        let status = h.engine().inspect("svc").expect("inspect");
+        assert!(status.metrics.errors >= 2, "each failure is retried once");
+        let dlq = h.read_all("svc.dlq");
+        if policy == "dlq" {
+            assert_eq!(dlq.len(), 1);
+            assert_eq!(header(&dlq[0].1, headers::COMMAND_ID), Some("c2"));
+            assert_eq!(header(&dlq[0].1, headers::SOURCE_OFFSET), Some("1"));
+            assert!(header(&dlq[0].1, headers::ERROR).is_some_and(|e| e.contains("trapped")));
+            assert_eq!(status.metrics.dead_lettered, 1);
+        } else {
+            assert!(dlq.is_empty());
+            assert_eq!(status.metrics.skipped, 1);
+        }
+    }
 }
 
 #[test]
