@@ -24,7 +24,7 @@ use crate::log::LogError;
 use crate::runtime::{CallError, Command, CommandHandlerInstance, Event};
 use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
 
-use super::EngineError;
+use super::error::EngineError;
 use super::ownership;
 use super::task::{
     Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers, slice, with_policy,
@@ -158,7 +158,8 @@ fn reply_partition(ctx: &TaskCtx, topic: &str, id: &str) -> Result<u32, TaskErro
         // No step of this service is between its append and its commit.
         let _serial = ctx.proc.commit_lock.lock();
         let partitions = log.topic(&ctx.topic)?.partitions.len() as u32;
-        super::create_topic(log, topic, partitions).map_err(|e| TaskError::Infra(e.to_string()))?;
+        super::shared::create_topic(log, topic, partitions)
+            .map_err(|e| TaskError::Infra(e.to_string()))?;
         let recorded = ctx.shared.store.output_ends(&ctx.proc.name)?;
         let mut baseline = Vec::new();
         for p in log.topic(topic)?.partitions {
@@ -426,7 +427,7 @@ impl Worker for CommandWorker {
                     key: id.as_bytes().to_vec(),
                     value: outcome.to_reply_json(id).to_string().into_bytes(),
                     headers: vec![(headers::CORRELATION_ID.into(), id.as_bytes().to_vec())],
-                    timestamp: super::now_ms(),
+                    timestamp: super::shared::now_ms(),
                 });
         }
         commit_step(ctx, &outputs, &mut set)?;

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::json;
 
+use super::shared::now_ms;
 use super::*;
 use crate::batch::Record;
-use crate::log::{Log, LogConfig};
-use crate::runtime::{PoolConfig, RuntimeConfig};
+use crate::log::{EventLog, FsyncPolicy, Log, LogConfig, LogError, TopicConfig};
+use crate::runtime::{PoolConfig, Runtime, RuntimeConfig};
 
 const ACCOUNTS: u64 = 20;
 const CUSTOMERS: u64 = 50;

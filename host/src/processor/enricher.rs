@@ -9,10 +9,11 @@ use crate::batch::{Record, RecordBatch};
 use crate::runtime::{Emitted, EnricherInstance};
 use crate::store::{CommitSet, PartitionPos};
 
+use super::error::EngineError;
+use super::shared::PondLookupImpl;
 use super::task::{
     Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy,
 };
-use super::{EngineError, PondLookupImpl};
 
 pub struct EnricherWorker {
     instance: EnricherInstance,

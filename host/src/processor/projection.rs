@@ -29,7 +29,7 @@ use crate::batch::RecordBatch;
 use crate::runtime::{ProjectionInstance, StateAccess};
 use crate::store::{CommitSet, PartitionPos, PondDelta, PondReader, Store, WriteSet, scan_merged};
 
-use super::EngineError;
+use super::error::EngineError;
 use super::metrics::ProcessorMetrics;
 use super::task::{
     FailedEvent, Outputs, PolicyOutcome, TaskCtx, TaskError, Worker, add_dead_letters, commit_step,

@@ -19,7 +19,7 @@ use crate::store::{CommitSet, PartitionPos};
 
 use super::manifest::{ErrorPolicy, Manifest};
 use super::metrics::{LastError, ProcessorMetrics};
-use super::{Shared, now_ms};
+use super::shared::{Shared, now_ms};
 
 /// Header names the host writes.
 pub mod headers {
@@ -71,7 +71,7 @@ impl From<crate::store::StoreError> for TaskError {
 /// What one task needs to know: where it reads, for whom, with what.
 pub struct TaskCtx {
     pub shared: Arc<Shared>,
-    pub proc: Arc<super::Processor>,
+    pub proc: Arc<super::registry::Processor>,
     pub manifest: Arc<Manifest>,
     pub plugin: Plugin,
     pub version: u32,

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::*;
 use crate::batch::Record;
-use crate::log::{Log, LogConfig};
-use crate::runtime::{PoolConfig, RuntimeConfig};
+use crate::log::{EventLog, FsyncPolicy, Log, LogConfig, TopicConfig};
+use crate::runtime::{PoolConfig, Runtime, RuntimeConfig};
 
 struct Harness {
     dir: tempfile::TempDir,
@@ -132,7 +132,7 @@ impl Harness {
 
     /// Make the next store commit of every processor fail like a crash.
     fn crash_before_next_commit(&self, on: bool) {
-        let failpoints = &self.engine().shared.failpoints;
+        let failpoints = self.engine().failpoints();
         failpoints.crash_before_commit.store(on, Ordering::Relaxed);
     }
 

@@ -1,0 +1,936 @@
+//! The engine façade the HTTP layer uses: open, deploy, inspect, pause /
+//! resume / reset / rollback / rebuild / delete, pond reads, commands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::log::{EventLog, LogError};
+use crate::runtime::{Plugin, PluginKind, Runtime};
+use crate::store::{PartitionPos, PluginRecord, Store, VersionRecord};
+
+use super::command::CommandOutcome;
+use super::commands::{CommandRequest, stored_result, submit_command};
+use super::components::ComponentStore;
+#[cfg(test)]
+use super::config::Failpoints;
+use super::config::{EngineConfig, ResetTo};
+use super::error::{EngineError, Result};
+use super::manifest::{Manifest, StartFrom};
+use super::metrics::LastError;
+use super::ownership::{self, Ownership};
+use super::projection::{self, PondPending};
+use super::registry::{Active, Processor, TaskSet, consumer_id, parse_kind};
+use super::shared::{Shared, create_topic, now_ms};
+use super::status::{PartitionStatus, ProcessorStatus, RunState};
+use super::supervisor::{task_main, watch_rebuild};
+use super::task::TaskCtx;
+
+/// The processor engine. Dropping it stops every task at a batch boundary.
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Engine {
+    /// Open the store under `config.data_dir`, restore every deployed
+    /// processor, cut owned outputs back to their committed ends, then start
+    /// the tasks of processors that are not paused or stopped.
+    pub fn open(config: EngineConfig, log: Arc<dyn EventLog>, runtime: Runtime) -> Result<Engine> {
+        let store = Arc::new(Store::open(
+            config.data_dir.join("store.redb"),
+            config.store_durability(),
+        )?);
+        let components = ComponentStore::open(config.data_dir.join("components"))?;
+        let shared = Arc::new(Shared {
+            log,
+            store,
+            runtime,
+            config,
+            components,
+            processors: RwLock::new(BTreeMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            ownership: Arc::new(Ownership::default()),
+            #[cfg(test)]
+            failpoints: Failpoints::default(),
+            admin: Mutex::new(()),
+        });
+        let engine = Engine { shared };
+        let records = engine.shared.store.plugins()?;
+        let mut restored = Vec::new();
+        for record in records {
+            let proc = engine.restore(record);
+            engine
+                .shared
+                .processors
+                .write()
+                .insert(proc.name.clone(), proc.clone());
+            restored.push(proc);
+        }
+        // Every owned output is cut back before any task (of any processor) reads.
+        // Even a processor whose component failed to load owns its outputs:
+        // use the registry's manifest, not the loaded plugin.
+        for proc in &restored {
+            let manifest = proc
+                .record
+                .lock()
+                .active()
+                .map(|v| Manifest::parse(v.manifest.clone()));
+            match manifest {
+                Some(Ok(m)) => {
+                    engine.recover_outputs(proc, &m)?;
+                    engine
+                        .shared
+                        .ownership
+                        .restore(&proc.name, Some(Arc::new(m)));
+                }
+                Some(Err(e)) => {
+                    tracing::error!(processor = %proc.name, "cannot recover outputs: {e}")
+                }
+                None => {}
+            }
+        }
+        for proc in &restored {
+            engine.start_if_runnable(proc);
+        }
+        Ok(engine)
+    }
+
+    /// Build a processor from its registry record (loading its component).
+    fn restore(&self, record: PluginRecord) -> Arc<Processor> {
+        let kind = parse_kind(&record.kind);
+        let loaded = (|| -> std::result::Result<Active, String> {
+            let kind = kind.ok_or_else(|| format!("unknown kind {:?}", record.kind))?;
+            let version = record
+                .active()
+                .ok_or("the active version is missing from the registry")?;
+            let manifest = Manifest::parse(version.manifest.clone()).map_err(|e| e.to_string())?;
+            let bytes = self
+                .shared
+                .components
+                .load(&version.sha256)
+                .map_err(|e| e.to_string())?;
+            let plugin = self
+                .shared
+                .runtime
+                .load(kind, &bytes)
+                .map_err(|e| e.to_string())?;
+            Ok(Active {
+                version: version.version,
+                manifest: Arc::new(manifest),
+                plugin,
+            })
+        })();
+        let (active, load_error) = match loaded {
+            Ok(a) => (Some(a), None),
+            Err(e) => {
+                tracing::error!(plugin = %record.name, "cannot restore: {e}");
+                (None, Some(e))
+            }
+        };
+        Processor::new(
+            record,
+            kind.unwrap_or(PluginKind::Enricher),
+            active,
+            load_error,
+        )
+    }
+
+    /// Cut each owned output partition back to its recorded end and publish it.
+    fn recover_outputs(&self, proc: &Processor, manifest: &Manifest) -> Result<()> {
+        let log = &self.shared.log;
+        let recorded: HashMap<(String, u32), u64> = self
+            .shared
+            .store
+            .output_ends(&proc.name)?
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.offset))
+            .collect();
+        let mut adopt = Vec::new();
+        for topic in ownership::owned_topics(manifest) {
+            let info = match log.topic(&topic) {
+                Ok(i) => i,
+                Err(LogError::UnknownTopic(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for p in info.partitions {
+                let written = log.written_end(&topic, p.partition)?;
+                let end = match recorded.get(&(topic.clone(), p.partition)) {
+                    Some(&end) if written > end => {
+                        tracing::info!(processor = %proc.name, %topic, partition = p.partition, "cutting uncommitted output {end}..{written}");
+                        log.truncate(&topic, p.partition, end, true)?;
+                        end
+                    }
+                    Some(&end) if written < end => {
+                        tracing::error!(processor = %proc.name, %topic, partition = p.partition,
+                            "the log ends at {written} but {end} was committed: records were lost (power loss with fsync never?)");
+                        adopt.push(PartitionPos {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            offset: written,
+                        });
+                        written
+                    }
+                    Some(&end) => end,
+                    None => {
+                        adopt.push(PartitionPos {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            offset: written,
+                        });
+                        written
+                    }
+                };
+                log.publish(&topic, p.partition, end)?;
+            }
+        }
+        if !adopt.is_empty() {
+            self.shared.store.set_output_ends(&proc.name, &adopt)?;
+        }
+        Ok(())
+    }
+
+    /// After a task crashed mid-step (tasks stopped), cut the outputs back
+    /// to their committed ends before anything runs again.
+    fn recover_crashed(&self, proc: &Processor) -> Result<()> {
+        if proc.crashed.load(Ordering::Relaxed) {
+            if let Some(active) = proc.active() {
+                self.recover_outputs(proc, &active.manifest)?;
+            }
+            proc.crashed.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn start_if_runnable(&self, proc: &Arc<Processor>) {
+        let (paused, stopped, generation, rebuilding) = {
+            let r = proc.record.lock();
+            (
+                r.paused,
+                r.stopped.is_some(),
+                r.read_generation,
+                r.rebuilding_generation,
+            )
+        };
+        if paused || stopped || proc.crashed.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(active) = proc.active() else { return };
+        let set = self.spawn_tasks(proc, &active, generation, false);
+        *proc.main.lock() = Some(set);
+        if let Some(g) = rebuilding {
+            let set = self.spawn_tasks(proc, &active, g, true);
+            *proc.rebuild.lock() = Some(set);
+        }
+    }
+
+    /// Start one task per input partition for `generation`.
+    fn spawn_tasks(
+        &self,
+        proc: &Arc<Processor>,
+        active: &Active,
+        generation: u32,
+        rebuild: bool,
+    ) -> TaskSet {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pending = PondPending::new();
+        let mut handles = Vec::new();
+        let mut caught_up = Vec::new();
+        for topic in &active.manifest.inputs {
+            let partitions = match self.shared.log.topic(topic) {
+                Ok(info) => info.partitions.len() as u32,
+                Err(e) => {
+                    proc.metrics.record_error(LastError {
+                        message: format!("input topic {topic}: {e}"),
+                        at_ms: now_ms(),
+                        topic: Some(topic.clone()),
+                        partition: None,
+                        offset: None,
+                    });
+                    continue;
+                }
+            };
+            for partition in 0..partitions {
+                let flag = Arc::new(AtomicBool::new(false));
+                caught_up.push(flag.clone());
+                let ctx = TaskCtx {
+                    shared: self.shared.clone(),
+                    proc: proc.clone(),
+                    manifest: active.manifest.clone(),
+                    plugin: active.plugin.clone(),
+                    version: active.version,
+                    consumer: proc.consumer(generation),
+                    topic: topic.clone(),
+                    partition,
+                    stop: stop.clone(),
+                    caught_up: flag,
+                };
+                let pending = pending.clone();
+                let name = format!("weir-{}-{partition}", proc.name);
+                let spawned = std::thread::Builder::new()
+                    .name(name.chars().take(15).collect())
+                    .spawn(move || task_main(ctx, pending, generation));
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        tracing::error!(processor = %proc.name, "cannot start a task thread: {e}")
+                    }
+                }
+            }
+        }
+        if rebuild {
+            // Switches reads to this generation once every partition caught up.
+            let (shared, proc, stop) = (Arc::downgrade(&self.shared), proc.clone(), stop.clone());
+            let watcher = std::thread::Builder::new()
+                .name("weir-rebuild".into())
+                .spawn(move || watch_rebuild(shared, proc, generation, stop));
+            if let Err(e) = watcher {
+                tracing::error!("cannot start the rebuild watcher: {e}");
+            }
+        }
+        TaskSet {
+            generation,
+            stop,
+            handles,
+            caught_up,
+        }
+    }
+
+    /// Validate and deploy a plugin version (a new processor, or a new
+    /// version of an existing one, which becomes active at a batch boundary).
+    /// Start one throw-away instance with the manifest's config, so a
+    /// config the plugin's `init` refuses is a deploy error (nothing
+    /// changes) instead of a processor that fails after it was accepted.
+    fn check_init(&self, plugin: &Plugin, manifest: &Manifest) -> Result<()> {
+        let limits = manifest.limits(&self.shared.runtime.default_limits());
+        let config = manifest.config_json();
+        let started = match manifest.kind {
+            PluginKind::Enricher => plugin
+                .enricher(
+                    &manifest.name,
+                    limits,
+                    &config,
+                    Arc::new(crate::runtime::NoPonds),
+                )
+                .map(drop),
+            PluginKind::Projection => plugin.projection(&manifest.name, limits, &config).map(drop),
+            PluginKind::CommandHandler => plugin
+                .command_handler(&manifest.name, limits, &config)
+                .map(drop),
+        };
+        started.map_err(|e| EngineError::Plugin(e.to_string()))
+    }
+
+    pub fn deploy(&self, manifest: serde_json::Value, component: &[u8]) -> Result<ProcessorStatus> {
+        let raw_manifest = manifest;
+        let manifest = Manifest::parse(raw_manifest.clone())?;
+        // Compile and check the component off the data path (before any lock).
+        let plugin = self.shared.runtime.load(manifest.kind, component)?;
+        self.check_init(&plugin, &manifest)?;
+        let _admin = self.shared.admin.lock();
+        let existing = self.shared.processors.read().get(&manifest.name).cloned();
+        if let Some(p) = &existing {
+            if p.kind != manifest.kind {
+                return Err(EngineError::Conflict(format!(
+                    "{} is deployed as {}; delete it before deploying a {}",
+                    p.name,
+                    p.kind.world(),
+                    manifest.kind.world()
+                )));
+            }
+            if let Some(a) = p.active()
+                && (a.manifest.inputs != manifest.inputs || a.manifest.outputs != manifest.outputs)
+            {
+                return Err(EngineError::Conflict(format!(
+                    "a new version of {} must keep its inputs and outputs; delete and redeploy to change them",
+                    p.name
+                )));
+            }
+        }
+        let name = manifest.name.clone();
+        let manifest = Arc::new(manifest);
+        // Claim the topics first: from here on no client append lands in them.
+        let previous = self.shared.ownership.claim(manifest.clone())?;
+        let deployed = self.activate_deployed(existing, manifest, plugin, component, raw_manifest);
+        if deployed.is_err() {
+            self.shared.ownership.restore(&name, previous);
+        }
+        let proc = deployed?;
+        self.start_if_runnable(&proc);
+        self.status_of(&proc)
+    }
+
+    /// The part of a deploy after its claims were granted: create topics,
+    /// store the component and the version, activate it.
+    fn activate_deployed(
+        &self,
+        existing: Option<Arc<Processor>>,
+        manifest: Arc<Manifest>,
+        plugin: Plugin,
+        component: &[u8],
+        raw_manifest: serde_json::Value,
+    ) -> Result<Arc<Processor>> {
+        self.ensure_topics(&manifest)?;
+        let sha = self.shared.components.save(component)?;
+        let stored_manifest = serde_json::to_value(&*manifest).unwrap_or(raw_manifest);
+        let proc = match existing {
+            Some(proc) => {
+                proc.stop_tasks();
+                let version = {
+                    let mut r = proc.record.lock();
+                    let version = r.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                    r.versions.push(VersionRecord {
+                        version,
+                        sha256: sha,
+                        manifest: stored_manifest,
+                        deployed_at_ms: now_ms(),
+                    });
+                    version
+                };
+                let active = Active {
+                    version,
+                    manifest,
+                    plugin,
+                };
+                proc.activate(&self.shared, active)?;
+                self.recover_crashed(&proc)?;
+                proc
+            }
+            None => {
+                let record = PluginRecord {
+                    name: manifest.name.clone(),
+                    kind: manifest.kind.world().to_string(),
+                    versions: vec![VersionRecord {
+                        version: 1,
+                        sha256: sha,
+                        manifest: stored_manifest,
+                        deployed_at_ms: now_ms(),
+                    }],
+                    active_version: 1,
+                    paused: false,
+                    stopped: None,
+                    read_generation: 0,
+                    rebuilding_generation: None,
+                };
+                // Baselines first: output ends as they are now (topics created
+                // on first use get theirs then), input positions per start_from.
+                let mut ends = Vec::new();
+                for topic in ownership::owned_topics(&manifest) {
+                    let info = match self.shared.log.topic(&topic) {
+                        Ok(info) => info,
+                        Err(LogError::UnknownTopic(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    for p in info.partitions {
+                        let end = self.shared.log.written_end(&topic, p.partition)?;
+                        ends.push(PartitionPos {
+                            topic: topic.clone(),
+                            partition: p.partition,
+                            offset: end,
+                        });
+                    }
+                }
+                self.shared.store.set_output_ends(&manifest.name, &ends)?;
+                let consumer = consumer_id(&manifest.name, manifest.kind, 0);
+                let starts = self.positions(&manifest, |t, p| match manifest.start_from {
+                    StartFrom::Earliest => self.shared.log.start_offset(t, p),
+                    StartFrom::Latest => self.shared.log.end_offset(t, p),
+                })?;
+                self.shared.store.set_checkpoints(&consumer, &starts)?;
+                self.shared.store.put_plugin(&record)?;
+                let kind = manifest.kind;
+                let active = Active {
+                    version: 1,
+                    manifest,
+                    plugin,
+                };
+                let proc = Processor::new(record, kind, Some(active), None);
+                self.shared
+                    .processors
+                    .write()
+                    .insert(proc.name.clone(), proc.clone());
+                proc
+            }
+        };
+        Ok(proc)
+    }
+
+    /// Create missing outputs / DLQ (and a service's commands topic); inputs must exist.
+    fn ensure_topics(&self, manifest: &Manifest) -> Result<()> {
+        let log = &self.shared.log;
+        let mut input_partitions = None;
+        for t in &manifest.inputs {
+            match log.topic(t) {
+                Ok(info) => {
+                    input_partitions.get_or_insert(info.partitions.len() as u32);
+                }
+                Err(LogError::UnknownTopic(_)) if manifest.kind == PluginKind::CommandHandler => {
+                    let n = manifest
+                        .partitions
+                        .unwrap_or(self.shared.config.default_partitions);
+                    create_topic(&**log, t, n)?;
+                    input_partitions = Some(n);
+                }
+                Err(LogError::UnknownTopic(_)) => {
+                    return Err(EngineError::NotFound(format!(
+                        "input topic {t:?} does not exist; create it first"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let n = manifest
+            .partitions
+            .or(input_partitions)
+            .unwrap_or(self.shared.config.default_partitions);
+        for t in &manifest.outputs {
+            if matches!(log.topic(t), Err(LogError::UnknownTopic(_))) {
+                create_topic(&**log, t, n)?;
+            }
+        }
+        let dlq = manifest.dlq_topic();
+        if matches!(log.topic(&dlq), Err(LogError::UnknownTopic(_))) {
+            create_topic(&**log, &dlq, 1)?;
+        }
+        Ok(())
+    }
+
+    /// A position per input partition, computed by `at`.
+    fn positions(
+        &self,
+        manifest: &Manifest,
+        at: impl Fn(&str, u32) -> std::result::Result<u64, LogError>,
+    ) -> Result<Vec<PartitionPos>> {
+        let mut out = Vec::new();
+        for t in &manifest.inputs {
+            for p in self.shared.log.topic(t)?.partitions {
+                out.push(PartitionPos {
+                    topic: t.clone(),
+                    partition: p.partition,
+                    offset: at(t, p.partition)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn list(&self) -> Vec<ProcessorStatus> {
+        let procs: Vec<Arc<Processor>> = self.shared.processors.read().values().cloned().collect();
+        procs
+            .iter()
+            .filter_map(|p| self.status_of(p).ok())
+            .collect()
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<ProcessorStatus> {
+        let proc = self.shared.processor(name)?;
+        self.status_of(&proc)
+    }
+
+    fn status_of(&self, proc: &Processor) -> Result<ProcessorStatus> {
+        let record = proc.record.lock().clone();
+        let active = proc.active();
+        let state = if let Some(e) = proc.load_error.lock().clone() {
+            RunState::Failed { reason: e }
+        } else if proc.crashed.load(Ordering::Relaxed) {
+            RunState::Failed {
+                reason: "a task crashed (see last_error); resume or restart to recover".into(),
+            }
+        } else if let Some(reason) = &record.stopped {
+            RunState::Stopped {
+                reason: reason.clone(),
+            }
+        } else if record.paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        };
+        let mut partitions = Vec::new();
+        if let Some(a) = &active {
+            let consumer = proc.consumer(record.read_generation);
+            let committed: HashMap<(String, u32), u64> = self
+                .shared
+                .store
+                .checkpoints(&consumer)?
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), p.offset))
+                .collect();
+            for t in &a.manifest.inputs {
+                let Ok(info) = self.shared.log.topic(t) else {
+                    continue;
+                };
+                for p in info.partitions {
+                    let c = committed
+                        .get(&(t.clone(), p.partition))
+                        .copied()
+                        .unwrap_or(p.start_offset);
+                    partitions.push(PartitionStatus {
+                        topic: t.clone(),
+                        partition: p.partition,
+                        committed_offset: c,
+                        end_offset: p.end_offset,
+                        lag: p.end_offset.saturating_sub(c),
+                    });
+                }
+            }
+        }
+        Ok(ProcessorStatus {
+            name: proc.name.clone(),
+            kind: proc.kind,
+            state,
+            active_version: record.active_version,
+            versions: record.versions.clone(),
+            manifest: active.map(|a| (*a.manifest).clone()),
+            partitions,
+            metrics: proc.metrics.snapshot(),
+            last_error: proc.metrics.last_error(),
+            read_generation: record.read_generation,
+            rebuilding_generation: record.rebuilding_generation,
+        })
+    }
+
+    /// Stop a processor's tasks (at a batch boundary) until `resume`.
+    pub fn pause(&self, name: &str) -> Result<ProcessorStatus> {
+        let _admin = self.shared.admin.lock();
+        let proc = self.shared.processor(name)?;
+        proc.stop_tasks();
+        let record = {
+            let mut r = proc.record.lock();
+            r.paused = true;
+            r.clone()
+        };
+        self.shared.store.put_plugin(&record)?;
+        self.status_of(&proc)
+    }
+
+    /// Run a paused or stopped processor again.
+    pub fn resume(&self, name: &str) -> Result<ProcessorStatus> {
+        let _admin = self.shared.admin.lock();
+        let proc = self.shared.processor(name)?;
+        proc.stop_tasks();
+        let record = {
+            let mut r = proc.record.lock();
+            r.paused = false;
+            r.stopped = None;
+            r.clone()
+        };
+        self.shared.store.put_plugin(&record)?;
+        self.recover_crashed(&proc)?;
+        self.start_if_runnable(&proc);
+        self.status_of(&proc)
+    }
+
+    /// Move the input positions. A pond's state is emptied in the same
+    /// store transaction, so it then holds the fold of its inputs from the
+    /// new position on (as a Kafka Streams application reset or a KurrentDB
+    /// projection reset leaves it) — unless `keep_state`: then the events
+    /// before the new position stay folded in, and moving backwards folds
+    /// events in again. Rivers only move; a service dedupes replayed
+    /// commands by id. ([`Engine::rebuild`] rebuilds a pond beside the
+    /// current state instead, switching reads when it has caught up.)
+    pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<ProcessorStatus> {
+        let _admin = self.shared.admin.lock();
+        let proc = self.shared.processor(name)?;
+        let active = proc
+            .active()
+            .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
+        proc.stop_tasks();
+        let log = &self.shared.log;
+        let positions = self.positions(&active.manifest, |t, p| {
+            let (start, end) = (log.start_offset(t, p)?, log.end_offset(t, p)?);
+            Ok(match to {
+                ResetTo::Beginning => start,
+                ResetTo::End => end,
+                ResetTo::Offset(o) => o.clamp(start, end),
+                ResetTo::Timestamp(ts) => log.offset_for_timestamp(t, p, ts)?.unwrap_or(end),
+            })
+        });
+        let result = positions.and_then(|positions| {
+            let generation = proc.record.lock().read_generation;
+            let consumer = proc.consumer(generation);
+            let store = &self.shared.store;
+            if proc.kind == PluginKind::Projection && !keep_state {
+                store.reset_pond(name, generation, &consumer, &positions)?;
+            } else {
+                store.set_checkpoints(&consumer, &positions)?;
+            }
+            Ok(())
+        });
+        self.start_if_runnable(&proc);
+        result?;
+        self.status_of(&proc)
+    }
+
+    /// Make `version` (default: the newest one older than the active one) active again.
+    pub fn rollback(&self, name: &str, version: Option<u32>) -> Result<ProcessorStatus> {
+        let _admin = self.shared.admin.lock();
+        let proc = self.shared.processor(name)?;
+        let record = proc.record.lock().clone();
+        let target = match version {
+            Some(v) => record
+                .version(v)
+                .ok_or_else(|| EngineError::NotFound(format!("{name} has no version {v}")))?,
+            None => record
+                .versions
+                .iter()
+                .filter(|v| v.version < record.active_version)
+                .max_by_key(|v| v.version)
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "{name} has no version older than {}",
+                        record.active_version
+                    ))
+                })?,
+        }
+        .clone();
+        let manifest = Arc::new(Manifest::parse(target.manifest.clone())?);
+        let bytes = self.shared.components.load(&target.sha256)?;
+        let plugin = self.shared.runtime.load(manifest.kind, &bytes)?;
+        // The older version's topics are claimed like a deploy's.
+        let previous = self.shared.ownership.claim(manifest.clone())?;
+        proc.stop_tasks();
+        let active = Active {
+            version: target.version,
+            manifest,
+            plugin,
+        };
+        let result = proc
+            .activate(&self.shared, active)
+            .and_then(|_| self.recover_crashed(&proc));
+        if result.is_err() {
+            self.shared.ownership.restore(name, previous);
+        }
+        self.start_if_runnable(&proc);
+        result?;
+        self.status_of(&proc)
+    }
+
+    /// Rebuild a pond from offset 0 into a new generation beside the
+    /// current one; reads switch to it once it has caught up on every partition.
+    pub fn rebuild(&self, name: &str) -> Result<ProcessorStatus> {
+        let _admin = self.shared.admin.lock();
+        let proc = self.shared.processor(name)?;
+        if proc.kind != PluginKind::Projection {
+            return Err(EngineError::Invalid(format!(
+                "{name} is not a projection; only ponds are rebuilt"
+            )));
+        }
+        let active = proc
+            .active()
+            .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
+        if let Some(set) = proc.rebuild.lock().take() {
+            set.stop_and_join();
+        }
+        let (old, generation) = {
+            let r = proc.record.lock();
+            (
+                r.rebuilding_generation,
+                r.read_generation.max(r.rebuilding_generation.unwrap_or(0)) + 1,
+            )
+        };
+        if let Some(g) = old {
+            self.shared.store.drop_pond(name, g)?;
+            self.shared.store.delete_checkpoints(&proc.consumer(g))?;
+        }
+        let starts = self.positions(&active.manifest, |t, p| self.shared.log.start_offset(t, p))?;
+        self.shared
+            .store
+            .set_checkpoints(&proc.consumer(generation), &starts)?;
+        let record = {
+            let mut r = proc.record.lock();
+            r.rebuilding_generation = Some(generation);
+            r.clone()
+        };
+        self.shared.store.put_plugin(&record)?;
+        if proc.main.lock().is_some() {
+            let set = self.spawn_tasks(&proc, &active, generation, true);
+            *proc.rebuild.lock() = Some(set);
+        }
+        self.status_of(&proc)
+    }
+
+    /// Stop and forget a processor (its checkpoints, state, aggregates and
+    /// results). Its topics and their records stay.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let _admin = self.shared.admin.lock();
+        let proc = self.shared.processor(name)?;
+        proc.stop_tasks();
+        self.shared.store.delete_plugin(name)?;
+        self.shared.processors.write().remove(name);
+        self.shared.ownership.release(name);
+        Ok(())
+    }
+
+    fn projection(&self, name: &str) -> Result<Arc<Processor>> {
+        let proc = self.shared.processor(name)?;
+        if proc.kind != PluginKind::Projection {
+            return Err(EngineError::Invalid(format!(
+                "{name} is a {}, not a pond",
+                proc.kind.world()
+            )));
+        }
+        Ok(proc)
+    }
+
+    /// The committed value of `key` in a pond (its read generation).
+    pub fn pond_get(&self, pond: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let proc = self.projection(pond)?;
+        let generation = proc.record.lock().read_generation;
+        Ok(self.shared.store.pond_get(pond, generation, key)?)
+    }
+
+    /// Up to `limit` committed entries with `prefix`, strictly after `start_after`.
+    pub fn pond_scan(
+        &self,
+        pond: &str,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let proc = self.projection(pond)?;
+        let generation = proc.record.lock().read_generation;
+        Ok(self
+            .shared
+            .store
+            .pond_scan(pond, generation, prefix, start_after, limit)?)
+    }
+
+    /// The plugin's own `query` over the pond's committed state.
+    /// `Ok(Err(reason))` is the plugin refusing the request.
+    pub fn pond_query(
+        &self,
+        pond: &str,
+        request: &[u8],
+    ) -> Result<std::result::Result<Vec<u8>, String>> {
+        let proc = self.projection(pond)?;
+        let active = proc
+            .active()
+            .ok_or_else(|| EngineError::Conflict(format!("{pond} is not loaded")))?;
+        let generation = proc.record.lock().read_generation;
+        let mut slot = proc.query.lock();
+        if slot.as_ref().is_none_or(|(v, _)| *v != active.version) {
+            let limits = active
+                .manifest
+                .limits(&self.shared.runtime.default_limits());
+            let instance = active
+                .plugin
+                .projection(pond, limits, &active.manifest.config_json())
+                .map_err(|e| EngineError::Plugin(e.to_string()))?;
+            *slot = Some((active.version, instance));
+        }
+        let Some((_, instance)) = slot.as_mut() else {
+            return Err(EngineError::Plugin("query instance unavailable".into()));
+        };
+        let reader = self.shared.store.pond_reader(pond, generation)?;
+        projection::query(instance, &reader, request)
+            .map_err(|e| EngineError::Plugin(e.to_string()))
+    }
+
+    /// Put a command durably into the service's commands topic (per the
+    /// fsync policy). A command id that already has a result answers that
+    /// result instead (nothing is appended).
+    pub fn submit(&self, service: &str, command: &CommandRequest) -> Result<CommandOutcome> {
+        submit_command(&self.shared, service, command)
+    }
+
+    /// The first result of a command, if it has been handled.
+    pub fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>> {
+        stored_result(&self.shared, service, id)
+    }
+
+    /// Wait up to `timeout` for a command's result (`None`: not yet handled).
+    pub async fn await_result(
+        &self,
+        service: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<CommandOutcome>> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiters = self.shared.waiters.lock();
+            waiters.retain(|_, list| {
+                list.retain(|s| !s.is_closed());
+                !list.is_empty()
+            });
+            waiters
+                .entry((service.to_string(), id.to_string()))
+                .or_default()
+                .push(tx);
+        }
+        // Registered before looking: a result committed meanwhile is not missed.
+        if let Some(outcome) = stored_result(&self.shared, service, id)? {
+            return Ok(Some(outcome));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => Ok(Some(outcome)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Submit and wait for the result (up to `timeout`); `Accepted` when it
+    /// is durable but not handled in time.
+    pub async fn submit_and_wait(
+        &self,
+        service: &str,
+        command: CommandRequest,
+        timeout: Duration,
+    ) -> Result<CommandOutcome> {
+        let shared = self.shared.clone();
+        let service_owned = service.to_string();
+        let cmd = command.clone();
+        let accepted =
+            tokio::task::spawn_blocking(move || submit_command(&shared, &service_owned, &cmd))
+                .await
+                .map_err(|e| EngineError::Invalid(format!("submit task failed: {e}")))??;
+        if !matches!(accepted, CommandOutcome::Accepted { .. }) {
+            return Ok(accepted);
+        }
+        Ok(self
+            .await_result(service, &command.id, timeout)
+            .await?
+            .unwrap_or(accepted))
+    }
+
+    /// Stop every task at a batch boundary (committing pending work) and
+    /// make the store durable. Idempotent; also run on drop.
+    pub fn shutdown(&self) {
+        let procs: Vec<Arc<Processor>> = self.shared.processors.read().values().cloned().collect();
+        for p in procs {
+            p.stop_tasks();
+        }
+        if let Err(e) = self.shared.store.sync() {
+            tracing::error!("store sync at shutdown failed: {e}");
+        }
+    }
+
+    /// The crash switches of this engine's tasks.
+    #[cfg(test)]
+    pub(crate) fn failpoints(&self) -> &Failpoints {
+        &self.shared.failpoints
+    }
+
+    /// The store (read access for tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The processor that writes `topic`, if any.
+    pub fn owner_of(&self, topic: &str) -> Option<String> {
+        self.shared.ownership.owner_of(topic)
+    }
+
+    /// The ownership rule, for the paths that write on a client's behalf
+    /// (the API's produce and topic delete go through it).
+    pub fn ownership(&self) -> Arc<Ownership> {
+        self.shared.ownership.clone()
+    }
+}

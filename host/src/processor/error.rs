@@ -1,0 +1,42 @@
+//! The engine's error type: each variant names what is wrong, and no
+//! operation that fails leaves a half-done change behind.
+
+use crate::log::LogError;
+use crate::runtime::LoadError;
+use crate::store::StoreError;
+
+use super::manifest::ManifestError;
+use super::ownership::OwnershipError;
+
+/// Errors of the engine's API. Each names what is wrong; none leaves a
+/// half-done change behind.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The component was refused (wrong world, missing export, not wasm…).
+    #[error("component refused: {0}")]
+    Load(#[from] LoadError),
+    /// The plugin failed to start (init refused its config…).
+    #[error("plugin failed: {0}")]
+    Plugin(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (name taken by another
+    /// kind, topic owned by another processor…).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// A write, claim or delete the ownership rule forbids.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("log error: {0}")]
+    Log(#[from] LogError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

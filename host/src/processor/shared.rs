@@ -1,0 +1,104 @@
+//! Engine-wide state shared with the task threads: the log, the store, the
+//! runtime, the processors, command waiters and the ownership rule.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::log::{EventLog, LogError, TopicConfig};
+use crate::runtime::{PluginKind, PondLookup, Runtime};
+use crate::store::Store;
+
+use super::command::CommandOutcome;
+use super::components::ComponentStore;
+use super::config::EngineConfig;
+#[cfg(test)]
+use super::config::Failpoints;
+use super::error::{EngineError, Result};
+use super::ownership::Ownership;
+use super::registry::{Active, Processor};
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Who waits for which command's result: (service, command id) → waiters.
+pub(crate) type Waiters = HashMap<(String, String), Vec<oneshot::Sender<CommandOutcome>>>;
+
+/// Engine-wide state shared with the task threads.
+pub(crate) struct Shared {
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) runtime: Runtime,
+    pub(crate) config: EngineConfig,
+    pub(crate) components: ComponentStore,
+    pub(crate) processors: RwLock<BTreeMap<String, Arc<Processor>>>,
+    pub(crate) waiters: Mutex<Waiters>,
+    /// Who may write which topic (see `ownership`).
+    pub(crate) ownership: Arc<Ownership>,
+    #[cfg(test)]
+    pub(crate) failpoints: Failpoints,
+    /// Serialises admin operations (deploy, pause, reset…).
+    pub(crate) admin: Mutex<()>,
+}
+
+impl Shared {
+    pub(crate) fn processor(&self, name: &str) -> Result<Arc<Processor>> {
+        self.processors
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no plugin named {name:?}")))
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Result<Active> {
+        let proc = self.processor(name)?;
+        if proc.kind != PluginKind::CommandHandler {
+            return Err(EngineError::Invalid(format!(
+                "{name} is a {}, not a service",
+                proc.kind.world()
+            )));
+        }
+        proc.active()
+            .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))
+    }
+
+    pub(crate) fn notify_result(&self, service: &str, id: &str, outcome: CommandOutcome) {
+        let waiters = self
+            .waiters
+            .lock()
+            .remove(&(service.to_string(), id.to_string()));
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(outcome.clone());
+        }
+    }
+}
+
+/// Pond lookups for enrichers: the committed state of the pond's read generation.
+pub(crate) struct PondLookupImpl {
+    pub(crate) shared: Weak<Shared>,
+}
+
+impl PondLookup for PondLookupImpl {
+    fn lookup(&self, pond: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let shared = self.shared.upgrade()?;
+        let proc = shared.processors.read().get(pond).cloned()?;
+        if proc.kind != PluginKind::Projection {
+            return None;
+        }
+        let generation = proc.record.lock().read_generation;
+        shared.store.pond_get(pond, generation, key).ok().flatten()
+    }
+}
+
+pub(crate) fn create_topic(log: &dyn EventLog, name: &str, partitions: u32) -> Result<()> {
+    match log.create_topic(name, TopicConfig::with_partitions(partitions)) {
+        Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
