@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -21,14 +20,12 @@ use super::config::Failpoints;
 use super::config::{EngineConfig, ResetTo};
 use super::error::{EngineError, Result};
 use super::manifest::{Manifest, StartFrom};
-use super::metrics::LastError;
 use super::ownership::{self, Ownership};
-use super::projection::{self, PondPending};
-use super::registry::{Active, Processor, TaskSet, consumer_id, parse_kind};
-use super::shared::{Shared, create_topic, now_ms};
-use super::status::{PartitionStatus, ProcessorStatus, RunState};
-use super::supervisor::{task_main, watch_rebuild};
-use super::task::TaskCtx;
+use super::projection;
+use super::registry::{Active, Processor, consumer_id};
+use super::shared::{self, Shared, create_topic, now_ms};
+use super::status::{self, ProcessorStatus};
+use super::{recovery, supervisor};
 
 /// The processor engine. Dropping it stops every task at a batch boundary.
 pub struct Engine {
@@ -68,7 +65,7 @@ impl Engine {
         let records = engine.shared.store.plugins()?;
         let mut restored = Vec::new();
         for record in records {
-            let proc = engine.restore(record);
+            let proc = recovery::restore(&engine.shared, record);
             engine
                 .shared
                 .processors
@@ -87,7 +84,7 @@ impl Engine {
                 .map(|v| Manifest::parse(v.manifest.clone()));
             match manifest {
                 Some(Ok(m)) => {
-                    engine.recover_outputs(proc, &m)?;
+                    recovery::recover_outputs(&engine.shared, proc, &m)?;
                     engine
                         .shared
                         .ownership
@@ -100,209 +97,9 @@ impl Engine {
             }
         }
         for proc in &restored {
-            engine.start_if_runnable(proc);
+            supervisor::start_if_runnable(&engine.shared, proc);
         }
         Ok(engine)
-    }
-
-    /// Build a processor from its registry record (loading its component).
-    fn restore(&self, record: PluginRecord) -> Arc<Processor> {
-        let kind = parse_kind(&record.kind);
-        let loaded = (|| -> std::result::Result<Active, String> {
-            let kind = kind.ok_or_else(|| format!("unknown kind {:?}", record.kind))?;
-            let version = record
-                .active()
-                .ok_or("the active version is missing from the registry")?;
-            let manifest = Manifest::parse(version.manifest.clone()).map_err(|e| e.to_string())?;
-            let bytes = self
-                .shared
-                .components
-                .load(&version.sha256)
-                .map_err(|e| e.to_string())?;
-            let plugin = self
-                .shared
-                .runtime
-                .load(kind, &bytes)
-                .map_err(|e| e.to_string())?;
-            Ok(Active {
-                version: version.version,
-                manifest: Arc::new(manifest),
-                plugin,
-            })
-        })();
-        let (active, load_error) = match loaded {
-            Ok(a) => (Some(a), None),
-            Err(e) => {
-                tracing::error!(plugin = %record.name, "cannot restore: {e}");
-                (None, Some(e))
-            }
-        };
-        Processor::new(
-            record,
-            kind.unwrap_or(PluginKind::Enricher),
-            active,
-            load_error,
-        )
-    }
-
-    /// Cut each owned output partition back to its recorded end and publish it.
-    fn recover_outputs(&self, proc: &Processor, manifest: &Manifest) -> Result<()> {
-        let log = &self.shared.log;
-        let recorded: HashMap<(String, u32), u64> = self
-            .shared
-            .store
-            .output_ends(&proc.name)?
-            .into_iter()
-            .map(|p| ((p.topic, p.partition), p.offset))
-            .collect();
-        let mut adopt = Vec::new();
-        for topic in ownership::owned_topics(manifest) {
-            let info = match log.topic(&topic) {
-                Ok(i) => i,
-                Err(LogError::UnknownTopic(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for p in info.partitions {
-                let written = log.written_end(&topic, p.partition)?;
-                let end = match recorded.get(&(topic.clone(), p.partition)) {
-                    Some(&end) if written > end => {
-                        tracing::info!(processor = %proc.name, %topic, partition = p.partition, "cutting uncommitted output {end}..{written}");
-                        log.truncate(&topic, p.partition, end, true)?;
-                        end
-                    }
-                    Some(&end) if written < end => {
-                        tracing::error!(processor = %proc.name, %topic, partition = p.partition,
-                            "the log ends at {written} but {end} was committed: records were lost (power loss with fsync never?)");
-                        adopt.push(PartitionPos {
-                            topic: topic.clone(),
-                            partition: p.partition,
-                            offset: written,
-                        });
-                        written
-                    }
-                    Some(&end) => end,
-                    None => {
-                        adopt.push(PartitionPos {
-                            topic: topic.clone(),
-                            partition: p.partition,
-                            offset: written,
-                        });
-                        written
-                    }
-                };
-                log.publish(&topic, p.partition, end)?;
-            }
-        }
-        if !adopt.is_empty() {
-            self.shared.store.set_output_ends(&proc.name, &adopt)?;
-        }
-        Ok(())
-    }
-
-    /// After a task crashed mid-step (tasks stopped), cut the outputs back
-    /// to their committed ends before anything runs again.
-    fn recover_crashed(&self, proc: &Processor) -> Result<()> {
-        if proc.crashed.load(Ordering::Relaxed) {
-            if let Some(active) = proc.active() {
-                self.recover_outputs(proc, &active.manifest)?;
-            }
-            proc.crashed.store(false, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn start_if_runnable(&self, proc: &Arc<Processor>) {
-        let (paused, stopped, generation, rebuilding) = {
-            let r = proc.record.lock();
-            (
-                r.paused,
-                r.stopped.is_some(),
-                r.read_generation,
-                r.rebuilding_generation,
-            )
-        };
-        if paused || stopped || proc.crashed.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(active) = proc.active() else { return };
-        let set = self.spawn_tasks(proc, &active, generation, false);
-        *proc.main.lock() = Some(set);
-        if let Some(g) = rebuilding {
-            let set = self.spawn_tasks(proc, &active, g, true);
-            *proc.rebuild.lock() = Some(set);
-        }
-    }
-
-    /// Start one task per input partition for `generation`.
-    fn spawn_tasks(
-        &self,
-        proc: &Arc<Processor>,
-        active: &Active,
-        generation: u32,
-        rebuild: bool,
-    ) -> TaskSet {
-        let stop = Arc::new(AtomicBool::new(false));
-        let pending = PondPending::new();
-        let mut handles = Vec::new();
-        let mut caught_up = Vec::new();
-        for topic in &active.manifest.inputs {
-            let partitions = match self.shared.log.topic(topic) {
-                Ok(info) => info.partitions.len() as u32,
-                Err(e) => {
-                    proc.metrics.record_error(LastError {
-                        message: format!("input topic {topic}: {e}"),
-                        at_ms: now_ms(),
-                        topic: Some(topic.clone()),
-                        partition: None,
-                        offset: None,
-                    });
-                    continue;
-                }
-            };
-            for partition in 0..partitions {
-                let flag = Arc::new(AtomicBool::new(false));
-                caught_up.push(flag.clone());
-                let ctx = TaskCtx {
-                    shared: self.shared.clone(),
-                    proc: proc.clone(),
-                    manifest: active.manifest.clone(),
-                    plugin: active.plugin.clone(),
-                    version: active.version,
-                    consumer: proc.consumer(generation),
-                    topic: topic.clone(),
-                    partition,
-                    stop: stop.clone(),
-                    caught_up: flag,
-                };
-                let pending = pending.clone();
-                let name = format!("weir-{}-{partition}", proc.name);
-                let spawned = std::thread::Builder::new()
-                    .name(name.chars().take(15).collect())
-                    .spawn(move || task_main(ctx, pending, generation));
-                match spawned {
-                    Ok(h) => handles.push(h),
-                    Err(e) => {
-                        tracing::error!(processor = %proc.name, "cannot start a task thread: {e}")
-                    }
-                }
-            }
-        }
-        if rebuild {
-            // Switches reads to this generation once every partition caught up.
-            let (shared, proc, stop) = (Arc::downgrade(&self.shared), proc.clone(), stop.clone());
-            let watcher = std::thread::Builder::new()
-                .name("weir-rebuild".into())
-                .spawn(move || watch_rebuild(shared, proc, generation, stop));
-            if let Err(e) = watcher {
-                tracing::error!("cannot start the rebuild watcher: {e}");
-            }
-        }
-        TaskSet {
-            generation,
-            stop,
-            handles,
-            caught_up,
-        }
     }
 
     /// Validate and deploy a plugin version (a new processor, or a new
@@ -365,8 +162,8 @@ impl Engine {
             self.shared.ownership.restore(&name, previous);
         }
         let proc = deployed?;
-        self.start_if_runnable(&proc);
-        self.status_of(&proc)
+        supervisor::start_if_runnable(&self.shared, &proc);
+        status::status_of(&self.shared, &proc)
     }
 
     /// The part of a deploy after its claims were granted: create topics,
@@ -402,7 +199,7 @@ impl Engine {
                     plugin,
                 };
                 proc.activate(&self.shared, active)?;
-                self.recover_crashed(&proc)?;
+                recovery::recover_crashed(&self.shared, &proc)?;
                 proc
             }
             None => {
@@ -441,10 +238,11 @@ impl Engine {
                 }
                 self.shared.store.set_output_ends(&manifest.name, &ends)?;
                 let consumer = consumer_id(&manifest.name, manifest.kind, 0);
-                let starts = self.positions(&manifest, |t, p| match manifest.start_from {
-                    StartFrom::Earliest => self.shared.log.start_offset(t, p),
-                    StartFrom::Latest => self.shared.log.end_offset(t, p),
-                })?;
+                let starts =
+                    shared::positions(&self.shared, &manifest, |t, p| match manifest.start_from {
+                        StartFrom::Earliest => self.shared.log.start_offset(t, p),
+                        StartFrom::Latest => self.shared.log.end_offset(t, p),
+                    })?;
                 self.shared.store.set_checkpoints(&consumer, &starts)?;
                 self.shared.store.put_plugin(&record)?;
                 let kind = manifest.kind;
@@ -504,98 +302,17 @@ impl Engine {
         Ok(())
     }
 
-    /// A position per input partition, computed by `at`.
-    fn positions(
-        &self,
-        manifest: &Manifest,
-        at: impl Fn(&str, u32) -> std::result::Result<u64, LogError>,
-    ) -> Result<Vec<PartitionPos>> {
-        let mut out = Vec::new();
-        for t in &manifest.inputs {
-            for p in self.shared.log.topic(t)?.partitions {
-                out.push(PartitionPos {
-                    topic: t.clone(),
-                    partition: p.partition,
-                    offset: at(t, p.partition)?,
-                });
-            }
-        }
-        Ok(out)
-    }
-
     pub fn list(&self) -> Vec<ProcessorStatus> {
         let procs: Vec<Arc<Processor>> = self.shared.processors.read().values().cloned().collect();
         procs
             .iter()
-            .filter_map(|p| self.status_of(p).ok())
+            .filter_map(|p| status::status_of(&self.shared, p).ok())
             .collect()
     }
 
     pub fn inspect(&self, name: &str) -> Result<ProcessorStatus> {
         let proc = self.shared.processor(name)?;
-        self.status_of(&proc)
-    }
-
-    fn status_of(&self, proc: &Processor) -> Result<ProcessorStatus> {
-        let record = proc.record.lock().clone();
-        let active = proc.active();
-        let state = if let Some(e) = proc.load_error.lock().clone() {
-            RunState::Failed { reason: e }
-        } else if proc.crashed.load(Ordering::Relaxed) {
-            RunState::Failed {
-                reason: "a task crashed (see last_error); resume or restart to recover".into(),
-            }
-        } else if let Some(reason) = &record.stopped {
-            RunState::Stopped {
-                reason: reason.clone(),
-            }
-        } else if record.paused {
-            RunState::Paused
-        } else {
-            RunState::Running
-        };
-        let mut partitions = Vec::new();
-        if let Some(a) = &active {
-            let consumer = proc.consumer(record.read_generation);
-            let committed: HashMap<(String, u32), u64> = self
-                .shared
-                .store
-                .checkpoints(&consumer)?
-                .into_iter()
-                .map(|p| ((p.topic, p.partition), p.offset))
-                .collect();
-            for t in &a.manifest.inputs {
-                let Ok(info) = self.shared.log.topic(t) else {
-                    continue;
-                };
-                for p in info.partitions {
-                    let c = committed
-                        .get(&(t.clone(), p.partition))
-                        .copied()
-                        .unwrap_or(p.start_offset);
-                    partitions.push(PartitionStatus {
-                        topic: t.clone(),
-                        partition: p.partition,
-                        committed_offset: c,
-                        end_offset: p.end_offset,
-                        lag: p.end_offset.saturating_sub(c),
-                    });
-                }
-            }
-        }
-        Ok(ProcessorStatus {
-            name: proc.name.clone(),
-            kind: proc.kind,
-            state,
-            active_version: record.active_version,
-            versions: record.versions.clone(),
-            manifest: active.map(|a| (*a.manifest).clone()),
-            partitions,
-            metrics: proc.metrics.snapshot(),
-            last_error: proc.metrics.last_error(),
-            read_generation: record.read_generation,
-            rebuilding_generation: record.rebuilding_generation,
-        })
+        status::status_of(&self.shared, &proc)
     }
 
     /// Stop a processor's tasks (at a batch boundary) until `resume`.
@@ -609,7 +326,7 @@ impl Engine {
             r.clone()
         };
         self.shared.store.put_plugin(&record)?;
-        self.status_of(&proc)
+        status::status_of(&self.shared, &proc)
     }
 
     /// Run a paused or stopped processor again.
@@ -624,9 +341,9 @@ impl Engine {
             r.clone()
         };
         self.shared.store.put_plugin(&record)?;
-        self.recover_crashed(&proc)?;
-        self.start_if_runnable(&proc);
-        self.status_of(&proc)
+        recovery::recover_crashed(&self.shared, &proc)?;
+        supervisor::start_if_runnable(&self.shared, &proc);
+        status::status_of(&self.shared, &proc)
     }
 
     /// Move the input positions. A pond's state is emptied in the same
@@ -645,7 +362,7 @@ impl Engine {
             .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
         proc.stop_tasks();
         let log = &self.shared.log;
-        let positions = self.positions(&active.manifest, |t, p| {
+        let positions = shared::positions(&self.shared, &active.manifest, |t, p| {
             let (start, end) = (log.start_offset(t, p)?, log.end_offset(t, p)?);
             Ok(match to {
                 ResetTo::Beginning => start,
@@ -665,9 +382,9 @@ impl Engine {
             }
             Ok(())
         });
-        self.start_if_runnable(&proc);
+        supervisor::start_if_runnable(&self.shared, &proc);
         result?;
-        self.status_of(&proc)
+        status::status_of(&self.shared, &proc)
     }
 
     /// Make `version` (default: the newest one older than the active one) active again.
@@ -705,13 +422,13 @@ impl Engine {
         };
         let result = proc
             .activate(&self.shared, active)
-            .and_then(|_| self.recover_crashed(&proc));
+            .and_then(|_| recovery::recover_crashed(&self.shared, &proc));
         if result.is_err() {
             self.shared.ownership.restore(name, previous);
         }
-        self.start_if_runnable(&proc);
+        supervisor::start_if_runnable(&self.shared, &proc);
         result?;
-        self.status_of(&proc)
+        status::status_of(&self.shared, &proc)
     }
 
     /// Rebuild a pond from offset 0 into a new generation beside the
@@ -741,7 +458,9 @@ impl Engine {
             self.shared.store.drop_pond(name, g)?;
             self.shared.store.delete_checkpoints(&proc.consumer(g))?;
         }
-        let starts = self.positions(&active.manifest, |t, p| self.shared.log.start_offset(t, p))?;
+        let starts = shared::positions(&self.shared, &active.manifest, |t, p| {
+            self.shared.log.start_offset(t, p)
+        })?;
         self.shared
             .store
             .set_checkpoints(&proc.consumer(generation), &starts)?;
@@ -752,10 +471,10 @@ impl Engine {
         };
         self.shared.store.put_plugin(&record)?;
         if proc.main.lock().is_some() {
-            let set = self.spawn_tasks(&proc, &active, generation, true);
+            let set = supervisor::spawn_tasks(&self.shared, &proc, &active, generation, true);
             *proc.rebuild.lock() = Some(set);
         }
-        self.status_of(&proc)
+        status::status_of(&self.shared, &proc)
     }
 
     /// Stop and forget a processor (its checkpoints, state, aggregates and

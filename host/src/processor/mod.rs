@@ -48,7 +48,8 @@
 //! - `engine`: the façade ([`Engine`]); `config`, `error`, `status`: its
 //!   configuration, errors and the status it reports
 //! - `shared`: engine-wide state the task threads share; `registry`: one
-//!   deployed processor (record, active version, task sets)
+//!   deployed processor (record, active version, task sets); `recovery`:
+//!   processors restored at start, outputs cut back to their commits
 //! - `supervisor`: what a task thread runs, the rebuild watcher; `task`: the
 //!   drive loop, the failure policy and the exactly-once commit
 //! - `enricher`, `projection`, `command`: the workers per plugin kind;
@@ -67,6 +68,7 @@ mod manifest;
 mod metrics;
 mod ownership;
 mod projection;
+mod recovery;
 mod registry;
 mod shared;
 mod status;

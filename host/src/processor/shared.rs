@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::log::{EventLog, LogError, TopicConfig};
 use crate::runtime::{PluginKind, PondLookup, Runtime};
-use crate::store::Store;
+use crate::store::{PartitionPos, Store};
 
 use super::command::CommandOutcome;
 use super::components::ComponentStore;
@@ -18,6 +18,7 @@ use super::config::EngineConfig;
 #[cfg(test)]
 use super::config::Failpoints;
 use super::error::{EngineError, Result};
+use super::manifest::Manifest;
 use super::ownership::Ownership;
 use super::registry::{Active, Processor};
 
@@ -101,4 +102,23 @@ pub(crate) fn create_topic(log: &dyn EventLog, name: &str, partitions: u32) -> R
         Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A position per input partition, computed by `at`.
+pub(crate) fn positions(
+    shared: &Shared,
+    manifest: &Manifest,
+    at: impl Fn(&str, u32) -> std::result::Result<u64, LogError>,
+) -> Result<Vec<PartitionPos>> {
+    let mut out = Vec::new();
+    for t in &manifest.inputs {
+        for p in shared.log.topic(t)?.partitions {
+            out.push(PartitionPos {
+                topic: t.clone(),
+                partition: p.partition,
+                offset: at(t, p.partition)?,
+            });
+        }
+    }
+    Ok(out)
 }

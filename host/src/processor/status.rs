@@ -1,11 +1,17 @@
 //! What `inspect` shows about a processor: its run state, its progress per
 //! input partition, its versions and metrics.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
 use crate::runtime::PluginKind;
 use crate::store::VersionRecord;
 
+use super::error::Result;
 use super::manifest::Manifest;
 use super::metrics::{LastError, MetricsSnapshot};
+use super::registry::Processor;
+use super::shared::Shared;
 
 /// Run state of a processor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,4 +72,65 @@ impl ProcessorStatus {
     pub fn lag(&self) -> u64 {
         self.partitions.iter().map(|p| p.lag).sum()
     }
+}
+
+pub(crate) fn status_of(shared: &Shared, proc: &Processor) -> Result<ProcessorStatus> {
+    let record = proc.record.lock().clone();
+    let active = proc.active();
+    let state = if let Some(e) = proc.load_error.lock().clone() {
+        RunState::Failed { reason: e }
+    } else if proc.crashed.load(Ordering::Relaxed) {
+        RunState::Failed {
+            reason: "a task crashed (see last_error); resume or restart to recover".into(),
+        }
+    } else if let Some(reason) = &record.stopped {
+        RunState::Stopped {
+            reason: reason.clone(),
+        }
+    } else if record.paused {
+        RunState::Paused
+    } else {
+        RunState::Running
+    };
+    let mut partitions = Vec::new();
+    if let Some(a) = &active {
+        let consumer = proc.consumer(record.read_generation);
+        let committed: HashMap<(String, u32), u64> = shared
+            .store
+            .checkpoints(&consumer)?
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.offset))
+            .collect();
+        for t in &a.manifest.inputs {
+            let Ok(info) = shared.log.topic(t) else {
+                continue;
+            };
+            for p in info.partitions {
+                let c = committed
+                    .get(&(t.clone(), p.partition))
+                    .copied()
+                    .unwrap_or(p.start_offset);
+                partitions.push(PartitionStatus {
+                    topic: t.clone(),
+                    partition: p.partition,
+                    committed_offset: c,
+                    end_offset: p.end_offset,
+                    lag: p.end_offset.saturating_sub(c),
+                });
+            }
+        }
+    }
+    Ok(ProcessorStatus {
+        name: proc.name.clone(),
+        kind: proc.kind,
+        state,
+        active_version: record.active_version,
+        versions: record.versions.clone(),
+        manifest: active.map(|a| (*a.manifest).clone()),
+        partitions,
+        metrics: proc.metrics.snapshot(),
+        last_error: proc.metrics.last_error(),
+        read_generation: record.read_generation,
+        rebuilding_generation: record.rebuilding_generation,
+    })
 }

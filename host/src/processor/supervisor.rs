@@ -1,4 +1,5 @@
-//! The task threads: what a task thread runs (build the worker, find the
+//! The task threads: starting one per input partition of a runnable
+//! processor, what a task thread runs (build the worker, find the
 //! committed position, run), and the watcher that switches a pond's reads
 //! to a rebuilt generation once it has caught up.
 
@@ -14,9 +15,104 @@ use super::error::Result;
 use super::metrics::LastError;
 use super::projection::PondPending;
 use super::registry::Processor;
+use super::registry::{Active, TaskSet};
 use super::shared::{Shared, now_ms};
 use super::task::{self, TaskCtx};
 use super::{command, enricher, projection};
+
+pub(crate) fn start_if_runnable(shared: &Arc<Shared>, proc: &Arc<Processor>) {
+    let (paused, stopped, generation, rebuilding) = {
+        let r = proc.record.lock();
+        (
+            r.paused,
+            r.stopped.is_some(),
+            r.read_generation,
+            r.rebuilding_generation,
+        )
+    };
+    if paused || stopped || proc.crashed.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(active) = proc.active() else { return };
+    let set = spawn_tasks(shared, proc, &active, generation, false);
+    *proc.main.lock() = Some(set);
+    if let Some(g) = rebuilding {
+        let set = spawn_tasks(shared, proc, &active, g, true);
+        *proc.rebuild.lock() = Some(set);
+    }
+}
+
+/// Start one task per input partition for `generation`.
+pub(crate) fn spawn_tasks(
+    shared: &Arc<Shared>,
+    proc: &Arc<Processor>,
+    active: &Active,
+    generation: u32,
+    rebuild: bool,
+) -> TaskSet {
+    let stop = Arc::new(AtomicBool::new(false));
+    let pending = PondPending::new();
+    let mut handles = Vec::new();
+    let mut caught_up = Vec::new();
+    for topic in &active.manifest.inputs {
+        let partitions = match shared.log.topic(topic) {
+            Ok(info) => info.partitions.len() as u32,
+            Err(e) => {
+                proc.metrics.record_error(LastError {
+                    message: format!("input topic {topic}: {e}"),
+                    at_ms: now_ms(),
+                    topic: Some(topic.clone()),
+                    partition: None,
+                    offset: None,
+                });
+                continue;
+            }
+        };
+        for partition in 0..partitions {
+            let flag = Arc::new(AtomicBool::new(false));
+            caught_up.push(flag.clone());
+            let ctx = TaskCtx {
+                shared: shared.clone(),
+                proc: proc.clone(),
+                manifest: active.manifest.clone(),
+                plugin: active.plugin.clone(),
+                version: active.version,
+                consumer: proc.consumer(generation),
+                topic: topic.clone(),
+                partition,
+                stop: stop.clone(),
+                caught_up: flag,
+            };
+            let pending = pending.clone();
+            let name = format!("weir-{}-{partition}", proc.name);
+            let spawned = std::thread::Builder::new()
+                .name(name.chars().take(15).collect())
+                .spawn(move || task_main(ctx, pending, generation));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    tracing::error!(processor = %proc.name, "cannot start a task thread: {e}")
+                }
+            }
+        }
+    }
+    if rebuild {
+        // Switches reads to this generation once every partition caught up.
+        let (shared, proc, stop) = (Arc::downgrade(shared), proc.clone(), stop.clone());
+        let watcher = std::thread::Builder::new()
+            .name("weir-rebuild".into())
+            .spawn(move || watch_rebuild(shared, proc, generation, stop));
+        if let Err(e) = watcher {
+            tracing::error!("cannot start the rebuild watcher: {e}");
+        }
+    }
+    TaskSet {
+        generation,
+        stop,
+        handles,
+        caught_up,
+    }
+}
 
 /// Body of a task thread: build the worker (retrying a failing `init`),
 /// find the committed position, run.
