@@ -484,7 +484,8 @@ struct Deployments {
 }
 
 /// Hot swaps during the kills: re-deploys `enrich` and `totals` (the same
-/// builds, so the outputs stay checkable) and now and then rolls one back.
+/// builds, so the outputs stay checkable, with another `retries` so that
+/// most deploys are a new version) and now and then rolls one back.
 fn run_deployer(client: Client, stop: Arc<AtomicBool>, out: Arc<Mutex<Deployments>>) {
     let mut rng = rand::rng();
     let swapped: Vec<(Value, Vec<u8>)> = pipeline()
@@ -495,12 +496,14 @@ fn run_deployer(client: Client, stop: Arc<AtomicBool>, out: Arc<Mutex<Deployment
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(rng.random_range(100..400)));
         let (manifest, component) = &swapped[rng.random_range(0..swapped.len())];
+        let mut manifest = manifest.clone();
+        manifest["retries"] = json!(rng.random_range(2..6));
         let name = manifest["name"].as_str().unwrap_or_default().to_string();
         let rollback = rng.random_bool(0.25);
         let answer = if rollback {
             client.post(&format!("/plugins/{name}/rollback"), &json!({}))
         } else {
-            client.deploy(manifest, component)
+            client.deploy(&manifest, component)
         };
         let Ok(mut out) = out.lock() else { return };
         match answer {

@@ -164,3 +164,38 @@ fn a_batch_with_one_bad_record_appends_nothing() {
     assert_eq!((r.status, r.code()), (404, "unknown_partition"));
     assert_eq!(end_offsets(&s, "orders"), vec![0]);
 }
+
+/// A command id answers the command that first used it: sending another
+/// command under the same id is `409 id_reused` and appends nothing, and
+/// deploying the same bytes and manifest again adds no version.
+#[test]
+fn a_reused_command_id_and_a_repeated_deploy_change_nothing() {
+    let s = start(&[]);
+    let bank = json!({"name": "bank", "kind": "command-handler"});
+    let component = weir_testkit::plugins::plugin_bytes("command_bank");
+    assert_eq!(s.deploy(&bank, &component).status, 201);
+    let again = s.deploy(&bank, &component);
+    assert_eq!(again.json["active_version"], 1, "{}", again.json);
+    assert_eq!(again.json["versions"].as_array().map(Vec::len), Some(1));
+
+    let open = json!({"id": "c1", "aggregate": "acc", "name": "open", "data": {"owner": "ann"}});
+    let r = s.post_json("/services/bank/commands?wait=true", &open);
+    assert_eq!(
+        (r.status, &r.json["version"]),
+        (200, &json!(1)),
+        "{}",
+        r.json
+    );
+    let r = s.post_json("/services/bank/commands?wait=true", &open);
+    assert_eq!(
+        (r.status, &r.json["version"]),
+        (200, &json!(1)),
+        "a retry: {}",
+        r.json
+    );
+    let other = json!({"id": "c1", "aggregate": "acc", "name": "deposit", "data": {"amount": 5}});
+    let r = s.post_json("/services/bank/commands?wait=true", &other);
+    assert_eq!((r.status, r.code()), (409, "id_reused"), "{}", r.json);
+    assert_eq!(r.json["tracking_id"], "c1");
+    assert_eq!(s.total_records("bank.commands"), 1, "nothing appended");
+}

@@ -244,6 +244,7 @@ impl From<crate::processor::EngineError> for ApiError {
             E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", m),
             E::Conflict(m) => ApiError::conflict("conflict", m),
             E::Invalid(m) => ApiError::bad_request("invalid_request", m),
+            E::IdReused(_) => ApiError::conflict("id_reused", message),
             E::Ownership(o) => o.into(),
             E::Log(log) => log.into(),
             E::Store(_) => ApiError::internal(message),

@@ -81,6 +81,65 @@ pub struct CommandRecord {
     pub reply_topic: Option<String>,
 }
 
+impl CommandRecord {
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.command.aggregate,
+            &self.command.name,
+            &self.command.data,
+            self.expected_version,
+            self.reply_topic.as_deref(),
+        )
+    }
+}
+
+/// What a command asks for, as a digest: a command sent again under its id
+/// must carry the same one, else it is another command reusing the id.
+pub fn fingerprint(
+    aggregate: &str,
+    name: &str,
+    data: &[u8],
+    expected_version: Option<u64>,
+    reply_topic: Option<&str>,
+) -> String {
+    let expected = expected_version.map(|v| v.to_string());
+    let mut bytes = Vec::with_capacity(data.len() + 64);
+    for part in [
+        Some(aggregate.as_bytes()),
+        Some(name.as_bytes()),
+        Some(data),
+        expected.as_deref().map(str::as_bytes),
+        reply_topic.map(str::as_bytes),
+    ] {
+        // Length-prefixed (absent: a marker no length has), so parts never run together.
+        match part {
+            Some(p) => bytes.extend_from_slice(&(p.len() as u64).to_le_bytes()),
+            None => bytes.extend_from_slice(&u64::MAX.to_le_bytes()),
+        }
+        bytes.extend_from_slice(part.unwrap_or_default());
+    }
+    crate::runtime::sha256_hex(&bytes)
+}
+
+/// A command's first result as the store keeps it, with the fingerprint of
+/// the command that got it (absent in results stored before there was one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResult {
+    #[serde(flatten)]
+    pub outcome: CommandOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl StoredResult {
+    /// Was the result given to a command other than the one fingerprinted?
+    pub fn answers_another(&self, fingerprint: &str) -> bool {
+        self.fingerprint
+            .as_deref()
+            .is_some_and(|f| f != fingerprint)
+    }
+}
+
 /// Build the commands-topic record for a command.
 pub fn encode_command(
     id: &str,
@@ -297,13 +356,14 @@ impl Worker for CommandWorker {
         let events_topic = ctx.manifest.outputs[0].clone();
         let mut outputs = Outputs::new();
         let mut dirty: BTreeMap<String, AggregateSnapshot> = BTreeMap::new();
-        let mut results: Vec<(String, CommandOutcome, Option<String>)> = Vec::new();
+        // (id, outcome, reply topic, fingerprint) per command handled here.
+        let mut results: Vec<(String, CommandOutcome, Option<String>, String)> = Vec::new();
         let mut failed = Vec::new();
         let mut next = next;
         let mut stopped = None;
         for i in 0..batch.len() {
             let rec = decode_command(&ctx.topic, ctx.partition, batch, i);
-            if results.iter().any(|(id, _, _)| *id == rec.id)
+            if results.iter().any(|(id, ..)| *id == rec.id)
                 || ctx
                     .shared
                     .store
@@ -312,6 +372,7 @@ impl Worker for CommandWorker {
             {
                 continue; // handled before: its first result stands
             }
+            let fingerprint = rec.fingerprint();
             let aggregate = rec.command.aggregate.clone();
             let snap = self.load(ctx, &aggregate)?;
             if let Some(expected) = rec.expected_version
@@ -324,6 +385,7 @@ impl Worker for CommandWorker {
                         actual: snap.version,
                     },
                     rec.reply_topic,
+                    fingerprint,
                 ));
                 continue;
             }
@@ -387,7 +449,7 @@ impl Worker for CommandWorker {
                 },
             };
             failed.append(&mut decided.failed);
-            results.push((rec.id, outcome, rec.reply_topic));
+            results.push((rec.id, outcome, rec.reply_topic, fingerprint));
         }
         add_dead_letters(ctx, &failed, &mut outputs);
         let mut set = CommitSet::new(ctx.consumer.clone());
@@ -400,13 +462,19 @@ impl Worker for CommandWorker {
             .into_iter()
             .map(|(a, s)| (service.clone(), a, s))
             .collect();
-        for (id, outcome, _) in &results {
-            let bytes = serde_json::to_vec(outcome).map_err(|e| TaskError::Infra(e.to_string()))?;
+        let mut stored = Vec::with_capacity(results.len());
+        for (id, outcome, _, fingerprint) in &results {
+            let result = StoredResult {
+                outcome: outcome.clone(),
+                fingerprint: Some(fingerprint.clone()),
+            };
+            let bytes = serde_json::to_vec(&result).map_err(|e| TaskError::Infra(e.to_string()))?;
             set.command_results
                 .push((service.clone(), id.clone(), bytes));
+            stored.push((id.clone(), result));
         }
         // Replies are outputs of this step: they commit with it, exactly once.
-        for (id, outcome, reply) in &results {
+        for (id, outcome, reply, _) in &results {
             let Some(topic) = reply else { continue };
             if !ownership::is_reply_topic(&service, topic) {
                 // Only a command produced straight into the commands topic
@@ -431,8 +499,8 @@ impl Worker for CommandWorker {
                 });
         }
         commit_step(ctx, &outputs, &mut set)?;
-        for (id, outcome, _) in results {
-            ctx.shared.notify_result(&service, &id, outcome);
+        for (id, result) in stored {
+            ctx.shared.notify_result(&service, &id, result);
         }
         match stopped {
             Some(reason) => Err(TaskError::PolicyStop(reason)),

@@ -3,7 +3,7 @@
 
 use crate::store::StoreError;
 
-use super::command::{CommandOutcome, encode_command};
+use super::command::{CommandOutcome, StoredResult, encode_command, fingerprint};
 use super::error::{EngineError, Result};
 use super::shared::{Shared, now_ms};
 
@@ -22,9 +22,31 @@ pub struct CommandRequest {
     pub reply_topic: Option<String>,
 }
 
+impl CommandRequest {
+    /// What this command asks for (see [`fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.aggregate,
+            &self.name,
+            &self.data,
+            self.expected_version,
+            self.reply_topic.as_deref(),
+        )
+    }
+}
+
+/// Refuse the result of another command that used the same id.
+pub(crate) fn result_for(command: &CommandRequest, stored: StoredResult) -> Result<CommandOutcome> {
+    if stored.answers_another(&command.fingerprint()) {
+        return Err(EngineError::IdReused(command.id.clone()));
+    }
+    Ok(stored.outcome)
+}
+
 /// Put a command durably into the service's commands topic (per the
 /// fsync policy). A command id that already has a result answers that
-/// result instead (nothing is appended).
+/// result instead (nothing is appended), unless that result went to a
+/// command asking something else: then the id is refused as reused.
 pub(crate) fn submit_command(
     shared: &Shared,
     service: &str,
@@ -47,8 +69,8 @@ pub(crate) fn submit_command(
     if let Some(t) = &command.reply_topic {
         shared.ownership.check_reply(service, t)?;
     }
-    if let Some(outcome) = stored_result(shared, service, &command.id)? {
-        return Ok(outcome);
+    if let Some(stored) = stored_result(shared, service, &command.id)? {
+        return result_for(command, stored);
     }
     let topic = &active.manifest.inputs[0];
     let record = encode_command(
@@ -74,7 +96,7 @@ pub(crate) fn stored_result(
     shared: &Shared,
     service: &str,
     id: &str,
-) -> Result<Option<CommandOutcome>> {
+) -> Result<Option<StoredResult>> {
     match shared.store.command_result(service, id)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {

@@ -13,7 +13,8 @@ use crate::runtime::{Plugin, PluginKind, Runtime};
 use crate::store::{PartitionPos, PluginRecord, Store, VersionRecord};
 
 use super::command::CommandOutcome;
-use super::commands::{CommandRequest, stored_result, submit_command};
+use super::command::StoredResult;
+use super::commands::{CommandRequest, result_for, stored_result, submit_command};
 use super::components::ComponentStore;
 #[cfg(test)]
 use super::config::Failpoints;
@@ -152,6 +153,12 @@ impl Engine {
                     p.name
                 )));
             }
+        }
+        if let Some(p) = &existing
+            && is_active_already(p, &manifest, component)
+        {
+            // The same bytes and manifest again: nothing to do.
+            return status::status_of(&self.shared, p);
         }
         let name = manifest.name.clone();
         let manifest = Arc::new(manifest);
@@ -563,7 +570,7 @@ impl Engine {
 
     /// The first result of a command, if it has been handled.
     pub fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>> {
-        stored_result(&self.shared, service, id)
+        Ok(stored_result(&self.shared, service, id)?.map(|r| r.outcome))
     }
 
     /// Wait up to `timeout` for a command's result (`None`: not yet handled).
@@ -573,6 +580,18 @@ impl Engine {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<CommandOutcome>> {
+        Ok(self
+            .await_stored(service, id, timeout)
+            .await?
+            .map(|r| r.outcome))
+    }
+
+    async fn await_stored(
+        &self,
+        service: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<StoredResult>> {
         let (tx, rx) = oneshot::channel();
         {
             let mut waiters = self.shared.waiters.lock();
@@ -613,10 +632,10 @@ impl Engine {
         if !matches!(accepted, CommandOutcome::Accepted { .. }) {
             return Ok(accepted);
         }
-        Ok(self
-            .await_result(service, &command.id, timeout)
-            .await?
-            .unwrap_or(accepted))
+        match self.await_stored(service, &command.id, timeout).await? {
+            Some(stored) => result_for(&command, stored),
+            None => Ok(accepted),
+        }
     }
 
     /// Stop every task at a batch boundary (committing pending work) and
@@ -652,4 +671,17 @@ impl Engine {
     pub fn ownership(&self) -> Arc<Ownership> {
         self.shared.ownership.clone()
     }
+}
+
+/// Is `component` with `manifest` what `proc` runs already (loaded, the
+/// same digest and the same manifest, defaults filled in)?
+fn is_active_already(proc: &Processor, manifest: &Manifest, component: &[u8]) -> bool {
+    if proc.active().is_none() {
+        return false; // it failed to load: a deploy retries
+    }
+    let record = proc.record.lock();
+    record.active().is_some_and(|v| {
+        v.sha256 == crate::runtime::sha256_hex(component)
+            && serde_json::to_value(manifest).is_ok_and(|m| m == v.manifest)
+    })
 }

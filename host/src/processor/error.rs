@@ -28,6 +28,11 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A command id already answered a command that asked something else.
+    #[error(
+        "command id {0:?} was already used by a command with another aggregate, name, data, expected version or reply topic; use a new id"
+    )]
+    IdReused(String),
     /// A write, claim or delete the ownership rule forbids.
     #[error(transparent)]
     Ownership(#[from] OwnershipError),

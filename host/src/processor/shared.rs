@@ -12,7 +12,7 @@ use crate::log::{EventLog, LogError, TopicConfig};
 use crate::runtime::{PluginKind, PondLookup, Runtime};
 use crate::store::{PartitionPos, Store};
 
-use super::command::CommandOutcome;
+use super::command::StoredResult;
 use super::components::ComponentStore;
 use super::config::EngineConfig;
 #[cfg(test)]
@@ -29,7 +29,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Who waits for which command's result: (service, command id) → waiters.
-pub(crate) type Waiters = HashMap<(String, String), Vec<oneshot::Sender<CommandOutcome>>>;
+pub(crate) type Waiters = HashMap<(String, String), Vec<oneshot::Sender<StoredResult>>>;
 
 /// Engine-wide state shared with the task threads.
 pub(crate) struct Shared {
@@ -69,13 +69,13 @@ impl Shared {
             .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))
     }
 
-    pub(crate) fn notify_result(&self, service: &str, id: &str, outcome: CommandOutcome) {
+    pub(crate) fn notify_result(&self, service: &str, id: &str, result: StoredResult) {
         let waiters = self
             .waiters
             .lock()
             .remove(&(service.to_string(), id.to_string()));
         for w in waiters.into_iter().flatten() {
-            let _ = w.send(outcome.clone());
+            let _ = w.send(result.clone());
         }
     }
 }

@@ -567,6 +567,78 @@ fn a_failing_command_follows_the_error_policy() {
 }
 
 #[test]
+fn redeploying_the_same_bytes_and_manifest_changes_nothing() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    let manifest = |config: serde_json::Value| {
+        json!({"name": "same", "kind": "enricher", "inputs": ["in"], "outputs": ["same.out"],
+               "config": config})
+    };
+    assert_eq!(h.deploy(manifest(json!({})), "faulty").active_version, 1);
+    let again = h.deploy(manifest(json!({})), "faulty");
+    assert_eq!((again.active_version, again.versions.len()), (1, 1));
+    // Another manifest, or other bytes, is a new version; then that one is current.
+    let v2 = h.deploy(manifest(json!({"fail_init": false})), "faulty");
+    assert_eq!(v2.active_version, 2);
+    let v3 = h.deploy(manifest(json!({"fail_init": false})), "stamp_enricher");
+    assert_eq!(v3.active_version, 3);
+    let again = h.deploy(manifest(json!({"fail_init": false})), "stamp_enricher");
+    assert_eq!((again.active_version, again.versions.len()), (3, 3));
+    // After a rollback, deploying the rolled-back-to version is a no-op too.
+    let back = h.engine().rollback("same", Some(1)).expect("rollback");
+    assert_eq!(back.active_version, 1);
+    let again = h.deploy(manifest(json!({})), "faulty");
+    assert_eq!((again.active_version, again.versions.len()), (1, 3));
+}
+
+#[test]
+fn a_command_id_reused_for_another_command_is_refused() {
+    let h = Harness::new();
+    h.deploy(
+        json!({"name": "bank", "kind": "command-handler", "partitions": 1}),
+        "command_bank",
+    );
+    let tokio = rt();
+    let wait = Duration::from_secs(30);
+    let run = |c: CommandRequest| tokio.block_on(h.engine().submit_and_wait("bank", c, wait));
+    let first = run(command("c1", "acc", "open", json!({"owner": "ann"}))).expect("open");
+    assert!(matches!(first, CommandOutcome::Applied { version: 1, .. }));
+    // The same command again: its first result.
+    let again = run(command("c1", "acc", "open", json!({"owner": "ann"}))).expect("again");
+    assert_eq!(again, first);
+    // Another command under the same id: refused, nothing appended.
+    for other in [
+        command("c1", "acc", "open", json!({"owner": "bob"})),
+        command("c1", "acc2", "open", json!({"owner": "ann"})),
+        command("c1", "acc", "deposit", json!({"owner": "ann"})),
+    ] {
+        assert!(
+            matches!(run(other.clone()), Err(EngineError::IdReused(id)) if id == "c1"),
+            "{other:?}"
+        );
+        assert!(matches!(
+            h.engine().submit("bank", &other),
+            Err(EngineError::IdReused(_))
+        ));
+    }
+    // Raced: two commands under one id in the topic before either is handled.
+    h.engine().pause("bank").expect("pause");
+    let (a, b) = (
+        command("c2", "acc", "deposit", json!({"amount": 1})),
+        command("c2", "acc", "deposit", json!({"amount": 2})),
+    );
+    h.engine().submit("bank", &a).expect("a");
+    h.engine().submit("bank", &b).expect("b");
+    h.engine().resume("bank").expect("resume");
+    assert!(matches!(
+        run(a),
+        Ok(CommandOutcome::Applied { version: 2, .. })
+    ));
+    assert!(matches!(run(b), Err(EngineError::IdReused(_))));
+    assert_eq!(h.read_all("bank.events").len(), 2);
+}
+
+#[test]
 fn hot_swap_switches_at_a_batch_boundary_and_rolls_back() {
     let h = Harness::new();
     h.topic("in", 2);
