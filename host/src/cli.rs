@@ -15,11 +15,20 @@ use serde_json::{Value, json};
 
 use crate::config::ServeOptions;
 
+/// The client options, in the help of the client subcommands only (they
+/// are accepted anywhere on the line, but mean nothing to `weir serve`).
+const CLIENT_OPTIONS_HELP: &str = "\
+Client options (before or after the subcommand):
+      --server <SERVER>  Server base URL [env: WEIR_SERVER] [default: http://127.0.0.1:8080]
+      --token <TOKEN>    Bearer token for admin routes [env: WEIR_TOKEN]
+      --json             Print the server's JSON instead of text";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weir",
     version,
-    about = "An event log that runs stream processors as sandboxed WebAssembly components"
+    about = "An event log that runs stream processors as sandboxed WebAssembly components",
+    after_help = CLIENT_OPTIONS_HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -35,15 +44,22 @@ pub struct ClientOptions {
     #[arg(
         long,
         global = true,
+        hide = true,
         env = "WEIR_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
     /// Bearer token for admin routes
-    #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "WEIR_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Print the server's JSON instead of text
-    #[arg(long, global = true)]
+    #[arg(long, global = true, hide = true)]
     pub json: bool,
 }
 
@@ -52,7 +68,7 @@ pub enum Command {
     /// Run the server
     Serve {
         /// TOML configuration file (flags and WEIR_* variables override it)
-        #[arg(long, env = "WEIR_CONFIG")]
+        #[arg(long, env = "WEIR_CONFIG", hide_env_values = true)]
         config: Option<PathBuf>,
         /// Truncate the log at the first corruption instead of refusing to start
         #[arg(long)]
@@ -61,11 +77,14 @@ pub enum Command {
         options: ServeOptions,
     },
     /// Server health, topics and plugins at a glance
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     Status,
     /// Manage topics
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     #[command(subcommand)]
     Topics(TopicsCommand),
     /// Append records to a topic (one VALUE, or one record per stdin line)
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     Produce {
         topic: String,
         /// The value; without it, each line of stdin is one record
@@ -88,6 +107,7 @@ pub enum Command {
         idempotency_key: Option<String>,
     },
     /// Print a topic's records (and keep following with -f)
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     Tail {
         topic: String,
         #[arg(long, short)]
@@ -103,17 +123,21 @@ pub enum Command {
         limit: Option<usize>,
     },
     /// Deploy a plugin version: a manifest (a JSON file, or inline JSON) and a component (.wasm)
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     Deploy {
         manifest: String,
         component: PathBuf,
     },
     /// Manage plugins
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     #[command(subcommand)]
     Plugins(PluginsCommand),
     /// Read a pond
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     #[command(subcommand)]
     Pond(PondCommand),
     /// Send a command to a service
+    #[command(after_help = CLIENT_OPTIONS_HELP)]
     Command {
         service: String,
         aggregate: String,

@@ -16,32 +16,32 @@ pub use crate::log::FsyncPolicy as Fsync;
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
-    /// Address to listen on [env: WEIR_LISTEN] [default: 127.0.0.1:8080]
-    #[arg(long, env = "WEIR_LISTEN", hide_env = true)]
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "WEIR_LISTEN", hide_env_values = true)]
     pub listen: Option<SocketAddr>,
-    /// Data directory [env: WEIR_DATA_DIR] [default: ./weir-data]
-    #[arg(long, env = "WEIR_DATA_DIR", hide_env = true)]
+    /// Data directory [default: ./weir-data]
+    #[arg(long, env = "WEIR_DATA_DIR", hide_env_values = true)]
     pub data_dir: Option<PathBuf>,
-    /// Bearer token required on admin routes [env: WEIR_ADMIN_TOKEN]
-    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env = true)]
+    /// Bearer token required on admin routes
+    #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Durability: always | never | interval:<ms> [env: WEIR_FSYNC] [default: always]
-    #[arg(long, env = "WEIR_FSYNC", hide_env = true)]
+    /// Durability: always | never | interval:<ms> [default: always]
+    #[arg(long, env = "WEIR_FSYNC", hide_env_values = true)]
     pub fsync: Option<String>,
     /// Largest request body on data routes, bytes [default: 8 MiB]
-    #[arg(long, env = "WEIR_MAX_BODY_BYTES", hide_env = true)]
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", hide_env_values = true)]
     pub max_body_bytes: Option<usize>,
     /// Largest deploy body (component + manifest), bytes [default: 64 MiB]
-    #[arg(long, env = "WEIR_MAX_COMPONENT_BYTES", hide_env = true)]
+    #[arg(long, env = "WEIR_MAX_COMPONENT_BYTES", hide_env_values = true)]
     pub max_component_bytes: Option<usize>,
     /// Longest a long-poll or a waiting command may take, ms [default: 30000]
-    #[arg(long, env = "WEIR_MAX_WAIT_MS", hide_env = true)]
+    #[arg(long, env = "WEIR_MAX_WAIT_MS", hide_env_values = true)]
     pub max_wait_ms: Option<u64>,
     /// How long shutdown waits for processors to drain, ms [default: 10000]
-    #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT_MS", hide_env = true)]
+    #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT_MS", hide_env_values = true)]
     pub shutdown_timeout_ms: Option<u64>,
-    /// Log format: text | json [env: WEIR_LOG_FORMAT] [default: text]
-    #[arg(long, env = "WEIR_LOG_FORMAT", hide_env = true)]
+    /// Log format: text | json [default: text]
+    #[arg(long, env = "WEIR_LOG_FORMAT", hide_env_values = true)]
     pub log_format: Option<String>,
 }
 

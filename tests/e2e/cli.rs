@@ -226,3 +226,60 @@ fn cli_quick_start_flow() {
         "{out}"
     );
 }
+
+/// `weir serve --help` lists the server's flags only, each with its
+/// variable; client subcommands list the client options; a client whose
+/// reader goes away ends quietly; server logs in a file carry no colours.
+#[test]
+fn help_pipes_and_logs_are_tidy() {
+    let bin = env!("CARGO_BIN_EXE_weir");
+    let help = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().expect("run weir");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help(&["serve", "--help"]);
+    for var in [
+        "WEIR_CONFIG",
+        "WEIR_LISTEN",
+        "WEIR_DATA_DIR",
+        "WEIR_ADMIN_TOKEN",
+        "WEIR_FSYNC",
+        "WEIR_MAX_BODY_BYTES",
+        "WEIR_MAX_COMPONENT_BYTES",
+        "WEIR_MAX_WAIT_MS",
+        "WEIR_SHUTDOWN_TIMEOUT_MS",
+        "WEIR_LOG_FORMAT",
+    ] {
+        assert!(serve.contains(&format!("[env: {var}]")), "{var}:\n{serve}");
+    }
+    for client_flag in ["--server", "--token", "--json"] {
+        assert!(!serve.contains(client_flag), "{client_flag}:\n{serve}");
+    }
+    let status = help(&["status", "--help"]);
+    assert!(
+        status.contains("--server") && status.contains("[env: WEIR_SERVER]"),
+        "{status}"
+    );
+
+    let s = start(&[]);
+    s.create_topic("orders", 1);
+    // The reader of stdout is gone before the client writes anything.
+    let mut child = Command::new(bin)
+        .args(["--server", &s.url, "topics", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run weir");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("weir output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    let logs = s.logs();
+    assert!(logs.contains("weir serving"), "{logs}");
+    assert!(
+        !logs.contains('\x1b'),
+        "colour codes in a log file:\n{logs}"
+    );
+}
