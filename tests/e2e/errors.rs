@@ -50,6 +50,8 @@ fn every_bad_request_is_a_json_error_and_changes_nothing() {
         ),
         ("GET", "/topics/nope", None, 404, "unknown_topic"),
         ("GET", "/plugins/nope", None, 404, "unknown_plugin"),
+        // A name with "topic" in it is still a plugin (no code from message text).
+        ("GET", "/plugins/topic-reader", None, 404, "unknown_plugin"),
         ("POST", "/plugins/nope/pause", None, 404, "unknown_plugin"),
         (
             "POST",

@@ -236,12 +236,15 @@ impl From<crate::processor::EngineError> for ApiError {
                 L::Inspect(_) => unprocessable("plugin_failed"),
             },
             E::Plugin(_) => unprocessable("plugin_failed"),
-            // The engine names what is missing; a topic (e.g. a reply topic)
-            // or else a plugin / pond / service.
-            E::NotFound(m) if m.contains("topic") => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", m)
+            E::NotFound(missing) => {
+                use crate::processor::Missing as M;
+                let code = match missing {
+                    M::Plugin(_) => "unknown_plugin",
+                    M::InputTopic(_) => "unknown_topic",
+                    M::Version { .. } => "unknown_version",
+                };
+                ApiError::new(StatusCode::NOT_FOUND, code, message)
             }
-            E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", m),
             E::Conflict(m) => ApiError::conflict("conflict", m),
             E::Invalid(m) => ApiError::bad_request("invalid_request", m),
             E::IdReused(_) => ApiError::conflict("id_reused", message),

@@ -19,7 +19,7 @@ use super::components::ComponentStore;
 #[cfg(test)]
 use super::config::Failpoints;
 use super::config::{EngineConfig, ResetTo};
-use super::error::{EngineError, Result};
+use super::error::{EngineError, Missing, Result};
 use super::manifest::{Manifest, StartFrom};
 use super::ownership::{self, Ownership};
 use super::projection;
@@ -286,9 +286,7 @@ impl Engine {
                     input_partitions = Some(n);
                 }
                 Err(LogError::UnknownTopic(_)) => {
-                    return Err(EngineError::NotFound(format!(
-                        "input topic {t:?} does not exist; create it first"
-                    )));
+                    return Err(Missing::InputTopic(t.clone()).into());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -400,9 +398,10 @@ impl Engine {
         let proc = self.shared.processor(name)?;
         let record = proc.record.lock().clone();
         let target = match version {
-            Some(v) => record
-                .version(v)
-                .ok_or_else(|| EngineError::NotFound(format!("{name} has no version {v}")))?,
+            Some(v) => record.version(v).ok_or_else(|| Missing::Version {
+                plugin: name.to_string(),
+                version: v,
+            })?,
             None => record
                 .versions
                 .iter()

@@ -8,6 +8,19 @@ use crate::store::StoreError;
 use super::manifest::ManifestError;
 use super::ownership::OwnershipError;
 
+/// What a request names that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// No processor (plugin, pond, service) of that name.
+    #[error("no plugin named {0:?}")]
+    Plugin(String),
+    /// A manifest names an input topic that does not exist.
+    #[error("input topic {0:?} does not exist; create it first")]
+    InputTopic(String),
+    #[error("{plugin} has no version {version}")]
+    Version { plugin: String, version: u32 },
+}
+
 /// Errors of the engine's API. Each names what is wrong; none leaves a
 /// half-done change behind.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +33,8 @@ pub enum EngineError {
     /// The plugin failed to start (init refused its config…).
     #[error("plugin failed: {0}")]
     Plugin(String),
-    #[error("{0}")]
-    NotFound(String),
+    #[error(transparent)]
+    NotFound(#[from] Missing),
     /// The request contradicts the current state (name taken by another
     /// kind, topic owned by another processor…).
     #[error("{0}")]

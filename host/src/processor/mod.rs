@@ -84,7 +84,7 @@ pub use command::{CommandOutcome, decode_command, encode_command};
 pub use commands::CommandRequest;
 pub use config::{EngineConfig, ResetTo};
 pub use engine::Engine;
-pub use error::{EngineError, Result};
+pub use error::{EngineError, Missing, Result};
 pub use manifest::{
     ErrorPolicy, Manifest, ManifestError, ManifestLimits, StartFrom, validate_name,
 };

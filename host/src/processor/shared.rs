@@ -17,7 +17,7 @@ use super::components::ComponentStore;
 use super::config::EngineConfig;
 #[cfg(test)]
 use super::config::Failpoints;
-use super::error::{EngineError, Result};
+use super::error::{EngineError, Missing, Result};
 use super::manifest::Manifest;
 use super::ownership::Ownership;
 use super::registry::{Active, Processor};
@@ -54,7 +54,7 @@ impl Shared {
             .read()
             .get(name)
             .cloned()
-            .ok_or_else(|| EngineError::NotFound(format!("no plugin named {name:?}")))
+            .ok_or_else(|| Missing::Plugin(name.to_string()).into())
     }
 
     pub(crate) fn service(&self, name: &str) -> Result<Active> {
