@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
+use super::answers::{CommandAnswer, typed};
 use super::client::{Client, encode_path, ok};
 use super::output::{print_json, shown};
 use super::produce::value_field;
@@ -60,14 +61,14 @@ pub fn run(client: &Client, json_out: bool, args: CommandArgs) -> Result<()> {
     }
     let answer = ok(answer)?;
     if !json_out {
-        match answer["status"].as_str() {
-            Some("applied") => {
-                println!(
-                    "applied (tracking id {}) → version {}",
-                    answer["tracking_id"].as_str().unwrap_or("?"),
-                    answer["version"]
-                );
-                for e in answer["events"].as_array().into_iter().flatten() {
+        match typed(&answer)? {
+            CommandAnswer::Applied {
+                tracking_id,
+                version,
+                events,
+            } => {
+                println!("applied (tracking id {tracking_id}) → version {version}");
+                for e in &events {
                     println!(
                         "  {} {}",
                         e["name"].as_str().unwrap_or("?"),
@@ -75,12 +76,13 @@ pub fn run(client: &Client, json_out: bool, args: CommandArgs) -> Result<()> {
                     );
                 }
             }
-            _ => println!(
-                "accepted (tracking id {}) at {}/{}@{} [{status}]",
-                answer["tracking_id"].as_str().unwrap_or("?"),
-                answer["topic"].as_str().unwrap_or("?"),
-                answer["partition"],
-                answer["offset"]
+            CommandAnswer::Accepted {
+                tracking_id,
+                topic,
+                partition,
+                offset,
+            } => println!(
+                "accepted (tracking id {tracking_id}) at {topic}/{partition}@{offset} [{status}]"
             ),
         }
     }

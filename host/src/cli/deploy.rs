@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::answers::{Plugin, typed};
 use super::client::{Client, ok};
 use super::output::print_json;
 
@@ -37,11 +38,10 @@ pub fn run(client: &Client, json_out: bool, args: DeployArgs) -> Result<()> {
     if json_out {
         print_json(&answer);
     } else {
+        let p: Plugin = typed(&answer)?;
         println!(
             "deployed {} version {} ({})",
-            answer["name"].as_str().unwrap_or("?"),
-            answer["active_version"],
-            answer["kind"].as_str().unwrap_or("?")
+            p.name, p.active_version, p.kind
         );
     }
     Ok(())

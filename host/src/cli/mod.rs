@@ -6,8 +6,10 @@
 //!
 //! One module per subcommand (`status`, `topics`, `produce`, `tail`,
 //! `deploy`, `plugins`, `pond`, `command`); `client` is the HTTP client they
-//! share and `output` how answers are shown.
+//! share, `answers` the server's answers as typed structs, and `output` how
+//! they are shown.
 
+mod answers;
 mod client;
 mod command;
 mod deploy;

@@ -1,6 +1,8 @@
 //! How answers are shown to a person: records, values, topics, plugins.
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::answers::{Plugin, Plugins, Topic, Topics};
 
 pub(super) fn print_json(v: &Value) {
     println!(
@@ -63,33 +65,34 @@ pub(super) fn print_record(partition: u64, r: &Value) {
     );
 }
 
-pub(super) fn print_topics(topics: &Value) {
-    let list = topics["topics"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+pub(super) fn print_topics(topics: &Topics) {
+    if topics.topics.is_empty() {
         println!("no topics");
         return;
     }
     println!("{:<40} {:>10} {:>14}", "TOPIC", "PARTITIONS", "RECORDS");
-    for t in list {
-        let parts = t["partitions"].as_array().cloned().unwrap_or_default();
-        let records: u64 = parts
+    for t in &topics.topics {
+        let records: u64 = t
+            .partitions
             .iter()
-            .map(|p| {
-                p["end_offset"].as_u64().unwrap_or(0) - p["start_offset"].as_u64().unwrap_or(0)
-            })
+            .map(|p| p.end_offset.saturating_sub(p.start_offset))
             .sum();
+        println!("{:<40} {:>10} {:>14}", t.name, t.partitions.len(), records);
+    }
+}
+
+pub(super) fn print_topic(t: &Topic) {
+    println!("{}", t.name);
+    for p in &t.partitions {
         println!(
-            "{:<40} {:>10} {:>14}",
-            t["name"].as_str().unwrap_or("?"),
-            parts.len(),
-            records
+            "  partition {}: offsets {}..{}",
+            p.partition, p.start_offset, p.end_offset
         );
     }
 }
 
-pub(super) fn print_plugins(plugins: &Value) {
-    let list = plugins["plugins"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+pub(super) fn print_plugins(plugins: &Plugins) {
+    if plugins.plugins.is_empty() {
         println!("no plugins");
         return;
     }
@@ -97,67 +100,50 @@ pub(super) fn print_plugins(plugins: &Value) {
         "{:<30} {:<16} {:<8} {:>7} {:>10} {:>7}",
         "PLUGIN", "KIND", "STATE", "VERSION", "LAG", "ERRORS"
     );
-    for p in list {
-        let lag: u64 = p["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| x["lag"].as_u64().unwrap_or(0))
-            .sum();
+    for p in &plugins.plugins {
         println!(
             "{:<30} {:<16} {:<8} {:>7} {:>10} {:>7}",
-            p["name"].as_str().unwrap_or("?"),
-            p["kind"].as_str().unwrap_or("?"),
-            p["state"].as_str().unwrap_or("?"),
-            p["active_version"].as_u64().unwrap_or(0),
-            lag,
-            p["error_count"].as_u64().unwrap_or(0)
+            p.name,
+            p.kind,
+            p.state,
+            p.active_version,
+            p.lag(),
+            p.error_count
         );
     }
 }
 
-pub(super) fn print_plugin(p: &Value) {
+pub(super) fn print_plugin(p: &Plugin) {
     println!(
         "{} ({}) — {}, version {}",
-        p["name"].as_str().unwrap_or("?"),
-        p["kind"].as_str().unwrap_or("?"),
-        p["state"].as_str().unwrap_or("?"),
-        p["active_version"]
+        p.name, p.kind, p.state, p.active_version
     );
-    println!("  inputs: {}  outputs: {}", p["inputs"], p["outputs"]);
+    println!(
+        "  inputs: {}  outputs: {}",
+        json!(p.inputs),
+        json!(p.outputs)
+    );
     println!(
         "  errors: {}  dead-lettered: {}",
-        p["error_count"], p["dead_lettered"]
+        p.error_count, p.dead_lettered
     );
-    if let Some(e) = p["last_error"].as_object() {
-        println!(
-            "  last error: {}",
-            e.get("message").and_then(Value::as_str).unwrap_or("?")
-        );
+    if let Some(e) = &p.last_error {
+        println!("  last error: {}", e.message);
     }
     println!("  versions:");
-    for v in p["versions"].as_array().into_iter().flatten() {
-        let sha = v["sha256"].as_str().unwrap_or("");
+    for v in &p.versions {
         println!(
             "    {}{} sha256:{}",
-            v["version"],
-            if v["active"].as_bool() == Some(true) {
-                " (active)"
-            } else {
-                ""
-            },
-            &sha[..sha.len().min(12)]
+            v.version,
+            if v.active { " (active)" } else { "" },
+            &v.sha256[..v.sha256.len().min(12)]
         );
     }
     println!("  partitions:");
-    for x in p["partitions"].as_array().into_iter().flatten() {
+    for x in &p.partitions {
         println!(
             "    {}/{}: committed {} of {} (lag {})",
-            x["topic"].as_str().unwrap_or("?"),
-            x["partition"],
-            x["committed_offset"],
-            x["end_offset"],
-            x["lag"]
+            x.topic, x.partition, x.committed_offset, x.end_offset, x.lag
         );
     }
 }

@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 
+use super::answers::typed;
 use super::client::{Client, encode_path, ok};
 use super::output::{print_json, print_plugin, print_plugins};
 
@@ -94,9 +95,9 @@ pub fn run(client: &Client, json_out: bool, cmd: PluginsCommand) -> Result<()> {
         return Ok(());
     }
     match cmd {
-        PluginsCommand::List => print_plugins(&answer),
+        PluginsCommand::List => print_plugins(&typed(&answer)?),
         PluginsCommand::Delete { name } => println!("deleted plugin {name}"),
-        _ => print_plugin(&answer),
+        _ => print_plugin(&typed(&answer)?),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 
+use super::answers::{Entries, typed};
 use super::client::{Client, encode_path, ok};
 use super::output::{print_json, shown};
 
@@ -53,7 +54,7 @@ pub fn run(client: &Client, json_out: bool, cmd: PondCommand) -> Result<()> {
         match cmd {
             PondCommand::Get { key, .. } => println!("{key} = {}", shown(&answer, "value")),
             PondCommand::Scan { .. } => {
-                for e in answer["entries"].as_array().into_iter().flatten() {
+                for e in &typed::<Entries>(&answer)?.entries {
                     println!("{} = {}", shown(e, "key"), shown(e, "value"));
                 }
             }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::answers::{Placed, typed};
 use super::client::{Client, encode_path, ok};
 use super::output::print_json;
 
@@ -99,7 +100,8 @@ pub fn run(client: &Client, json_out: bool, args: ProduceArgs) -> Result<()> {
             if json_out {
                 print_json(&answer);
             } else {
-                println!("{topic}/{}@{}", answer["partition"], answer["offset"]);
+                let at: Placed = typed(&answer)?;
+                println!("{topic}/{}@{}", at.partition, at.offset);
             }
         }
         None => {

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use serde_json::json;
 
+use super::answers::{Health, Plugins, Topics, typed};
 use super::client::{Client, ok};
 use super::output::{print_json, print_plugins, print_topics};
 
@@ -18,15 +19,13 @@ pub fn run(client: &Client, json_out: bool) -> Result<()> {
         );
         return Ok(());
     }
+    let health: Health = typed(&health)?;
     println!(
         "server {} — {} (weir {}, up {}s)",
-        client.base,
-        health["status"].as_str().unwrap_or("?"),
-        health["version"].as_str().unwrap_or("?"),
-        health["uptime_seconds"]
+        client.base, health.status, health.version, health.uptime_seconds
     );
-    print_topics(&topics);
-    match plugins {
+    print_topics(&typed::<Topics>(&topics)?);
+    match plugins.and_then(|p| typed::<Plugins>(&p)) {
         Ok(p) => print_plugins(&p),
         Err(e) => println!("plugins: {e}"),
     }

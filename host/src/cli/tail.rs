@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::answers::{Page, Topic, typed};
 use super::client::{Client, encode_path, ok};
 use super::output::print_record;
 
@@ -88,35 +89,28 @@ pub fn run(client: &Client, json_out: bool, args: TailArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let info = ok(client.get(&format!("/topics/{}", encode_path(topic)))?)?;
+    let info: Topic = typed(&ok(client.get(&format!("/topics/{}", encode_path(topic)))?)?)?;
     let partitions: Vec<u64> = match partition {
         Some(p) => vec![p as u64],
-        None => info["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["partition"].as_u64())
-            .collect(),
+        None => info.partitions.iter().map(|p| p.partition as u64).collect(),
     };
     for p in partitions {
         let mut offset = from.to_owned();
         loop {
-            let page = ok(client.get(&format!(
+            let page: Page = typed(&ok(client.get(&format!(
                 "/topics/{}/partitions/{p}/records?offset={}&limit=1000",
                 encode_path(topic),
                 encode_path(&offset)
-            ))?)?;
-            let records = page["records"].as_array().cloned().unwrap_or_default();
-            for r in &records {
+            ))?)?)?;
+            for r in &page.records {
                 if !emit(p, r) {
                     return Ok(());
                 }
             }
-            let next = page["next_offset"].as_u64().unwrap_or(0);
-            if records.is_empty() || next >= page["end_offset"].as_u64().unwrap_or(0) {
+            if page.records.is_empty() || page.next_offset >= page.end_offset {
                 break;
             }
-            offset = next.to_string();
+            offset = page.next_offset.to_string();
         }
     }
     Ok(())

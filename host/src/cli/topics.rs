@@ -4,8 +4,9 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::answers::typed;
 use super::client::{Client, encode_path, ok};
-use super::output::{print_json, print_topics};
+use super::output::{print_json, print_topic, print_topics};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
@@ -60,19 +61,11 @@ pub fn run(client: &Client, json_out: bool, cmd: TopicsCommand) -> Result<()> {
         return Ok(());
     }
     match cmd {
-        TopicsCommand::List => print_topics(&answer),
+        TopicsCommand::List => print_topics(&typed(&answer)?),
         TopicsCommand::Create {
             name, partitions, ..
         } => println!("created topic {name} with {partitions} partition(s)"),
-        TopicsCommand::Inspect { .. } => {
-            println!("{}", answer["name"].as_str().unwrap_or("?"));
-            for p in answer["partitions"].as_array().into_iter().flatten() {
-                println!(
-                    "  partition {}: offsets {}..{}",
-                    p["partition"], p["start_offset"], p["end_offset"]
-                );
-            }
-        }
+        TopicsCommand::Inspect { .. } => print_topic(&typed(&answer)?),
         TopicsCommand::Delete { name } => println!("deleted topic {name}"),
     }
     Ok(())
