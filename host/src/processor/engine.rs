@@ -23,7 +23,7 @@ use super::error::{EngineError, Missing, Result};
 use super::manifest::{Manifest, StartFrom};
 use super::ownership::{self, Ownership};
 use super::projection;
-use super::registry::{Active, Processor, consumer_id};
+use super::registry::{Active, Loaded, Processor, consumer_id};
 use super::shared::{self, Shared, create_topic, now_ms};
 use super::status::{self, ProcessorStatus};
 use super::{recovery, supervisor};
@@ -258,7 +258,7 @@ impl Engine {
                     manifest,
                     plugin,
                 };
-                let proc = Processor::new(record, kind, Some(active), None);
+                let proc = Processor::new(record, kind, Loaded::Active(active));
                 self.shared
                     .processors
                     .write()
@@ -450,7 +450,8 @@ impl Engine {
         let active = proc
             .active()
             .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
-        if let Some(set) = proc.rebuild.lock().take() {
+        let rebuilding = proc.state.lock().rebuild.take();
+        if let Some(set) = rebuilding {
             set.stop_and_join();
         }
         let (old, generation) = {
@@ -476,9 +477,10 @@ impl Engine {
             r.clone()
         };
         self.shared.store.put_plugin(&record)?;
-        if proc.main.lock().is_some() {
+        let running = proc.state.lock().main.is_some();
+        if running {
             let set = supervisor::spawn_tasks(&self.shared, &proc, &active, generation, true);
-            *proc.rebuild.lock() = Some(set);
+            proc.state.lock().rebuild = Some(set);
         }
         status::status_of(&self.shared, &proc)
     }

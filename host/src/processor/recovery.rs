@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::log::LogError;
 use crate::runtime::PluginKind;
@@ -13,7 +12,7 @@ use crate::store::{PartitionPos, PluginRecord};
 use super::error::Result;
 use super::manifest::Manifest;
 use super::ownership;
-use super::registry::{Active, Processor, parse_kind};
+use super::registry::{Active, Loaded, Processor, parse_kind};
 use super::shared::Shared;
 
 /// Build a processor from its registry record (loading its component).
@@ -39,19 +38,14 @@ pub(crate) fn restore(shared: &Shared, record: PluginRecord) -> Arc<Processor> {
             plugin,
         })
     })();
-    let (active, load_error) = match loaded {
-        Ok(a) => (Some(a), None),
+    let loaded = match loaded {
+        Ok(a) => Loaded::Active(a),
         Err(e) => {
             tracing::error!(plugin = %record.name, "cannot restore: {e}");
-            (None, Some(e))
+            Loaded::Failed(e)
         }
     };
-    Processor::new(
-        record,
-        kind.unwrap_or(PluginKind::Enricher),
-        active,
-        load_error,
-    )
+    Processor::new(record, kind.unwrap_or(PluginKind::Enricher), loaded)
 }
 
 /// Cut each owned output partition back to its recorded end and publish it.
@@ -114,11 +108,11 @@ pub(crate) fn recover_outputs(
 /// After a task crashed mid-step (tasks stopped), cut the outputs back
 /// to their committed ends before anything runs again.
 pub(crate) fn recover_crashed(shared: &Shared, proc: &Processor) -> Result<()> {
-    if proc.crashed.load(Ordering::Relaxed) {
+    if proc.crashed() {
         if let Some(active) = proc.active() {
             recover_outputs(shared, proc, &active.manifest)?;
         }
-        proc.crashed.store(false, Ordering::Relaxed);
+        proc.set_crashed(false);
     }
     Ok(())
 }

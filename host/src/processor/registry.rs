@@ -1,11 +1,12 @@
-//! The deployed processors: each one's registry record, its active
-//! version, its task sets and run-state flags.
+//! The deployed processors: each one's registry record (durable) and run
+//! state (the loaded version, the crash flag and the task sets, under one
+//! lock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::runtime::{Plugin, PluginKind, ProjectionInstance};
 use crate::store::PluginRecord;
@@ -42,40 +43,52 @@ impl TaskSet {
     }
 }
 
+/// The version a processor runs, or why it could not be loaded.
+pub(crate) enum Loaded {
+    Active(Active),
+    Failed(String),
+}
+
+/// A processor's run state: what changes together, under one lock. (Its
+/// registry record is the durable half; the lock is never held while
+/// joining task threads, which take it themselves.)
+pub(crate) struct ProcState {
+    pub(crate) loaded: Loaded,
+    /// A task died mid-step: its outputs are cut back before anything runs again.
+    pub(crate) crashed: bool,
+    /// The tasks of the read generation.
+    pub(crate) main: Option<TaskSet>,
+    /// The tasks of a pond generation being rebuilt beside it.
+    pub(crate) rebuild: Option<TaskSet>,
+}
+
 /// A deployed processor.
 pub(crate) struct Processor {
     pub name: String,
     pub(crate) kind: PluginKind,
     pub(crate) record: Mutex<PluginRecord>,
-    pub(crate) active: RwLock<Option<Active>>,
-    pub(crate) load_error: Mutex<Option<String>>,
+    pub(crate) state: Mutex<ProcState>,
     /// Serialises the exactly-once steps over the processor's outputs.
     pub(crate) commit_lock: Mutex<()>,
     pub(crate) metrics: ProcessorMetrics,
-    pub(crate) crashed: AtomicBool,
-    pub(crate) main: Mutex<Option<TaskSet>>,
-    pub(crate) rebuild: Mutex<Option<TaskSet>>,
+    /// The instance answering custom pond queries, per active version.
     pub(crate) query: Mutex<Option<(u32, ProjectionInstance)>>,
 }
 
 impl Processor {
-    pub(crate) fn new(
-        record: PluginRecord,
-        kind: PluginKind,
-        active: Option<Active>,
-        load_error: Option<String>,
-    ) -> Arc<Processor> {
+    pub(crate) fn new(record: PluginRecord, kind: PluginKind, loaded: Loaded) -> Arc<Processor> {
         Arc::new(Processor {
             name: record.name.clone(),
             kind,
             record: Mutex::new(record),
-            active: RwLock::new(active),
-            load_error: Mutex::new(load_error),
+            state: Mutex::new(ProcState {
+                loaded,
+                crashed: false,
+                main: None,
+                rebuild: None,
+            }),
             commit_lock: Mutex::new(()),
             metrics: ProcessorMetrics::default(),
-            crashed: AtomicBool::new(false),
-            main: Mutex::new(None),
-            rebuild: Mutex::new(None),
             query: Mutex::new(None),
         })
     }
@@ -90,8 +103,7 @@ impl Processor {
             r.clone()
         };
         shared.store.put_plugin(&record)?;
-        *self.active.write() = Some(active);
-        *self.load_error.lock() = None;
+        self.state.lock().loaded = Loaded::Active(active);
         *self.query.lock() = None;
         Ok(())
     }
@@ -108,10 +120,9 @@ impl Processor {
         if let Err(e) = shared.store.put_plugin(&record) {
             tracing::error!(processor = %self.name, "cannot persist stop: {e}");
         }
-        for set in [&self.main, &self.rebuild] {
-            if let Some(s) = &*set.lock() {
-                s.stop.store(true, Ordering::Relaxed);
-            }
+        let state = self.state.lock();
+        for set in [&state.main, &state.rebuild].into_iter().flatten() {
+            set.stop.store(true, Ordering::Relaxed);
         }
     }
 
@@ -120,12 +131,34 @@ impl Processor {
     }
 
     pub(crate) fn active(&self) -> Option<Active> {
-        self.active.read().clone()
+        match &self.state.lock().loaded {
+            Loaded::Active(a) => Some(a.clone()),
+            Loaded::Failed(_) => None,
+        }
     }
 
+    /// Why the active version could not be loaded, if it could not.
+    pub(crate) fn load_error(&self) -> Option<String> {
+        match &self.state.lock().loaded {
+            Loaded::Failed(e) => Some(e.clone()),
+            Loaded::Active(_) => None,
+        }
+    }
+
+    pub(crate) fn crashed(&self) -> bool {
+        self.state.lock().crashed
+    }
+
+    pub(crate) fn set_crashed(&self, crashed: bool) {
+        self.state.lock().crashed = crashed;
+    }
+
+    /// Stop every task at a batch boundary and wait for them.
     pub(crate) fn stop_tasks(&self) {
-        let main = self.main.lock().take();
-        let rebuild = self.rebuild.lock().take();
+        let (main, rebuild) = {
+            let mut state = self.state.lock();
+            (state.main.take(), state.rebuild.take())
+        };
         for set in [main, rebuild].into_iter().flatten() {
             set.stop_and_join();
         }

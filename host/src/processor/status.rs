@@ -2,7 +2,6 @@
 //! input partition, its versions and metrics.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use crate::runtime::PluginKind;
 use crate::store::VersionRecord;
@@ -77,9 +76,9 @@ impl ProcessorStatus {
 pub(crate) fn status_of(shared: &Shared, proc: &Processor) -> Result<ProcessorStatus> {
     let record = proc.record.lock().clone();
     let active = proc.active();
-    let state = if let Some(e) = proc.load_error.lock().clone() {
+    let state = if let Some(e) = proc.load_error() {
         RunState::Failed { reason: e }
-    } else if proc.crashed.load(Ordering::Relaxed) {
+    } else if proc.crashed() {
         RunState::Failed {
             reason: "a task crashed (see last_error); resume or restart to recover".into(),
         }

@@ -30,15 +30,15 @@ pub(crate) fn start_if_runnable(shared: &Arc<Shared>, proc: &Arc<Processor>) {
             r.rebuilding_generation,
         )
     };
-    if paused || stopped || proc.crashed.load(Ordering::Relaxed) {
+    if paused || stopped || proc.crashed() {
         return;
     }
     let Some(active) = proc.active() else { return };
     let set = spawn_tasks(shared, proc, &active, generation, false);
-    *proc.main.lock() = Some(set);
+    proc.state.lock().main = Some(set);
     if let Some(g) = rebuilding {
         let set = spawn_tasks(shared, proc, &active, g, true);
-        *proc.rebuild.lock() = Some(set);
+        proc.state.lock().rebuild = Some(set);
     }
 }
 
@@ -165,7 +165,7 @@ pub(crate) fn task_main(ctx: TaskCtx, pending: Arc<Mutex<PondPending>>, generati
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown panic".into());
         tracing::error!(processor = %proc.name, %topic, partition, "task panicked: {message}");
-        proc.crashed.store(true, Ordering::Relaxed);
+        proc.set_crashed(true);
         proc.metrics.record_error(LastError {
             message: format!("task panicked: {message}"),
             at_ms: now_ms(),
@@ -188,7 +188,7 @@ pub(crate) fn watch_rebuild(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let done = proc.rebuild.lock().as_ref().is_some_and(|s| {
+        let done = proc.state.lock().rebuild.as_ref().is_some_and(|s| {
             s.generation == generation && s.caught_up.iter().all(|f| f.load(Ordering::Relaxed))
         });
         if !done {
@@ -204,10 +204,13 @@ pub(crate) fn watch_rebuild(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Some(new_set) = proc.rebuild.lock().take() else {
-            return;
+        let (new_set, old_set) = {
+            let mut state = proc.state.lock();
+            let Some(new_set) = state.rebuild.take() else {
+                return;
+            };
+            (new_set, state.main.take())
         };
-        let old_set = proc.main.lock().take();
         if let Some(s) = old_set {
             s.stop_and_join();
         }
@@ -221,7 +224,7 @@ pub(crate) fn watch_rebuild(
         if let Err(e) = shared.store.put_plugin(&record) {
             tracing::error!(processor = %proc.name, "cannot record the rebuilt generation: {e}");
         }
-        *proc.main.lock() = Some(new_set);
+        proc.state.lock().main = Some(new_set);
         if let Err(e) = shared
             .store
             .drop_pond(&proc.name, old_generation)

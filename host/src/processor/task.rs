@@ -247,7 +247,7 @@ fn handle_task_error(ctx: &TaskCtx, e: TaskError, backoff: &mut Duration) -> boo
             true
         }
         TaskError::Crash => {
-            ctx.proc.crashed.store(true, Ordering::Relaxed);
+            ctx.proc.set_crashed(true);
             true
         }
         TaskError::Infra(msg) => {
