@@ -9,8 +9,8 @@ use futures::future::BoxFuture;
 
 use super::ApiError;
 use super::backend::{
-    CommandOutcome, CommandRequest, Engine, EventView, LastErrorView, MetricFamily, PartitionView,
-    PluginView, ProcessorPartitionView, Rapids, ResetTo, TopicSpec, TopicView, VersionView,
+    CommandOutcome, CommandRequest, Engine, LastErrorView, MetricFamily, PartitionView, PluginView,
+    ProcessorPartitionView, Rapids, ResetTo, TopicSpec, TopicView, VersionView,
 };
 use crate::batch::{Record, RecordBatch};
 use crate::log::{EventLog, TopicConfig, TopicInfo};
@@ -198,45 +198,6 @@ fn plugin_view(s: processor::ProcessorStatus) -> PluginView {
     }
 }
 
-fn outcome(o: processor::CommandOutcome) -> CommandOutcome {
-    match o {
-        processor::CommandOutcome::Accepted {
-            topic,
-            partition,
-            offset,
-        } => CommandOutcome::Accepted {
-            topic,
-            partition,
-            offset,
-        },
-        processor::CommandOutcome::Applied { events, version } => CommandOutcome::Applied {
-            events: events
-                .into_iter()
-                .map(|e| EventView {
-                    name: e.name,
-                    data: e.data,
-                })
-                .collect(),
-            version,
-        },
-        processor::CommandOutcome::Conflict { expected, actual } => {
-            CommandOutcome::Conflict { expected, actual }
-        }
-        processor::CommandOutcome::Rejected { code, message } => {
-            CommandOutcome::Rejected { code, message }
-        }
-    }
-}
-
-fn reset_to(to: ResetTo) -> processor::ResetTo {
-    match to {
-        ResetTo::Beginning => processor::ResetTo::Beginning,
-        ResetTo::End => processor::ResetTo::End,
-        ResetTo::Offset(o) => processor::ResetTo::Offset(o),
-        ResetTo::Timestamp(t) => processor::ResetTo::Timestamp(t),
-    }
-}
-
 /// Prometheus families for every processor: throughput, errors, lag per
 /// input partition, and the plugin call latency histogram.
 fn processor_metrics(list: &[processor::ProcessorStatus]) -> Vec<MetricFamily> {
@@ -401,7 +362,7 @@ impl Engine for ProcessorEngine {
         keep_state: bool,
     ) -> BoxFuture<'a, Result<PluginView, ApiError>> {
         let name = name.to_owned();
-        let fut = self.call(move |e| e.reset(&name, reset_to(to), keep_state));
+        let fut = self.call(move |e| e.reset(&name, to, keep_state));
         async move { Ok(plugin_view(fut.await?)) }.boxed()
     }
     fn rollback<'a>(
@@ -460,32 +421,22 @@ impl Engine for ProcessorEngine {
         command: CommandRequest,
         wait: Option<Duration>,
     ) -> BoxFuture<'a, Result<CommandOutcome, ApiError>> {
-        let request = processor::CommandRequest {
-            id: command.id,
-            aggregate: command.aggregate,
-            name: command.name,
-            data: command.data,
-            expected_version: command.expected_version,
-            reply_topic: command.reply_topic,
-        };
         match wait {
             Some(timeout) => async move {
-                Ok(outcome(
-                    self.engine
-                        .submit_and_wait(service, request, timeout)
-                        .await?,
-                ))
+                Ok(self
+                    .engine
+                    .submit_and_wait(service, command, timeout)
+                    .await?)
             }
             .boxed(),
             None => {
                 let service = service.to_owned();
-                let fut = self.call(move |e| e.submit(&service, &request));
-                async move { Ok(outcome(fut.await?)) }.boxed()
+                self.call(move |e| e.submit(&service, &command))
             }
         }
     }
     fn command_result(&self, service: &str, id: &str) -> Result<Option<CommandOutcome>, ApiError> {
-        Ok(self.engine.command_result(service, id)?.map(outcome))
+        Ok(self.engine.command_result(service, id)?)
     }
     fn metrics(&self) -> Vec<MetricFamily> {
         processor_metrics(&self.engine.list())

@@ -150,56 +150,8 @@ pub struct PluginView {
     pub rebuilding_generation: Option<u32>,
 }
 
-/// Where a reset moves a processor's input position to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetTo {
-    Beginning,
-    End,
-    Offset(u64),
-    /// The first record at or after this time (ms since the Unix epoch).
-    Timestamp(i64),
-}
-
-/// A command addressed to a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandRequest {
-    /// The command id; also the tracking id of every answer about it.
-    pub id: String,
-    pub aggregate: String,
-    pub name: String,
-    pub data: Vec<u8>,
-    /// Optimistic concurrency: apply only if the aggregate is at this version.
-    pub expected_version: Option<u64>,
-    /// Also write the result to this topic, correlated by the command id.
-    pub reply_topic: Option<String>,
-}
-
-/// An event a service decided on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventView {
-    pub name: String,
-    pub data: Vec<u8>,
-}
-
-/// What became of a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandOutcome {
-    /// Durably in the service's command topic; not handled yet.
-    Accepted {
-        topic: String,
-        partition: u32,
-        offset: u64,
-    },
-    /// Handled: these events were appended and the aggregate is at `version`.
-    Applied {
-        events: Vec<EventView>,
-        version: u64,
-    },
-    /// The aggregate was not at the expected version.
-    Conflict { expected: u64, actual: u64 },
-    /// The service refused the command.
-    Rejected { code: String, message: String },
-}
+// Resets and commands cross the boundary as the processor's own types.
+pub use crate::processor::{CommandOutcome, CommandRequest, ResetTo};
 
 /// Metric labels as (name, value) pairs.
 pub type Labels = Vec<(String, String)>;

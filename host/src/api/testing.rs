@@ -343,7 +343,7 @@ impl Engine for FakeEngine {
                     message: "no".into(),
                 },
                 _ => CommandOutcome::Applied {
-                    events: vec![EventView {
+                    events: vec![crate::runtime::Event {
                         name: "deposited".into(),
                         data: command.data,
                     }],
