@@ -160,7 +160,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         kind: "gauge",
         samples: vec![(String::new(), vec![], state.started.elapsed().as_secs_f64())],
     });
-    families.extend(state.engine.metrics());
+    // Processor metrics read checkpoints from the store: off the async threads.
+    let engine = state.engine.clone();
+    match super::blocking(move || Ok(engine.metrics())).await {
+        Ok(processor_families) => families.extend(processor_families),
+        Err(e) => tracing::error!("processor metrics unavailable: {e}"),
+    }
     (
         [(
             header::CONTENT_TYPE,

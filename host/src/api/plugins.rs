@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::backend::ResetTo;
-use super::{ApiError, AppState, json_body, names};
+use super::{ApiError, AppState, blocking, json_body, names};
 
 /// The kinds of plugin, by world.
 pub const KINDS: [&str; 3] = ["enricher", "projection", "command-handler"];
@@ -149,7 +149,10 @@ pub(super) async fn deploy_raw(
 }
 
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "plugins": state.engine.plugins()? })))
+    // Statuses read the store: off the async worker threads.
+    let engine = state.engine.clone();
+    let plugins = blocking(move || engine.plugins()).await?;
+    Ok(Json(json!({ "plugins": plugins })))
 }
 
 fn plugin_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -163,7 +166,8 @@ pub(super) async fn inspect(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
-    Ok(Json(json!(state.engine.plugin(&name)?)))
+    let engine = state.engine.clone();
+    Ok(Json(json!(blocking(move || engine.plugin(&name)).await?)))
 }
 
 pub(super) async fn pause(

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::backend::{CommandOutcome, CommandRequest};
 use super::codec::bytes_field;
-use super::{ApiError, AppState, names};
+use super::{ApiError, AppState, blocking, names};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,11 +192,11 @@ pub(super) async fn result(
 ) -> Result<Response, ApiError> {
     let Path((service, id)) = path?;
     names::validate("service", &service)?;
-    match state
-        .engine
-        .command_result(&service, &id)
-        .map_err(|e| e.with_tracking_id(id.clone()))?
-    {
+    let (engine, s, i) = (state.engine.clone(), service.clone(), id.clone());
+    let stored = blocking(move || engine.command_result(&s, &i))
+        .await
+        .map_err(|e| e.with_tracking_id(id.clone()))?;
+    match stored {
         Some(outcome) => Ok(answer(&service, &id, outcome)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -605,8 +605,13 @@ impl Engine {
                 .or_default()
                 .push(tx);
         }
-        // Registered before looking: a result committed meanwhile is not missed.
-        if let Some(outcome) = stored_result(&self.shared, service, id)? {
+        // Registered before looking: a result committed meanwhile is not
+        // missed. The look reads the store: off the async threads.
+        let (shared, s, i) = (self.shared.clone(), service.to_string(), id.to_string());
+        let stored = tokio::task::spawn_blocking(move || stored_result(&shared, &s, &i))
+            .await
+            .map_err(|e| EngineError::Invalid(format!("result lookup failed: {e}")))??;
+        if let Some(outcome) = stored {
             return Ok(Some(outcome));
         }
         match tokio::time::timeout(timeout, rx).await {
