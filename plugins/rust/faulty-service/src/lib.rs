@@ -14,7 +14,7 @@ use weir_guest::{CommandHandler, CommandMeta, Rejection};
 #[serde(rename_all = "kebab-case")]
 enum Command {
     Note(serde_json::Value),
-    Panic(serde_json::Value),
+    Panic(serde::de::IgnoredAny),
 }
 
 #[derive(Serialize, Deserialize)]
