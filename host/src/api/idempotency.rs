@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::ApiError;
-use super::backend::Rapids;
 use crate::batch::{Record, RecordBatch};
+use crate::log::EventLog;
 
 /// Record header holding `{"key", "records", "batch", "parts", "part_records"}`
 /// on the first record of each part of a keyed request.
@@ -160,8 +160,8 @@ fn marks_in(topic: &str, partition: u32, batch: &RecordBatch) -> Vec<(String, Fo
 }
 
 /// Every mark in the last [`RECOVER_RECORDS`] of each partition of `topic`.
-fn scan_marks(rapids: &dyn Rapids, topic: &str) -> Result<Vec<(String, Found)>, ApiError> {
-    let view = rapids.topic(topic)?;
+fn scan_marks(log: &dyn EventLog, topic: &str) -> Result<Vec<(String, Found)>, ApiError> {
+    let view = log.topic(topic)?;
     let mut found = Vec::new();
     for (partition, p) in view.partitions.iter().enumerate() {
         let partition = partition as u32;
@@ -170,11 +170,11 @@ fn scan_marks(rapids: &dyn Rapids, topic: &str) -> Result<Vec<(String, Found)>, 
             .saturating_sub(RECOVER_RECORDS)
             .max(p.start_offset);
         while offset < p.end_offset {
-            let batch = match rapids.read(topic, partition, offset, 10_000, 8 << 20) {
+            let batch = match log.read(topic, partition, offset, 10_000, 8 << 20) {
                 Ok(b) => b,
                 // Retention moved the start meanwhile: start again from it.
                 Err(_) => {
-                    let start = rapids.topic(topic)?.partitions[partition as usize].start_offset;
+                    let start = log.start_offset(topic, partition)?;
                     if start <= offset {
                         break;
                     }
@@ -225,7 +225,7 @@ impl IdempotencyCache {
 
     /// Relearn the marked requests of `topic` once per process (before its
     /// first keyed produce is answered).
-    async fn recover(&self, rapids: &Arc<dyn Rapids>, topic: &str) -> Result<(), ApiError> {
+    async fn recover(&self, log: &Arc<dyn EventLog>, topic: &str) -> Result<(), ApiError> {
         let once = self
             .recovered
             .lock()
@@ -233,8 +233,8 @@ impl IdempotencyCache {
             .or_default()
             .clone();
         once.get_or_try_init(|| async {
-            let (rapids, t) = (rapids.clone(), topic.to_owned());
-            let found = super::blocking(move || scan_marks(&*rapids, &t)).await?;
+            let (log, t) = (log.clone(), topic.to_owned());
+            let found = super::blocking(move || scan_marks(&*log, &t)).await?;
             for (key, what) in found {
                 let slot = self.slot(topic, &key);
                 let mut known = slot.lock().await;
@@ -281,7 +281,7 @@ impl IdempotencyCache {
     /// replayed (nothing appended by this call).
     pub(crate) async fn run<F, Fut>(
         &self,
-        rapids: &Arc<dyn Rapids>,
+        log: &Arc<dyn EventLog>,
         topic: &str,
         key: &str,
         produce: F,
@@ -290,7 +290,7 @@ impl IdempotencyCache {
         F: FnOnce(Written) -> Fut,
         Fut: Future<Output = Result<(Value, bool), ApiError>>,
     {
-        self.recover(rapids, topic).await?;
+        self.recover(log, topic).await?;
         let slot = self.slot(topic, key);
         let mut known = slot.lock().await;
         if let Some(answer) = &known.answer {
@@ -306,28 +306,22 @@ impl IdempotencyCache {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::backend::TopicSpec;
-    use crate::api::testing::MemoryRapids;
+    use crate::log::{Log, LogConfig, TopicConfig};
 
-    fn rapids(topics: &[(&str, u32)]) -> Arc<dyn Rapids> {
-        let rapids = MemoryRapids::default();
+    /// A real log on a temp dir (kept alive with it) with these topics.
+    fn log_with(topics: &[(&str, u32)]) -> (tempfile::TempDir, Arc<dyn EventLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(LogConfig::new(dir.path().join("log"))).unwrap();
         for (name, partitions) in topics {
-            rapids
-                .create_topic(&TopicSpec {
-                    name: (*name).to_owned(),
-                    partitions: *partitions,
-                    retention_ms: None,
-                    retention_bytes: None,
-                    compact: false,
-                })
+            log.create_topic(name, TopicConfig::with_partitions(*partitions))
                 .unwrap();
         }
-        Arc::new(rapids)
+        (dir, Arc::new(log))
     }
 
     #[tokio::test]
     async fn replays_first_answer_and_retries_failures() {
-        let r = rapids(&[("t", 1), ("u", 1)]);
+        let (_dir, r) = log_with(&[("t", 1), ("u", 1)]);
         let cache = IdempotencyCache::new(2);
         let (a, replayed) = cache
             .run(&r, "t", "k", |_| async { Ok((json!(1), true)) })
@@ -367,7 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_process_relearns_marked_answers_from_the_log() {
-        let r = rapids(&[("t", 2)]);
+        let (_dir, r) = log_with(&[("t", 2)]);
         let record = |v: &str, mark: Option<(String, Vec<u8>)>| Record {
             key: vec![],
             value: v.as_bytes().to_vec(),

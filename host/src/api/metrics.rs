@@ -15,7 +15,20 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::backend::MetricFamily;
+
+/// Metric labels as (name, value) pairs.
+pub(crate) type Labels = Vec<(String, String)>;
+
+/// One Prometheus metric family.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricFamily {
+    pub name: String,
+    pub help: String,
+    /// `counter`, `gauge`, `histogram` or `summary`.
+    pub kind: &'static str,
+    /// (sample name suffix such as `""`, `"_bucket"`, `"_sum"`; labels; value)
+    pub samples: Vec<(String, Labels, f64)>,
+}
 
 #[derive(Default)]
 struct RequestStats {
@@ -133,7 +146,7 @@ pub(crate) fn render(families: &[MetricFamily]) -> String {
 
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut families = state.http.families();
-    let topics = state.rapids.topics();
+    let topics = state.log.topics();
     families.push(MetricFamily {
         name: "weir_partition_end_offset".into(),
         help: "Next offset to be written, per topic partition".into(),
@@ -162,7 +175,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     });
     // Processor metrics read checkpoints from the store: off the async threads.
     let engine = state.engine.clone();
-    match super::blocking(move || Ok(engine.metrics())).await {
+    let statuses = super::blocking(move || Ok::<_, super::ApiError>(engine.list())).await;
+    match statuses.map(|list| super::processor_metrics::families(&list)) {
         Ok(processor_families) => families.extend(processor_families),
         Err(e) => tracing::error!("processor metrics unavailable: {e}"),
     }

@@ -1,14 +1,14 @@
 //! The HTTP API (axum): admin and data routes, JSON errors, OpenAPI.
 //!
-//! Routes talk only to the two ports in [`backend`] ([`Rapids`] for topics
-//! and records, [`Engine`] for plugins, ponds and services); [`serve`] wires
-//! them to the real log and processor engine. Every error is JSON with a
-//! stable code ([`error`]); every answer carries an `x-request-id`; admin
-//! routes need the bearer token when one is configured; request bodies are
-//! size-limited per route.
+//! Routes use the layers below by their own types: the log
+//! ([`crate::log::EventLog`]) for topics and reads, the processor engine
+//! ([`crate::processor::Engine`]) for plugins, ponds, services and every
+//! client write (its ownership rule decides who may append where). Every
+//! store or disk call runs on the blocking pool ([`blocking`]). Every error
+//! is JSON with a stable code chosen from a typed error ([`error`]); every
+//! answer carries an `x-request-id`; admin routes need the bearer token
+//! when one is configured; request bodies are size-limited per route.
 
-pub mod adapters;
-pub mod backend;
 pub mod codec;
 pub mod error;
 pub mod names;
@@ -20,12 +20,11 @@ mod idempotency;
 mod metrics;
 mod plugins;
 mod ponds;
+mod processor_metrics;
 mod records;
 mod services;
 mod topics;
 
-#[cfg(test)]
-mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -39,8 +38,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use backend::{Engine, Rapids};
 pub use error::ApiError;
+
+use crate::log::EventLog;
+use crate::processor::Engine;
 
 /// Limits and secrets of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -72,8 +73,8 @@ impl Default for ApiConfig {
 /// Everything a request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub rapids: Arc<dyn Rapids>,
-    pub engine: Arc<dyn Engine>,
+    pub log: Arc<dyn EventLog>,
+    pub engine: Arc<Engine>,
     pub config: Arc<ApiConfig>,
     pub(crate) http: Arc<metrics::HttpMetrics>,
     pub(crate) idempotency: Arc<idempotency::IdempotencyCache>,
@@ -84,13 +85,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        rapids: Arc<dyn Rapids>,
-        engine: Arc<dyn Engine>,
+        log: Arc<dyn EventLog>,
+        engine: Arc<Engine>,
         config: ApiConfig,
         shutting_down: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         AppState {
-            rapids,
+            log,
             engine,
             config: Arc::new(config),
             http: Arc::new(metrics::HttpMetrics::default()),
@@ -101,11 +102,34 @@ impl AppState {
     }
 }
 
-/// Run blocking lower-layer work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await?
+/// Run blocking lower-layer work (disk, store, plugin calls) off the async
+/// threads; its typed error becomes the API's.
+pub(crate) async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+/// Resolves when `partition` of `topic` has a committed record at `offset`
+/// (or the topic goes away), or when `timeout` passes, whichever is first.
+pub(crate) async fn wait_for_record(
+    log: &dyn EventLog,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    timeout: Duration,
+) {
+    let Ok(mut end) = log.watch_end(topic, partition) else {
+        return;
+    };
+    let wait = end.wait_for(|&e| e > offset);
+    // A closed watch (topic deleted) or the timeout both end the wait.
+    let _ = tokio::time::timeout(timeout, wait).await;
 }
 
 /// The whole API as one router.

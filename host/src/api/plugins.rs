@@ -12,8 +12,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::backend::ResetTo;
 use super::{ApiError, AppState, blocking, json_body, names};
+use crate::processor::ResetTo;
 
 /// The kinds of plugin, by world.
 pub const KINDS: [&str; 3] = ["enricher", "projection", "command-handler"];
@@ -78,8 +78,9 @@ async fn deploy(
     let name = check_manifest(&manifest, name_in_path)?;
     manifest["name"] = json!(name);
     check_component(&component)?;
-    let view = state.engine.deploy(manifest, component).await?;
-    Ok((StatusCode::CREATED, Json(json!(view))))
+    let engine = state.engine.clone();
+    let status = blocking(move || engine.deploy(manifest, &component)).await?;
+    Ok((StatusCode::CREATED, Json(json!(status))))
 }
 
 #[derive(Deserialize)]
@@ -151,7 +152,7 @@ pub(super) async fn deploy_raw(
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // Statuses read the store: off the async worker threads.
     let engine = state.engine.clone();
-    let plugins = blocking(move || engine.plugins()).await?;
+    let plugins = blocking(move || Ok::<_, ApiError>(engine.list())).await?;
     Ok(Json(json!({ "plugins": plugins })))
 }
 
@@ -167,7 +168,7 @@ pub(super) async fn inspect(
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
     let engine = state.engine.clone();
-    Ok(Json(json!(blocking(move || engine.plugin(&name)).await?)))
+    Ok(Json(json!(blocking(move || engine.inspect(&name)).await?)))
 }
 
 pub(super) async fn pause(
@@ -175,7 +176,8 @@ pub(super) async fn pause(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
-    Ok(Json(json!(state.engine.pause(&name).await?)))
+    let engine = state.engine.clone();
+    Ok(Json(json!(blocking(move || engine.pause(&name)).await?)))
 }
 
 pub(super) async fn resume(
@@ -183,7 +185,8 @@ pub(super) async fn resume(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
-    Ok(Json(json!(state.engine.resume(&name).await?)))
+    let engine = state.engine.clone();
+    Ok(Json(json!(blocking(move || engine.resume(&name)).await?)))
 }
 
 #[derive(Deserialize)]
@@ -219,8 +222,9 @@ pub(super) async fn reset(
     let name = plugin_name(path)?;
     let body: ResetBody = json_body(body)?;
     let to = reset_target(&body)?;
+    let engine = state.engine.clone();
     Ok(Json(json!(
-        state.engine.reset(&name, to, body.keep_state).await?
+        blocking(move || engine.reset(&name, to, body.keep_state)).await?
     )))
 }
 
@@ -242,8 +246,9 @@ pub(super) async fn rollback(
     } else {
         serde_json::from_slice(&body).map_err(ApiError::malformed_json)?
     };
+    let engine = state.engine.clone();
     Ok(Json(json!(
-        state.engine.rollback(&name, req.version).await?
+        blocking(move || engine.rollback(&name, req.version)).await?
     )))
 }
 
@@ -252,7 +257,8 @@ pub(super) async fn rebuild(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
-    Ok(Json(json!(state.engine.rebuild(&name).await?)))
+    let engine = state.engine.clone();
+    Ok(Json(json!(blocking(move || engine.rebuild(&name)).await?)))
 }
 
 pub(super) async fn delete(
@@ -260,7 +266,8 @@ pub(super) async fn delete(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
-    state.engine.delete(&name).await?;
+    let (engine, n) = (state.engine.clone(), name.clone());
+    blocking(move || engine.delete(&n)).await?;
     Ok(Json(json!({ "deleted": name })))
 }
 

@@ -75,7 +75,7 @@ pub(super) async fn scan(
             &p,
             q.prefix.as_bytes(),
             q.start_after.as_deref().map(str::as_bytes),
-            limit,
+            limit as usize,
         )
     })
     .await?;
@@ -102,7 +102,12 @@ pub(super) async fn query(
     let Path(pond) = path?;
     names::validate("pond", &pond)?;
     let body = body?;
-    let answer = state.engine.pond_query(&pond, body.to_vec()).await?;
+    let engine = state.engine.clone();
+    let answer = blocking(move || engine.pond_query(&pond, &body))
+        .await?
+        .map_err(|message| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "query_failed", message)
+        })?;
     let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&answer).is_ok() {
         "application/json"
     } else {

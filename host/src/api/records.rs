@@ -18,10 +18,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::backend::{Rapids, TopicView};
 use super::codec::{self, RecordIn};
-use super::{ApiError, AppState, blocking, idempotency, names};
+use super::{ApiError, AppState, blocking, idempotency, names, wait_for_record};
 use crate::batch::Record;
+use crate::log::{EventLog, TopicInfo};
+use crate::processor::Engine;
 
 /// Default and largest byte budget of one read.
 const DEFAULT_READ_BYTES: usize = 1 << 20;
@@ -89,14 +90,14 @@ type Groups = BTreeMap<u32, Vec<(usize, Record)>>;
 /// partition its idempotency key hashes to, so a retry places them again
 /// where the first attempt did.
 fn place(
-    rapids: &dyn Rapids,
-    topic: &TopicView,
+    log: &dyn EventLog,
+    topic: &TopicInfo,
     records: Vec<(Option<u32>, Record)>,
     idempotency_key: Option<&str>,
 ) -> Result<Groups, ApiError> {
     let partitions = topic.partitions.len() as u32;
     let sticky = idempotency_key
-        .map(|k| rapids.partition_for(&topic.name, Some(k.as_bytes())))
+        .map(|k| log.partition_for(&topic.name, k.as_bytes()))
         .transpose()?;
     let mut groups = Groups::new();
     for (i, (forced, record)) in records.into_iter().enumerate() {
@@ -106,10 +107,8 @@ fn place(
             }
             (Some(p), _) => p,
             (None, Some(p)) if record.key.is_empty() => p,
-            (None, _) => rapids.partition_for(
-                &topic.name,
-                (!record.key.is_empty()).then_some(&record.key[..]),
-            )?,
+            // An empty key is spread round-robin by the log.
+            (None, _) => log.partition_for(&topic.name, &record.key)?,
         };
         groups.entry(p).or_default().push((i, record));
     }
@@ -123,8 +122,8 @@ fn place(
 /// already written by an earlier attempt is not appended again: its
 /// records answer with their first offsets.
 fn append_all(
-    rapids: &dyn Rapids,
-    topic: &TopicView,
+    engine: &Engine,
+    topic: &TopicInfo,
     mut groups: Groups,
     keyed: Option<Keyed<'_>>,
 ) -> Result<(Vec<(u32, u64)>, bool), ApiError> {
@@ -156,7 +155,7 @@ fn append_all(
         let first = match done {
             Some(part) => part.first,
             None => {
-                let first = rapids.append(&topic.name, p, &recs)?;
+                let first = engine.append_from_client(&topic.name, p, &recs)?;
                 appended = true;
                 if let Some(w) = written.as_mut() {
                     w.insert(
@@ -212,7 +211,7 @@ pub(super) async fn produce(
             vec![(query.partition, raw_record(&headers, query.key, body)?)],
         )
     };
-    let view = state.rapids.topic(&topic)?;
+    let view = state.log.topic(&topic)?;
     let count = records.len() as u64;
     let bytes: u64 = records
         .iter()
@@ -240,12 +239,12 @@ pub(super) async fn produce(
             format!("the record header {} is reserved", idempotency::MARK_HEADER),
         ));
     }
-    let rapids = state.rapids.clone();
+    let (log, engine) = (state.log.clone(), state.engine.clone());
     let topic_name = topic.clone();
     let key = idempotency_key.clone();
     let do_produce = move |written: Option<idempotency::Written>| async move {
         let (placed, appended) = blocking(move || {
-            let groups = place(&*rapids, &view, records, key.as_deref())?;
+            let groups = place(&*log, &view, records, key.as_deref())?;
             let keyed = match (&key, &written) {
                 (Some(key), Some(written)) => Some(Keyed {
                     key,
@@ -254,7 +253,7 @@ pub(super) async fn produce(
                 }),
                 _ => None,
             };
-            append_all(&*rapids, &view, groups, keyed)
+            append_all(&engine, &view, groups, keyed)
         })
         .await?;
         let answer = if batch {
@@ -271,7 +270,7 @@ pub(super) async fn produce(
         Some(key) => {
             state
                 .idempotency
-                .run(&state.rapids, &topic, &key, |written| {
+                .run(&state.log, &topic, &key, |written| {
                     do_produce(Some(written))
                 })
                 .await?
@@ -323,7 +322,7 @@ pub(super) async fn read(
     let Path((topic, partition)) = path?;
     names::validate("topic", &topic)?;
     let Query(q) = query?;
-    let view = state.rapids.topic(&topic)?;
+    let view = state.log.topic(&topic)?;
     let partition: u32 = partition.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_partition",
@@ -357,22 +356,20 @@ pub(super) async fn read(
     if offset == p.end_offset && !wait.is_zero() {
         let mut shutting_down = state.shutting_down.clone();
         tokio::select! {
-            () = state.rapids.wait_for(&topic, partition, offset, wait) => {}
+            () = wait_for_record(&*state.log, &topic, partition, offset, wait) => {}
             _ = shutting_down.wait_for(|s| *s) => {}
         }
     }
-    let rapids = state.rapids.clone();
+    let log = state.log.clone();
     let t = topic.clone();
-    let batch = blocking(move || rapids.read(&t, partition, offset, limit, max_bytes)).await?;
+    let batch = blocking(move || log.read(&t, partition, offset, limit, max_bytes)).await?;
     let records: Vec<Value> = (0..batch.len())
         .map(|i| codec::record_json(&batch, i))
         .collect();
     let next_offset = batch.offsets.last().map_or(offset, |o| o + 1);
     let end_offset = state
-        .rapids
-        .topic(&topic)
-        .ok()
-        .and_then(|v| v.partitions.get(partition as usize).map(|p| p.end_offset))
+        .log
+        .end_offset(&topic, partition)
         .unwrap_or(next_offset);
     Ok(Json(json!({
         "topic": topic,
@@ -403,11 +400,10 @@ async fn follow_partition(
 ) {
     let mut shutting_down = state.shutting_down.clone();
     loop {
-        let rapids = state.rapids.clone();
+        let log = state.log.clone();
         let t = topic.clone();
         let read =
-            blocking(move || rapids.read(&t, partition, offset, TAIL_CHUNK, DEFAULT_READ_BYTES))
-                .await;
+            blocking(move || log.read(&t, partition, offset, TAIL_CHUNK, DEFAULT_READ_BYTES)).await;
         let batch = match read {
             Ok(batch) => batch,
             Err(e) => {
@@ -433,7 +429,7 @@ async fn follow_partition(
             continue;
         }
         tokio::select! {
-            () = state.rapids.wait_for(&topic, partition, offset, Duration::from_secs(15)) => {}
+            () = wait_for_record(&*state.log, &topic, partition, offset, Duration::from_secs(15)) => {}
             _ = shutting_down.wait_for(|s| *s) => return,
             () = tx.closed() => return,
         }
@@ -448,11 +444,11 @@ pub(super) async fn tail(
     let Path(topic) = path?;
     names::validate("topic", &topic)?;
     let Query(q) = query?;
-    let view = state.rapids.topic(&topic)?;
+    let view = state.log.topic(&topic)?;
     let count = view.partitions.len() as u32;
     let chosen: Vec<_> = match q.partition {
         Some(p) if p >= count => return Err(ApiError::unknown_partition(&topic, p, count)),
-        Some(p) => vec![view.partitions[p as usize].clone()],
+        Some(p) => vec![view.partitions[p as usize]],
         None => view.partitions.clone(),
     };
     if chosen.len() > 1 && q.from.as_deref().is_some_and(|f| f.parse::<u64>().is_ok()) {

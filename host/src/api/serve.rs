@@ -10,8 +10,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{ApiConfig, AppState, Engine, Rapids, router};
+use super::{ApiConfig, AppState, router};
 use crate::config::ServeConfig;
+use crate::log::EventLog;
+use crate::processor::Engine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -72,19 +74,19 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serve the API on `listener` over the given backends until `stop`
-/// resolves, then drain: in-flight requests finish, processors commit, the
-/// log syncs.
+/// Serve the API on `listener` over the log and the processor engine until
+/// `stop` resolves, then drain: in-flight requests finish, processors
+/// commit, the log syncs.
 pub async fn serve_with(
     listener: TcpListener,
-    rapids: Arc<dyn Rapids>,
-    engine: Arc<dyn Engine>,
+    log: Arc<dyn EventLog>,
+    engine: Arc<Engine>,
     api: ApiConfig,
     shutdown_timeout: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(rapids.clone(), engine.clone(), api, stop_rx);
+    let state = AppState::new(log.clone(), engine.clone(), api, stop_rx);
     let app = router(state);
     let signalled = async move {
         stop.await;
@@ -93,15 +95,15 @@ pub async fn serve_with(
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
     let result = server.await.map_err(ServeError::Http);
-    if tokio::time::timeout(shutdown_timeout, engine.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
+    let draining = tokio::task::spawn_blocking(move || engine.shutdown());
+    match tokio::time::timeout(shutdown_timeout, draining).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("engine shutdown panicked: {e}"),
+        Err(_) => tracing::warn!(
             "processors did not drain within {shutdown_timeout:?}; uncommitted batches will be redone on restart"
-        );
+        ),
     }
-    match tokio::task::spawn_blocking(move || rapids.sync()).await {
+    match tokio::task::spawn_blocking(move || log.flush()).await {
         Ok(Ok(())) => tracing::info!("log synced; bye"),
         Ok(Err(e)) => tracing::error!("final log sync failed: {e}"),
         Err(e) => tracing::error!("final log sync panicked: {e}"),
@@ -152,12 +154,6 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     .await
     .map_err(|e| ServeError::Engine(e.to_string()))?
     .map_err(|e| ServeError::Engine(e.to_string()))?;
-    let rapids: Arc<dyn Rapids> = Arc::new(super::adapters::LogRapids::new(
-        log.clone(),
-        processors.ownership(),
-    ));
-    let engine: Arc<dyn Engine> =
-        Arc::new(super::adapters::ProcessorEngine::new(Arc::new(processors)));
 
     let listener = bind(config.listen).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
@@ -169,8 +165,8 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir serving");
     let result = serve_with(
         listener,
-        rapids,
-        engine,
+        log.clone(),
+        Arc::new(processors),
         api_config(&config),
         config.shutdown_timeout,
         shutdown_signal(),

@@ -16,9 +16,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::backend::{CommandOutcome, CommandRequest};
 use super::codec::bytes_field;
 use super::{ApiError, AppState, blocking, names};
+use crate::processor::{CommandOutcome, CommandRequest};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,11 +178,18 @@ pub(super) async fn submit(
         expected_version: cmd.expected_version,
         reply_topic: cmd.reply_topic,
     };
-    let outcome = state
-        .engine
-        .submit(&service, request, wait)
-        .await
-        .map_err(fail)?;
+    let outcome = match wait {
+        Some(timeout) => state
+            .engine
+            .submit_and_wait(&service, request, timeout)
+            .await
+            .map_err(ApiError::from),
+        None => {
+            let (engine, s) = (state.engine.clone(), service.clone());
+            blocking(move || engine.submit(&s, &request)).await
+        }
+    }
+    .map_err(fail)?;
     Ok(answer(&service, &id, outcome))
 }
 

@@ -1,8 +1,11 @@
-//! Router tests over the in-memory ports: status codes, error codes and
-//! "no state change" on bad input.
+//! Router tests over a real log and processor engine on a temp dir,
+//! through the axum router (`oneshot`): status codes, error codes and "no
+//! state change" on bad input. No fake stands in for a layer below, so none
+//! can drift from it.
 
 #![allow(clippy::unwrap_used)]
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,35 +15,122 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::testing::{FakeEngine, MemoryRapids};
 use super::{ApiConfig, AppState, router};
+use crate::log::{EventLog, FsyncPolicy, Log, LogConfig};
+use crate::processor::{Engine, EngineConfig};
+use crate::runtime::{PoolConfig, Runtime, RuntimeConfig};
 
 const TOKEN: &str = "s3cret-token";
 
-fn app_with(config: ApiConfig) -> (Router, Arc<MemoryRapids>) {
-    let rapids = Arc::new(MemoryRapids::default());
-    (app_over(rapids.clone(), config), rapids)
+/// The layers below the API, as `weir serve` opens them (fields drop in
+/// order: the engine before the log it writes, the directory last).
+struct Server {
+    engine: Arc<Engine>,
+    log: Arc<Log>,
+    _dir: tempfile::TempDir,
 }
 
-/// A fresh server process (nothing in memory) over an existing log.
-fn app_over(rapids: Arc<MemoryRapids>, config: ApiConfig) -> Router {
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(_tx);
-    router(AppState::new(
-        rapids,
-        Arc::new(FakeEngine::default()),
-        config,
-        rx,
-    ))
+impl Server {
+    fn open() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log_config = LogConfig::new(dir.path().join("log"));
+        log_config.default_fsync = FsyncPolicy::Never;
+        let log = Arc::new(Log::open(log_config).unwrap());
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.path().join("cache")),
+            pool: Some(PoolConfig::for_instances(16)),
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let mut config = EngineConfig::new(dir.path().join("data"), FsyncPolicy::Never);
+        config.idle_wait = Duration::from_millis(20);
+        config.commit_interval = Duration::from_millis(10);
+        let engine = Engine::open(config, log.clone(), runtime).unwrap();
+        Server {
+            engine: Arc::new(engine),
+            log,
+            _dir: dir,
+        }
+    }
 }
 
-fn app() -> Router {
-    app_with(ApiConfig {
-        max_body_bytes: 4096,
-        max_component_bytes: 8192,
-        ..ApiConfig::default()
-    })
-    .0
+/// The router over a [`Server`]; derefs to the router.
+struct TestApp {
+    router: Router,
+    server: Arc<Server>,
+}
+
+impl Deref for TestApp {
+    type Target = Router;
+    fn deref(&self) -> &Router {
+        &self.router
+    }
+}
+
+impl TestApp {
+    fn over(server: Arc<Server>, config: ApiConfig) -> TestApp {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(tx); // never shutting down
+        let state = AppState::new(server.log.clone(), server.engine.clone(), config, rx);
+        TestApp {
+            router: router(state),
+            server,
+        }
+    }
+
+    /// A fresh API process (nothing in memory) over the same log and engine.
+    fn restarted(&self, config: ApiConfig) -> TestApp {
+        TestApp::over(self.server.clone(), config)
+    }
+
+    fn log(&self) -> &Log {
+        &self.server.log
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.server.engine
+    }
+}
+
+fn app_with(config: ApiConfig) -> TestApp {
+    TestApp::over(Arc::new(Server::open()), config)
+}
+
+/// Data bodies are limited to 4 KiB here; components may be larger.
+const TEST_LIMITS: ApiConfig = ApiConfig {
+    admin_token: None,
+    max_body_bytes: 4096,
+    max_component_bytes: 8 << 20,
+    max_wait: Duration::from_secs(30),
+    max_read_records: 10_000,
+};
+
+fn app() -> TestApp {
+    app_with(TEST_LIMITS)
+}
+
+/// Deploy a test plugin (built once per run by the testkit) through the API.
+async fn deploy(app: &Router, manifest: Value, plugin: &str) -> (StatusCode, Value) {
+    use base64::Engine as _;
+    let component = weir_testkit::plugins::plugin_bytes(plugin);
+    let body = json!({
+        "manifest": manifest,
+        "component_base64": base64::engine::general_purpose::STANDARD.encode(component),
+    });
+    json_call(app, "POST", "/plugins", body).await
+}
+
+/// Poll `uri` until it answers 200 (a processor caught up), at most 30 s.
+async fn get_when_ready(app: &Router, uri: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = call(app, "GET", uri, Body::empty(), &[]).await;
+        if s == StatusCode::OK {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{uri}: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn call(
@@ -87,7 +177,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
 
-async fn with_topic(partitions: u32) -> Router {
+async fn with_topic(partitions: u32) -> TestApp {
     let app = app();
     let (s, _) = json_call(
         &app,
@@ -310,7 +400,7 @@ async fn read_errors_and_long_poll() {
 
 #[tokio::test]
 async fn produce_errors_change_nothing() {
-    let (app, rapids) = app_with(ApiConfig {
+    let app = app_with(ApiConfig {
         max_body_bytes: 4096,
         ..ApiConfig::default()
     });
@@ -371,8 +461,8 @@ async fn produce_errors_change_nothing() {
         .await;
         assert_eq!((s, code(&v)), (status, want), "{uri}: {v}");
     }
-    use super::Rapids;
-    let ends: Vec<u64> = rapids
+    let ends: Vec<u64> = app
+        .log()
         .topic("orders")
         .unwrap()
         .partitions
@@ -399,7 +489,7 @@ async fn idempotent_produce_appends_once() {
 
 #[tokio::test]
 async fn admin_routes_need_the_token() {
-    let (app, _) = app_with(ApiConfig {
+    let app = app_with(ApiConfig {
         admin_token: Some(TOKEN.into()),
         ..ApiConfig::default()
     });
@@ -437,62 +527,66 @@ async fn admin_routes_need_the_token() {
 
 #[tokio::test]
 async fn deploy_validates_before_the_engine() {
-    let app = app();
+    let app = with_topic(1).await;
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let component = b"\0asm\x0d\0\x01\0rest";
+    let component = weir_testkit::plugins::plugin_bytes("enricher_orders");
+    let enricher =
+        json!({"kind": "enricher", "inputs": ["orders"], "outputs": ["orders.enriched"]});
+    let named = |name: &str| {
+        let mut m = enricher.clone();
+        m["name"] = json!(name);
+        m
+    };
     let cases = [
         (
-            json!({"manifest": {"name": "e", "kind": "enricher"}, "component_base64": b64(b"\0asm\x01\0\0\0")}),
+            json!({"manifest": named("e"), "component_base64": b64(b"\0asm\x01\0\0\0")}),
             "invalid_component",
         ),
         (
-            json!({"manifest": {"name": "e", "kind": "enricher"}, "component_base64": "%%"}),
+            json!({"manifest": named("e"), "component_base64": "%%"}),
             "invalid_component",
         ),
         (
-            json!({"manifest": {"name": "e/../x", "kind": "enricher"}, "component_base64": b64(component)}),
+            json!({"manifest": named("e/../x"), "component_base64": b64(&component)}),
             "invalid_name",
         ),
         (
-            json!({"manifest": {"name": "e", "kind": "nope"}, "component_base64": b64(component)}),
+            json!({"manifest": {"name": "e", "kind": "nope"}, "component_base64": b64(&component)}),
             "invalid_manifest",
         ),
-        (
-            json!({"manifest": {"name": "e", "kind": "enricher"}}),
-            "malformed_json",
-        ),
+        (json!({"manifest": named("e")}), "malformed_json"),
     ];
     for (body, want) in cases {
         let (s, v) = json_call(&app, "POST", "/plugins", body).await;
         assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, want), "{v}");
     }
+    let manifest_header = enricher.to_string();
     let (s, v) = call(
         &app,
         "PUT",
         "/plugins/e",
-        vec![0u8; 9000],
-        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+        vec![0u8; TEST_LIMITS.max_component_bytes + 1],
+        &[("weir-manifest", &manifest_header)],
     )
     .await;
     assert_eq!(
         (s, code(&v)),
         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
     );
-    // Components may be larger than data bodies (limit 8192 vs 4096 here).
-    let mut big = component.to_vec();
-    big.resize(6000, 0);
+    // Components may be larger than data bodies.
+    assert!(component.len() > TEST_LIMITS.max_body_bytes);
     let (s, v) = call(
         &app,
         "PUT",
         "/plugins/big",
-        big,
-        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+        component.clone(),
+        &[("weir-manifest", &manifest_header)],
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     call(&app, "DELETE", "/plugins/big", Body::empty(), &[]).await;
-    let (s, v) = call(&app, "PUT", "/plugins/e", &component[..], &[]).await;
+    let (s, v) = call(&app, "PUT", "/plugins/e", component.clone(), &[]).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_manifest"));
     let (_, v) = call(&app, "GET", "/plugins", Body::empty(), &[]).await;
     assert_eq!(v["plugins"], json!([]));
@@ -501,17 +595,21 @@ async fn deploy_validates_before_the_engine() {
         &app,
         "PUT",
         "/plugins/e",
-        &component[..],
-        &[("weir-manifest", "{\"kind\": \"enricher\"}")],
+        component.clone(),
+        &[("weir-manifest", &manifest_header)],
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["name"], "e");
+    // Another manifest makes another version (identical bytes and
+    // manifest would be a no-op).
+    let mut second = named("e");
+    second["retries"] = json!(1);
     let (s, v) = json_call(
         &app,
         "POST",
         "/plugins",
-        json!({"manifest": {"name": "e", "kind": "enricher"}, "component_base64": b64(component)}),
+        json!({"manifest": second, "component_base64": b64(&component)}),
     )
     .await;
     assert_eq!(
@@ -539,8 +637,21 @@ async fn deploy_validates_before_the_engine() {
 #[tokio::test]
 async fn commands_answer_with_status_and_tracking_id() {
     let app = app();
-    let cmd = |name: &str| json!({"aggregate": "acc-1", "name": name, "data": {"amount": 5}});
-    let (s, v) = json_call(&app, "POST", "/services/bank/commands", cmd("deposit")).await;
+    let (s, v) = deploy(
+        &app,
+        json!({"name": "bank", "kind": "command-handler", "partitions": 1}),
+        "command_bank",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let cmd = |name: &str, data: Value| json!({"aggregate": "acc-1", "name": name, "data": data});
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/services/bank/commands",
+        json!({"aggregate": "acc-2", "name": "deposit", "data": {"amount": 5}}),
+    )
+    .await;
     assert_eq!(
         (s, v["status"].as_str()),
         (StatusCode::ACCEPTED, Some("accepted"))
@@ -550,27 +661,27 @@ async fn commands_answer_with_status_and_tracking_id() {
         &app,
         "POST",
         "/services/bank/commands?wait=true",
-        json!({"id": "c-1", "aggregate": "acc-1", "name": "deposit", "data": {"amount": 5}}),
+        json!({"id": "c-1", "aggregate": "acc-1", "name": "open", "data": {"owner": "ann"}}),
     )
     .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["tracking_id"], "c-1");
-    assert_eq!(v["events"][0]["data"], json!({"amount": 5}));
+    assert_eq!(v["events"][0]["data"], json!({"owner": "ann"}));
     assert_eq!(v["version"], 1);
-    let (s, v) = json_call(
-        &app,
-        "POST",
-        "/services/bank/commands?wait=true",
-        cmd("conflict"),
-    )
-    .await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "version_conflict"));
+    let mut stale = cmd("deposit", json!({"amount": 5}));
+    stale["expected_version"] = json!(5);
+    let (s, v) = json_call(&app, "POST", "/services/bank/commands?wait=true", stale).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "version_conflict"),
+        "{v}"
+    );
     assert!(v["tracking_id"].is_string());
     let (s, v) = json_call(
         &app,
         "POST",
         "/services/bank/commands?wait=true",
-        cmd("reject"),
+        cmd("withdraw", json!({"amount": 100})),
     )
     .await;
     assert_eq!(
@@ -579,7 +690,13 @@ async fn commands_answer_with_status_and_tracking_id() {
     );
     assert_eq!(v["error"]["reason"], "insufficient-funds");
     assert!(v["tracking_id"].is_string());
-    let (s, v) = json_call(&app, "POST", "/services/nope/commands", cmd("deposit")).await;
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/services/nope/commands",
+        cmd("deposit", json!({"amount": 5})),
+    )
+    .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_plugin"));
     assert!(v["tracking_id"].is_string());
     let (s, v) = call(&app, "POST", "/services/bank/commands", "{", &[]).await;
@@ -588,17 +705,24 @@ async fn commands_answer_with_status_and_tracking_id() {
 
 #[tokio::test]
 async fn ponds_answer_keys_scans_and_queries() {
-    let app = app();
-    let (s, v) = call(
+    let app = with_topic(1).await;
+    let (s, _) = json_call(
         &app,
-        "GET",
-        "/ponds/balances/keys/acc-1",
-        Body::empty(),
-        &[],
+        "POST",
+        "/topics/orders/records",
+        json!({"key": "acc-1", "value": {"customer": "acc-1", "amount": 10}}),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["value"], json!({"balance": 10}));
+    let (s, v) = deploy(
+        &app,
+        json!({"name": "balances", "kind": "projection", "inputs": ["orders"]}),
+        "projection_totals",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = get_when_ready(&app, "/ponds/balances/keys/acc-1").await;
+    assert_eq!(v["value"], json!({"count": 1, "sum": 10}));
     let (s, v) = call(
         &app,
         "GET",
@@ -618,8 +742,8 @@ async fn ponds_answer_keys_scans_and_queries() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["entries"][0]["key"], "acc-1");
-    let (s, v) = call(&app, "POST", "/ponds/balances/query", "{\"q\": 1}", &[]).await;
-    assert_eq!((s, v), (StatusCode::OK, json!({"q": 1})));
+    let (s, v) = call(&app, "POST", "/ponds/balances/query", "acc-1", &[]).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"count": 1, "sum": 10})));
     let (s, v) = call(&app, "GET", "/ponds/ghost/keys/x", Body::empty(), &[]).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_plugin"));
 }
@@ -728,6 +852,20 @@ async fn producing_into_a_processor_owned_topic_is_refused() {
         &app,
         "POST",
         "/topics",
+        json!({"name": "in", "partitions": 1}),
+    )
+    .await;
+    let (s, v) = deploy(
+        &app,
+        json!({"name": "writer", "kind": "enricher", "inputs": ["in"], "outputs": ["owned"]}),
+        "enricher_orders",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    json_call(
+        &app,
+        "POST",
+        "/topics",
         json!({"name": "owned", "partitions": 1}),
     )
     .await;
@@ -738,13 +876,6 @@ async fn producing_into_a_processor_owned_topic_is_refused() {
     assert_eq!(v["partitions"][0]["end_offset"], 0);
     // Neither is a topic a processor owns or reads deleted.
     for topic in ["owned", "in"] {
-        json_call(
-            &app,
-            "POST",
-            "/topics",
-            json!({"name": topic, "partitions": 1}),
-        )
-        .await;
         let (s, v) = call(
             &app,
             "DELETE",
@@ -786,7 +917,7 @@ async fn stored(app: &Router) -> u64 {
 
 #[tokio::test]
 async fn a_keyed_produce_over_partitions_appends_each_part_once_across_failures_and_restarts() {
-    let (app, rapids) = app_with(ApiConfig::default());
+    let app = app_with(ApiConfig::default());
     json_call(
         &app,
         "POST",
@@ -824,7 +955,7 @@ async fn a_keyed_produce_over_partitions_appends_each_part_once_across_failures_
 
     // 1. The part for partition 1 fails after partition 0's was appended;
     //    the retry in the same process appends only the missing parts.
-    *rapids.fail_next_append_to.lock() = Some(1);
+    *app.engine().failpoints().fail_client_append_to.lock() = Some(1);
     let (s, _) = send(app.clone(), "multi-1", body(0..12)).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(stored(&app).await, sizes[0], "partition 0's part only");
@@ -836,11 +967,11 @@ async fn a_keyed_produce_over_partitions_appends_each_part_once_across_failures_
     assert_eq!(again, first);
 
     // 2. The same after a crash: a new process relearns the parts from the log.
-    *rapids.fail_next_append_to.lock() = Some(2);
+    *app.engine().failpoints().fail_client_append_to.lock() = Some(2);
     let (s, _) = send(app.clone(), "multi-2", body(0..12)).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(stored(&app).await, 12 + sizes[0] + sizes[1]);
-    let restarted = app_over(rapids.clone(), ApiConfig::default());
+    let restarted = app.restarted(ApiConfig::default());
     let (s, second) = send(restarted.clone(), "multi-2", body(0..12)).await;
     assert_eq!(s, StatusCode::OK, "{second}");
     assert_eq!(stored(&restarted).await, 24);
@@ -851,7 +982,7 @@ async fn a_keyed_produce_over_partitions_appends_each_part_once_across_failures_
     assert_eq!(stored(&restarted).await, 24);
 
     // 3. A retry with another body under a partly written key appends nothing.
-    *rapids.fail_next_append_to.lock() = Some(1);
+    *app.engine().failpoints().fail_client_append_to.lock() = Some(1);
     let (s, _) = send(restarted.clone(), "multi-3", body(0..12)).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     let (s, v) = send(restarted.clone(), "multi-3", body(0..1)).await;

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::backend::TopicSpec;
 use super::{ApiError, AppState, blocking, json_body, names};
+use crate::log::{TopicConfig, TopicInfo};
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -30,6 +30,22 @@ fn one() -> u32 {
     1
 }
 
+/// A topic as the API shows it: its name and each partition's offsets.
+pub(super) fn topic_json(info: &TopicInfo) -> Value {
+    let partitions: Vec<Value> = info
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.partition,
+                "start_offset": p.start_offset,
+                "end_offset": p.end_offset,
+            })
+        })
+        .collect();
+    json!({"name": info.name, "partitions": partitions})
+}
+
 pub(super) async fn create(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -45,20 +61,23 @@ pub(super) async fn create(
             ),
         ));
     }
-    let spec = TopicSpec {
-        name: req.name,
+    let config = TopicConfig {
         partitions: req.partitions,
         retention_ms: req.retention_ms,
         retention_bytes: req.retention_bytes,
-        compact: req.compact,
+        compaction: req.compact,
+        ..TopicConfig::default()
     };
-    let rapids = state.rapids.clone();
-    let view = blocking(move || rapids.create_topic(&spec)).await?;
-    Ok((StatusCode::CREATED, Json(json!(view))))
+    let log = state.log.clone();
+    let info = blocking(move || log.create_topic(&req.name, config)).await?;
+    Ok((StatusCode::CREATED, Json(topic_json(&info))))
 }
 
 pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "topics": state.rapids.topics() }))
+    let mut topics = state.log.topics();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let topics: Vec<Value> = topics.iter().map(topic_json).collect();
+    Json(json!({ "topics": topics }))
 }
 
 pub(super) async fn inspect(
@@ -67,7 +86,7 @@ pub(super) async fn inspect(
 ) -> Result<Json<Value>, ApiError> {
     let Path(topic) = path?;
     names::validate("topic", &topic)?;
-    Ok(Json(json!(state.rapids.topic(&topic)?)))
+    Ok(Json(topic_json(&state.log.topic(&topic)?)))
 }
 
 pub(super) async fn delete(
@@ -76,8 +95,8 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let Path(topic) = path?;
     names::validate("topic", &topic)?;
-    let rapids = state.rapids.clone();
+    let engine = state.engine.clone();
     let name = topic.clone();
-    blocking(move || rapids.delete_topic(&name)).await?;
+    blocking(move || engine.delete_topic(&name)).await?;
     Ok(Json(json!({ "deleted": topic })))
 }

@@ -16,6 +16,9 @@ pub(crate) struct Failpoints {
     /// The next step that appended outputs stops dead after the append and
     /// before the store commit, as if the process had been killed there.
     pub crash_before_commit: AtomicBool,
+    /// The next client append to this partition fails (a disk error, or
+    /// the crash of a process between two appends of one request).
+    pub fail_client_append_to: parking_lot::Mutex<Option<u32>>,
 }
 
 /// How the engine runs.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+use crate::batch::Record;
 use crate::log::{EventLog, LogError};
 use crate::runtime::{Plugin, PluginKind, Runtime};
 use crate::store::{PartitionPos, PluginRecord, Store, VersionRecord};
@@ -672,10 +673,41 @@ impl Engine {
         self.shared.ownership.owner_of(topic)
     }
 
-    /// The ownership rule, for the paths that write on a client's behalf
-    /// (the API's produce and topic delete go through it).
-    pub fn ownership(&self) -> Arc<Ownership> {
-        self.shared.ownership.clone()
+    /// Append a client's records to one partition (the HTTP produce path;
+    /// blocking, durable per the fsync policy when it returns) and answer
+    /// the first offset given. A topic a processor owns refuses, appending
+    /// nothing: see [`super::ownership`].
+    pub fn append_from_client(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+    ) -> Result<u64> {
+        #[cfg(test)]
+        {
+            let mut fail = self.shared.failpoints.fail_client_append_to.lock();
+            if *fail == Some(partition) {
+                *fail = None;
+                return Err(EngineError::Io(std::io::Error::other(
+                    "injected append failure",
+                )));
+            }
+        }
+        self.shared.ownership.client_write(topic, || {
+            Ok(self
+                .shared
+                .log
+                .append(topic, partition, records)?
+                .base_offset)
+        })
+    }
+
+    /// Delete a topic (blocking). One a processor owns or reads is refused
+    /// (delete the processor first): see [`super::ownership`].
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.shared
+            .ownership
+            .delete_topic(name, || Ok(self.shared.log.delete_topic(name)?))
     }
 }
 

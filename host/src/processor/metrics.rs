@@ -12,7 +12,7 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 ];
 
 /// The last error a processor ran into.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LastError {
     pub message: String,
     pub at_ms: i64,

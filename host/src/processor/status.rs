@@ -1,7 +1,10 @@
 //! What `inspect` shows about a processor: its run state, its progress per
-//! input partition, its versions and metrics.
+//! input partition, its versions and metrics, and its one wire shape (the
+//! HTTP API's plugin answers serialize [`ProcessorStatus`] directly).
 
 use std::collections::HashMap;
+
+use serde::{Serialize, Serializer};
 
 use crate::runtime::PluginKind;
 use crate::store::VersionRecord;
@@ -36,10 +39,18 @@ impl RunState {
             RunState::Failed { .. } => "failed",
         }
     }
+
+    /// Why it is stopped or failed.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RunState::Stopped { reason } | RunState::Failed { reason } => Some(reason),
+            RunState::Running | RunState::Paused => None,
+        }
+    }
 }
 
 /// Progress of a processor over one input partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartitionStatus {
     pub topic: String,
     pub partition: u32,
@@ -70,6 +81,74 @@ pub struct ProcessorStatus {
 impl ProcessorStatus {
     pub fn lag(&self) -> u64 {
         self.partitions.iter().map(|p| p.lag).sum()
+    }
+}
+
+/// The wire shape: the state as a word beside its reason, the active
+/// manifest's inputs and outputs at the top, each version marked active or
+/// not, and the counters clients read (all since start).
+impl Serialize for ProcessorStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Version<'a> {
+            version: u32,
+            sha256: &'a str,
+            deployed_at_ms: i64,
+            active: bool,
+        }
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            name: &'a str,
+            kind: &'static str,
+            state: &'static str,
+            state_reason: Option<&'a str>,
+            active_version: u32,
+            inputs: &'a [String],
+            outputs: &'a [String],
+            manifest: Option<&'a Manifest>,
+            versions: Vec<Version<'a>>,
+            partitions: &'a [PartitionStatus],
+            events_in: u64,
+            events_out: u64,
+            error_count: u64,
+            dead_lettered: u64,
+            last_error: Option<&'a LastError>,
+            generation: u32,
+            rebuilding_generation: Option<u32>,
+        }
+        let (inputs, outputs): (&[String], &[String]) = match &self.manifest {
+            Some(m) => (&m.inputs, &m.outputs),
+            None => (&[], &[]),
+        };
+        Wire {
+            name: &self.name,
+            kind: self.kind.world(),
+            state: self.state.as_str(),
+            state_reason: self.state.reason(),
+            active_version: self.active_version,
+            inputs,
+            outputs,
+            manifest: self.manifest.as_ref(),
+            versions: self
+                .versions
+                .iter()
+                .map(|v| Version {
+                    version: v.version,
+                    sha256: &v.sha256,
+                    deployed_at_ms: v.deployed_at_ms,
+                    active: v.version == self.active_version,
+                })
+                .collect(),
+            partitions: &self.partitions,
+            events_in: self.metrics.events_in,
+            events_out: self.metrics.events_out,
+            error_count: self.metrics.errors,
+            dead_lettered: self.metrics.dead_lettered,
+            last_error: self.last_error.as_ref(),
+            generation: self.read_generation,
+            rebuilding_generation: self.rebuilding_generation,
+        }
+        .serialize(serializer)
     }
 }
 
