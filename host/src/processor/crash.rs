@@ -31,6 +31,7 @@ use rand::Rng;
 use serde_json::json;
 
 use super::shared::now_ms;
+use super::tests::header;
 use super::*;
 use crate::batch::Record;
 use crate::log::{EventLog, FsyncPolicy, Log, LogConfig, LogError, TopicConfig};
@@ -89,24 +90,10 @@ fn ensure_pipeline(log: &Log, engine: &Engine) {
 
 /// Every visible record of a topic.
 fn read_all(log: &Log, topic: &str) -> Vec<Record> {
-    let mut out = Vec::new();
-    let Ok(info) = log.topic(topic) else {
-        return out;
-    };
-    for p in info.partitions {
-        let mut offset = p.start_offset;
-        loop {
-            let batch = log
-                .read(topic, p.partition, offset, 1000, 1 << 20)
-                .expect("read");
-            if batch.is_empty() {
-                break;
-            }
-            out.extend((0..batch.len()).map(|i| batch.record(i)));
-            offset = batch.offsets[batch.len() - 1] + 1;
-        }
-    }
-    out
+    super::tests::read_topic(log, topic)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
 }
 
 fn order_id(value: &[u8]) -> u64 {
@@ -116,13 +103,6 @@ fn order_id(value: &[u8]) -> u64 {
         .and_then(|s| s.strip_prefix('o'))
         .and_then(|s| s.parse().ok())
         .expect("order id")
-}
-
-fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// The child: produce orders and commands until killed (or, with

@@ -104,24 +104,7 @@ impl Harness {
 
     /// Every visible record of a topic, with its partition.
     fn read_all(&self, topic: &str) -> Vec<(u32, Record)> {
-        let mut out = Vec::new();
-        for p in self.log().topic(topic).expect("topic").partitions {
-            let mut offset = p.start_offset;
-            loop {
-                let batch = self
-                    .log()
-                    .read(topic, p.partition, offset, 1000, 1 << 20)
-                    .expect("read");
-                if batch.is_empty() {
-                    break;
-                }
-                for i in 0..batch.len() {
-                    out.push((p.partition, batch.record(i)));
-                }
-                offset = batch.offsets[batch.len() - 1] + 1;
-            }
-        }
-        out
+        read_topic(self.log(), topic)
     }
 
     fn deploy(&self, manifest: serde_json::Value, plugin: &str) -> ProcessorStatus {
@@ -206,7 +189,31 @@ fn order_for(i: u32, customer: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
+/// Every visible record of a topic (none if it does not exist), with its
+/// partition.
+pub(super) fn read_topic(log: &dyn EventLog, topic: &str) -> Vec<(u32, Record)> {
+    let mut out = Vec::new();
+    let Ok(info) = log.topic(topic) else {
+        return out;
+    };
+    for p in info.partitions {
+        let mut offset = p.start_offset;
+        loop {
+            let batch = log
+                .read(topic, p.partition, offset, 1000, 1 << 20)
+                .expect("read");
+            let Some(last) = batch.offsets.last().copied() else {
+                break;
+            };
+            out.extend((0..batch.len()).map(|i| (p.partition, batch.record(i))));
+            offset = last + 1;
+        }
+    }
+    out
+}
+
+/// The text of a record's header `name`.
+pub(super) fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
     r.headers
         .iter()
         .find(|(n, _)| n == name)
@@ -741,39 +748,30 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
 fn deploy_refuses_bad_input_with_reasons() {
     let h = Harness::new();
     h.topic("in", 1);
-    let wrong_world = h.engine().deploy(
-        json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}),
-        &weir_testkit::plugins::plugin_bytes("projection_totals"),
-    );
+    let enricher = |name: &str, input: &str, output: &str| json!({"name": name, "kind": "enricher", "inputs": [input], "outputs": [output]});
+    let refused = |manifest, plugin: &[u8]| match h.engine().deploy(manifest, plugin) {
+        Err(e) => e,
+        Ok(s) => panic!("deployed {}", s.name),
+    };
+    let plugin = weir_testkit::plugins::plugin_bytes;
+    let wrong_world = refused(enricher("x", "in", "o"), &plugin("projection_totals"));
     assert!(
-        matches!(wrong_world, Err(EngineError::Load(_))),
+        matches!(wrong_world, EngineError::Load(_)),
         "{wrong_world:?}"
     );
-    let missing_input = h.engine().deploy(
-        json!({"name": "x", "kind": "enricher", "inputs": ["nope"], "outputs": ["o"]}),
-        &weir_testkit::plugins::plugin_bytes("faulty"),
-    );
+    let missing_input = refused(enricher("x", "nope", "o"), &plugin("faulty"));
     assert!(
-        matches!(missing_input, Err(EngineError::NotFound(_))),
+        matches!(missing_input, EngineError::NotFound(_)),
         "{missing_input:?}"
     );
-    let not_wasm = h.engine().deploy(
-        json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": ["o"]}),
-        b"hello",
-    );
-    assert!(matches!(not_wasm, Err(EngineError::Load(_))));
-    h.deploy(
-        json!({"name": "a", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
-        "faulty",
-    );
-    let taken = h.engine().deploy(
-        json!({"name": "b", "kind": "enricher", "inputs": ["in"], "outputs": ["shared"]}),
-        &weir_testkit::plugins::plugin_bytes("faulty"),
-    );
+    let not_wasm = refused(enricher("x", "in", "o"), b"hello");
+    assert!(matches!(not_wasm, EngineError::Load(_)), "{not_wasm:?}");
+    h.deploy(enricher("a", "in", "shared"), "faulty");
+    let taken = refused(enricher("b", "in", "shared"), &plugin("faulty"));
     assert!(
         matches!(
             taken,
-            Err(EngineError::Ownership(OwnershipError::TopicOwned { .. }))
+            EngineError::Ownership(OwnershipError::TopicOwned { .. })
         ),
         "{taken:?}"
     );
