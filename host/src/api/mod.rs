@@ -4,7 +4,7 @@
 //! ([`crate::log::EventLog`]) for topics and reads, the processor engine
 //! ([`crate::processor::Engine`]) for plugins, ponds, services and every
 //! client write (its ownership rule decides who may append where). Every
-//! store or disk call runs on the blocking pool ([`blocking`]). Every error
+//! store or disk call runs on the blocking pool (`blocking`). Every error
 //! is JSON with a stable code chosen from a typed error ([`error`]); every
 //! answer carries an `x-request-id`; admin routes need the bearer token
 //! when one is configured; request bodies are size-limited per route.

@@ -23,7 +23,7 @@ pub struct CommandRequest {
 }
 
 impl CommandRequest {
-    /// What this command asks for (see [`fingerprint`]).
+    /// What this command asks for (see `fingerprint` below).
     pub fn fingerprint(&self) -> String {
         fingerprint(
             &self.aggregate,

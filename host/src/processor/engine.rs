@@ -676,7 +676,7 @@ impl Engine {
     /// Append a client's records to one partition (the HTTP produce path;
     /// blocking, durable per the fsync policy when it returns) and answer
     /// the first offset given. A topic a processor owns refuses, appending
-    /// nothing: see [`super::ownership`].
+    /// nothing: see the `ownership` module.
     pub fn append_from_client(
         &self,
         topic: &str,
@@ -703,7 +703,7 @@ impl Engine {
     }
 
     /// Delete a topic (blocking). One a processor owns or reads is refused
-    /// (delete the processor first): see [`super::ownership`].
+    /// (delete the processor first): see the `ownership` module.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.shared
             .ownership

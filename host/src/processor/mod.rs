@@ -1,7 +1,9 @@
 //! The processors: the drive loops (enricher, projection, command handler),
 //! the exactly-once commit protocol, the failure policy, and the [`Engine`]
 //! facade the HTTP layer uses (deploy, inspect, pause / resume / reset /
-//! rollback / rebuild / delete, pond reads, commands, metrics).
+//! rollback / rebuild / delete, pond reads, commands, client appends and
+//! topic deletes under the ownership rule). The HTTP layer uses these
+//! types directly; [`ProcessorStatus`] serializes to its wire shape.
 //!
 //! # Promises
 //!
@@ -89,6 +91,6 @@ pub use manifest::{
     ErrorPolicy, Manifest, ManifestError, ManifestLimits, StartFrom, validate_name,
 };
 pub use metrics::{LATENCY_BUCKETS_US, LastError, MetricsSnapshot};
-pub use ownership::{Ownership, OwnershipError, is_reply_topic, reply_topics};
+pub use ownership::{OwnershipError, is_reply_topic, reply_topics};
 pub use status::{PartitionStatus, ProcessorStatus, RunState};
 pub use task::headers;

@@ -1,9 +1,11 @@
 //! Who may write which topic. This module is the one place the rule lives,
 //! and every write path goes through it: a client's append
-//! ([`Ownership::client_write`], used by the HTTP produce path), a command's
-//! reply topic ([`Ownership::check_reply`]), a deploy or rollback
-//! ([`Ownership::claim`]), a topic delete ([`Ownership::delete_topic`]) and
-//! every commit of a processor's step ([`owns`]).
+//! ([`Ownership::client_write`], behind `Engine::append_from_client`, the
+//! only way the HTTP API appends), a command's reply topic
+//! ([`Ownership::check_reply`]), a deploy or rollback ([`Ownership::claim`]),
+//! a topic delete ([`Ownership::delete_topic`], behind
+//! `Engine::delete_topic`) and every commit of a processor's step
+//! ([`owns`]).
 //!
 //! # The rule
 //!
