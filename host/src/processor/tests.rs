@@ -102,6 +102,27 @@ impl Harness {
         self.log().append(topic, p, &[record]).expect("append");
     }
 
+    /// Orders `range` into `orders`, keyed by customer `c{i % 5}`, with
+    /// timestamps `ts_base + i`.
+    fn produce_orders(&self, range: std::ops::Range<u32>, ts_base: i64) {
+        for i in range {
+            self.produce(
+                "orders",
+                &format!("c{}", i % 5),
+                &order(i),
+                ts_base + i64::from(i),
+            );
+        }
+    }
+
+    /// Projection `totals` (customer totals) over `orders`.
+    fn deploy_totals(&self) -> ProcessorStatus {
+        self.deploy(
+            json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
+            "projection_totals",
+        )
+    }
+
     /// Every visible record of a topic, with its partition.
     fn read_all(&self, topic: &str) -> Vec<(u32, Record)> {
         read_topic(self.log(), topic)
@@ -224,14 +245,10 @@ pub(super) fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
 fn enricher_pipeline_emits_each_valid_order_once() {
     let h = Harness::new();
     h.topic("orders", 2);
-    for i in 0..200 {
-        h.produce("orders", &format!("c{}", i % 5), &order(i), 1000 + i as i64);
-    }
+    h.produce_orders(0..200, 1000);
     h.produce("orders", "bad", b"not json", 5);
     h.deploy(json!({"name": "enrich", "kind": "enricher", "inputs": ["orders"], "outputs": ["orders.enriched"]}), "enricher_orders");
-    for i in 200..300 {
-        h.produce("orders", &format!("c{}", i % 5), &order(i), 1000 + i as i64);
-    }
+    h.produce_orders(200..300, 1000);
     let status = h.wait_caught_up("enrich");
     assert_eq!(status.state, RunState::Running);
     let out = h.read_all("orders.enriched");
@@ -258,13 +275,8 @@ fn enricher_pipeline_emits_each_valid_order_once() {
 fn projection_state_commits_with_checkpoints_and_answers_reads() {
     let h = Harness::new();
     h.topic("orders", 3);
-    for i in 0..500 {
-        h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
-    }
-    h.deploy(
-        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
-        "projection_totals",
-    );
+    h.produce_orders(0..500, 0);
+    h.deploy_totals();
     h.wait_caught_up("totals");
     let mut want: BTreeMap<String, (u64, i64)> = BTreeMap::new();
     for i in 0..500u32 {
@@ -694,10 +706,7 @@ fn deployments_survive_a_restart_and_admin_operations_work() {
     for i in 0..20 {
         h.produce("orders", "c1", &order_for(i, "c1"), i as i64);
     }
-    h.deploy(
-        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
-        "projection_totals",
-    );
+    h.deploy_totals();
     h.wait_caught_up("totals");
     h.engine().pause("totals").expect("pause");
     h.produce("orders", "c1", &order_for(20, "c1"), 20);
@@ -871,18 +880,11 @@ fn enricher_effects_are_exactly_once_after_a_crash_between_append_and_commit() {
 fn projection_effects_are_exactly_once_after_a_crash_before_commit() {
     let mut h = Harness::new();
     h.topic("orders", 2);
-    for i in 0..100 {
-        h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
-    }
-    h.deploy(
-        json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
-        "projection_totals",
-    );
+    h.produce_orders(0..100, 0);
+    h.deploy_totals();
     h.wait_caught_up("totals");
     h.crash_before_next_commit(true);
-    for i in 100..200 {
-        h.produce("orders", &format!("c{}", i % 5), &order(i), i as i64);
-    }
+    h.produce_orders(100..200, 0);
     h.wait_failed("totals");
     h.restart();
     h.wait_caught_up("totals");
