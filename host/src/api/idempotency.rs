@@ -7,9 +7,12 @@
 //! and the part's record count), written in the same append as the part.
 //! So the log itself says which parts of a request exist:
 //!
-//! - Answers and the parts written so far are kept in memory, bounded to
-//!   the most recent keys; a concurrent duplicate waits for the first to
-//!   finish.
+//! - Answers ([`Placement`]s: runs of offsets, not JSON) and the parts
+//!   written so far are kept in memory for the most recent keys, within a
+//!   byte budget (`weir_idempotency_cache_bytes` reports its use); a
+//!   concurrent duplicate waits for the first to finish.
+//! - Keys belong to one incarnation of a topic: after the topic is deleted
+//!   and created again, a key used before is a new key.
 //! - A request that failed between parts keeps its written parts: its
 //!   retry appends exactly the parts that are missing and answers with the
 //!   offsets of the first attempt.
@@ -33,7 +36,7 @@ use tokio::sync::OnceCell;
 
 use super::ApiError;
 use crate::batch::{Record, RecordBatch};
-use crate::log::EventLog;
+use crate::log::{EventLog, TopicInfo};
 
 /// Record header holding `{"key", "records", "batch", "parts", "part_records"}`
 /// on the first record of each part of a keyed request.
@@ -52,26 +55,130 @@ pub(crate) struct Part {
 /// The parts of one keyed request already in the log, by partition.
 pub(crate) type Written = Arc<Mutex<BTreeMap<u32, Part>>>;
 
-/// What is known about one (topic, key).
+/// Consecutive records of a request in one partition at consecutive offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    partition: u32,
+    first: u64,
+    records: u64,
+}
+
+/// Where a produce request's records went, in request order, as runs of
+/// consecutive offsets in one partition: its answer, kept compact (a
+/// request of 50,000 records to one partition is one run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// A batch request (`{"records": [...]}`) rather than a single record.
+    batch: bool,
+    runs: Vec<Run>,
+}
+
+impl Placement {
+    /// From each record's (partition, offset), in request order.
+    pub(crate) fn new(batch: bool, placed: impl IntoIterator<Item = (u32, u64)>) -> Self {
+        let mut runs: Vec<Run> = Vec::new();
+        for (partition, offset) in placed {
+            match runs.last_mut() {
+                Some(run) if run.partition == partition && run.first + run.records == offset => {
+                    run.records += 1;
+                }
+                _ => runs.push(Run {
+                    partition,
+                    first: offset,
+                    records: 1,
+                }),
+            }
+        }
+        Placement { batch, runs }
+    }
+
+    /// `records` records at `partition` from `first`.
+    pub(crate) fn contiguous(batch: bool, partition: u32, first: u64, records: u64) -> Self {
+        Placement::new(batch, (first..first + records).map(|o| (partition, o)))
+    }
+
+    /// The JSON answer of `produce` on `topic`.
+    pub(crate) fn answer(&self, topic: &str) -> Value {
+        let mut placed = self
+            .runs
+            .iter()
+            .flat_map(|r| (r.first..r.first + r.records).map(move |o| (r.partition, o)));
+        if self.batch {
+            let records: Vec<Value> = placed
+                .map(|(p, o)| json!({"partition": p, "offset": o}))
+                .collect();
+            json!({"topic": topic, "records": records})
+        } else {
+            let (partition, offset) = placed.next().unwrap_or_default();
+            json!({"topic": topic, "partition": partition, "offset": offset})
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.runs.len() * std::mem::size_of::<Run>()
+    }
+}
+
+/// What is known about one key of one topic incarnation.
 #[derive(Default)]
 struct Known {
-    answer: Option<Value>,
+    answer: Option<Placement>,
     written: Written,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Known>>;
 
+/// (topic, incarnation, key).
+type Id = (String, String, String);
+
+/// (topic, incarnation).
+type Incarnation = (String, String);
+
+/// What an entry costs besides its strings and answer: the map and queue
+/// entries, the slot, its mutexes and the parts map.
+const ENTRY_OVERHEAD: usize = 256;
+/// What one written part costs in the parts map.
+const PART_BYTES: usize = 64;
+
 pub(crate) struct IdempotencyCache {
-    capacity: usize,
+    max_bytes: usize,
     inner: Mutex<Inner>,
-    /// Topics whose partitions' tails were scanned for marks since start.
-    recovered: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    /// Topic incarnations whose partitions' tails were scanned for marks
+    /// since start.
+    recovered: Mutex<HashMap<Incarnation, Arc<OnceCell<()>>>>,
+}
+
+struct Entry {
+    slot: Slot,
+    bytes: usize,
 }
 
 #[derive(Default)]
 struct Inner {
-    slots: HashMap<(String, String), Slot>,
-    order: VecDeque<(String, String)>,
+    entries: HashMap<Id, Entry>,
+    order: VecDeque<Id>,
+    bytes: usize,
+}
+
+impl Inner {
+    /// Forget the oldest entries until the cache fits `max_bytes`.
+    fn evict_to(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(entry) = self.entries.remove(&old) {
+                self.bytes -= entry.bytes;
+            }
+        }
+    }
+}
+
+/// How much the cache holds, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheUse {
+    pub keys: usize,
+    pub bytes: usize,
 }
 
 /// The mark for one part (of `part_records` records) of a request of
@@ -88,19 +195,6 @@ pub(crate) fn mark(
     (MARK_HEADER.to_owned(), value.to_string().into_bytes())
 }
 
-/// The answer a request of one part got: what `produce` returns for
-/// `records` records at `partition` from `offset`.
-pub(crate) fn answer(topic: &str, partition: u32, offset: u64, records: u64, batch: bool) -> Value {
-    if batch {
-        let placed: Vec<Value> = (offset..offset + records)
-            .map(|o| json!({"partition": partition, "offset": o}))
-            .collect();
-        json!({"topic": topic, "records": placed})
-    } else {
-        json!({"topic": topic, "partition": partition, "offset": offset})
-    }
-}
-
 /// Whether `record` carries the reserved mark header (clients may not set it).
 pub(crate) fn carries_mark(record: &Record) -> bool {
     record
@@ -113,13 +207,13 @@ pub(crate) fn carries_mark(record: &Record) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 enum Found {
     /// A request of one part: its whole answer.
-    Answer(Value),
+    Answer(Placement),
     /// One part of a request of several.
     Part(u32, Part),
 }
 
 /// `(key, what it says)` for every mark in `batch` of `topic`/`partition`.
-fn marks_in(topic: &str, partition: u32, batch: &RecordBatch) -> Vec<(String, Found)> {
+fn marks_in(partition: u32, batch: &RecordBatch) -> Vec<(String, Found)> {
     let mut found = Vec::new();
     for i in 0..batch.len() {
         for (name, value) in batch.headers(i) {
@@ -140,7 +234,7 @@ fn marks_in(topic: &str, partition: u32, batch: &RecordBatch) -> Vec<(String, Fo
             // Marks written before requests had parts have one part.
             let parts = mark["parts"].as_u64().unwrap_or(1);
             let what = if parts <= 1 {
-                Found::Answer(answer(topic, partition, offset, records, is_batch))
+                Found::Answer(Placement::contiguous(is_batch, partition, offset, records))
             } else {
                 let Some(part_records) = mark["part_records"].as_u64() else {
                     continue;
@@ -185,7 +279,7 @@ fn scan_marks(log: &dyn EventLog, topic: &str) -> Result<Vec<(String, Found)>, A
             let Some(last) = batch.offsets.last() else {
                 break;
             };
-            found.extend(marks_in(topic, partition, &batch));
+            found.extend(marks_in(partition, &batch));
             offset = last + 1;
         }
     }
@@ -215,37 +309,52 @@ pub(crate) fn check_retry(
 }
 
 impl IdempotencyCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache holding at most about `max_bytes` of keys and answers.
+    pub(crate) fn new(max_bytes: usize) -> Self {
         IdempotencyCache {
-            capacity,
+            max_bytes,
             inner: Mutex::new(Inner::default()),
             recovered: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Relearn the marked requests of `topic` once per process (before its
-    /// first keyed produce is answered).
-    async fn recover(&self, log: &Arc<dyn EventLog>, topic: &str) -> Result<(), ApiError> {
+    pub(crate) fn usage(&self) -> CacheUse {
+        let inner = self.inner.lock();
+        CacheUse {
+            keys: inner.entries.len(),
+            bytes: inner.bytes,
+        }
+    }
+
+    /// Relearn the marked requests of `topic` once per process and
+    /// incarnation (before its first keyed produce is answered).
+    async fn recover(&self, log: &Arc<dyn EventLog>, topic: &TopicInfo) -> Result<(), ApiError> {
         let once = self
             .recovered
             .lock()
-            .entry(topic.to_owned())
+            .entry((topic.name.clone(), topic.incarnation.clone()))
             .or_default()
             .clone();
         once.get_or_try_init(|| async {
-            let (log, t) = (log.clone(), topic.to_owned());
+            let (log, t) = (log.clone(), topic.name.clone());
             let found = super::blocking(move || scan_marks(&*log, &t)).await?;
             for (key, what) in found {
-                let slot = self.slot(topic, &key);
+                let id = (topic.name.clone(), topic.incarnation.clone(), key);
+                let slot = self.slot(&id);
                 let mut known = slot.lock().await;
                 match what {
                     // A later append of the same key cannot exist (it would
                     // have been answered from the first): the first wins.
                     Found::Answer(answer) => {
-                        known.answer.get_or_insert(answer);
+                        if known.answer.is_none() {
+                            self.charge(&id, answer.bytes());
+                            known.answer = Some(answer);
+                        }
                     }
                     Found::Part(partition, part) => {
-                        known.written.lock().entry(partition).or_insert(part);
+                        if known.written.lock().insert(partition, part).is_none() {
+                            self.charge(&id, PART_BYTES);
+                        }
                     }
                 }
             }
@@ -255,48 +364,70 @@ impl IdempotencyCache {
         Ok(())
     }
 
-    fn slot(&self, topic: &str, key: &str) -> Slot {
+    /// The slot of `id`, created (and paid for) if it is not cached.
+    fn slot(&self, id: &Id) -> Slot {
         let mut inner = self.inner.lock();
-        let id = (topic.to_owned(), key.to_owned());
-        if let Some(slot) = inner.slots.get(&id) {
-            return slot.clone();
+        if let Some(entry) = inner.entries.get(id) {
+            return entry.slot.clone();
         }
         let slot = Slot::default();
-        inner.slots.insert(id.clone(), slot.clone());
-        inner.order.push_back(id);
-        while inner.order.len() > self.capacity {
-            if let Some(old) = inner.order.pop_front() {
-                inner.slots.remove(&old);
-            }
-        }
+        let bytes = ENTRY_OVERHEAD + 2 * (id.0.len() + id.1.len() + id.2.len());
+        inner.entries.insert(
+            id.clone(),
+            Entry {
+                slot: slot.clone(),
+                bytes,
+            },
+        );
+        inner.order.push_back(id.clone());
+        inner.bytes += bytes;
+        inner.evict_to(self.max_bytes);
         slot
     }
 
-    /// Run `produce` once per (topic, key); later calls get its answer.
-    /// `produce` gets the parts already written (by an earlier attempt that
-    /// failed, or before a crash), must append only the missing ones and
-    /// record each part it appends, holding the lock on `Written` while it
-    /// appends (an abandoned attempt may still be running). It answers
-    /// whether it appended anything. Returns the answer and whether it was
-    /// replayed (nothing appended by this call).
+    /// Add `bytes` to what `id` costs (if it is still cached), then forget
+    /// the oldest entries beyond the budget.
+    fn charge(&self, id: &Id, bytes: usize) {
+        let mut inner = self.inner.lock();
+        if let Some(entry) = inner.entries.get_mut(id) {
+            entry.bytes += bytes;
+            inner.bytes += bytes;
+        }
+        inner.evict_to(self.max_bytes);
+    }
+
+    /// Run `produce` once per key of this incarnation of `topic`; later
+    /// calls get its answer. `produce` gets the parts already written (by
+    /// an earlier attempt that failed, or before a crash), must append only
+    /// the missing ones and record each part it appends, holding the lock
+    /// on `Written` while it appends (an abandoned attempt may still be
+    /// running). It answers whether it appended anything. Returns the
+    /// answer and whether it was replayed (nothing appended by this call).
     pub(crate) async fn run<F, Fut>(
         &self,
         log: &Arc<dyn EventLog>,
-        topic: &str,
+        topic: &TopicInfo,
         key: &str,
         produce: F,
-    ) -> Result<(Value, bool), ApiError>
+    ) -> Result<(Placement, bool), ApiError>
     where
         F: FnOnce(Written) -> Fut,
-        Fut: Future<Output = Result<(Value, bool), ApiError>>,
+        Fut: Future<Output = Result<(Placement, bool), ApiError>>,
     {
         self.recover(log, topic).await?;
-        let slot = self.slot(topic, key);
+        let id = (
+            topic.name.clone(),
+            topic.incarnation.clone(),
+            key.to_owned(),
+        );
+        let slot = self.slot(&id);
         let mut known = slot.lock().await;
         if let Some(answer) = &known.answer {
             return Ok((answer.clone(), true));
         }
         let (answer, appended) = produce(known.written.clone()).await?;
+        let parts = known.written.lock().len();
+        self.charge(&id, answer.bytes() + parts * PART_BYTES);
         known.answer = Some(answer.clone());
         Ok((answer, !appended))
     }
@@ -319,44 +450,103 @@ mod tests {
         (dir, Arc::new(log))
     }
 
+    /// The answer of a single record at partition 0, `offset`.
+    fn at(offset: u64) -> Placement {
+        Placement::contiguous(false, 0, offset, 1)
+    }
+
+    async fn produce_once(
+        cache: &IdempotencyCache,
+        log: &Arc<dyn EventLog>,
+        topic: &str,
+        key: &str,
+        answer: Placement,
+    ) -> (Placement, bool) {
+        let topic = log.topic(topic).unwrap();
+        cache
+            .run(log, &topic, key, |_| async { Ok((answer, true)) })
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn replays_first_answer_and_retries_failures() {
         let (_dir, r) = log_with(&[("t", 1), ("u", 1)]);
-        let cache = IdempotencyCache::new(2);
-        let (a, replayed) = cache
-            .run(&r, "t", "k", |_| async { Ok((json!(1), true)) })
-            .await
-            .unwrap();
-        assert_eq!((a, replayed), (json!(1), false));
-        let (a, replayed) = cache
-            .run(&r, "t", "k", |_| async { Ok((json!(2), true)) })
-            .await
-            .unwrap();
-        assert_eq!((a, replayed), (json!(1), true));
+        // What one key with a one-record answer costs here.
+        let probe = IdempotencyCache::new(usize::MAX);
+        produce_once(&probe, &r, "t", "k", at(1)).await;
+        let cache = IdempotencyCache::new(2 * probe.usage().bytes);
+        let (a, replayed) = produce_once(&cache, &r, "t", "k", at(1)).await;
+        assert_eq!((a, replayed), (at(1), false));
+        let (a, replayed) = produce_once(&cache, &r, "t", "k", at(2)).await;
+        assert_eq!((a, replayed), (at(1), true));
         // Another topic is another key space.
-        let (a, _) = cache
-            .run(&r, "u", "k", |_| async { Ok((json!(3), true)) })
-            .await
-            .unwrap();
-        assert_eq!(a, json!(3));
+        let (a, _) = produce_once(&cache, &r, "u", "k", at(3)).await;
+        assert_eq!(a, at(3));
         // A failed attempt leaves the key free.
+        let t = r.topic("t").unwrap();
         let failed = cache
-            .run(&r, "t", "f", |_| async {
+            .run(&r, &t, "f", |_| async {
                 Err(ApiError::bad_request("x", "boom"))
             })
             .await;
         assert!(failed.is_err());
-        let (a, replayed) = cache
-            .run(&r, "t", "f", |_| async { Ok((json!(4), true)) })
-            .await
+        let (a, replayed) = produce_once(&cache, &r, "t", "f", at(4)).await;
+        assert_eq!((a, replayed), (at(4), false));
+        // The byte budget bounds memory: the oldest keys are forgotten.
+        assert!(cache.usage().bytes <= 2 * probe.usage().bytes);
+        let (a, _) = produce_once(&cache, &r, "t", "k", at(5)).await;
+        assert_eq!(a, at(5));
+    }
+
+    #[test]
+    fn answers_are_kept_as_runs_of_offsets() {
+        let one_partition = Placement::contiguous(true, 0, 7, 50_000);
+        assert!(one_partition.bytes() < 100, "{}", one_partition.bytes());
+        let answer = one_partition.answer("t");
+        assert_eq!(answer["records"].as_array().unwrap().len(), 50_000);
+        assert_eq!(
+            answer["records"][49_999],
+            json!({"partition": 0, "offset": 50_006})
+        );
+        let split = Placement::new(true, [(1, 5), (1, 6), (0, 2), (1, 7)]);
+        assert_eq!(split.runs.len(), 3);
+        assert_eq!(
+            split.answer("t")["records"],
+            json!([{"partition": 1, "offset": 5}, {"partition": 1, "offset": 6},
+                   {"partition": 0, "offset": 2}, {"partition": 1, "offset": 7}])
+        );
+        assert_eq!(
+            at(3).answer("t"),
+            json!({"topic": "t", "partition": 0, "offset": 3})
+        );
+    }
+
+    #[tokio::test]
+    async fn big_answers_stay_within_the_byte_budget() {
+        let (_dir, r) = log_with(&[("t", 2)]);
+        let budget = 4 << 20;
+        let cache = IdempotencyCache::new(budget);
+        for i in 0..20 {
+            // The worst case: records alternate between two partitions.
+            let answer = Placement::new(true, (0..50_000u64).map(|o| ((o % 2) as u32, o / 2)));
+            produce_once(&cache, &r, "t", &format!("key-{i}"), answer).await;
+            assert!(cache.usage().bytes <= budget, "{:?}", cache.usage());
+        }
+        let (_, replayed) = produce_once(&cache, &r, "t", "key-19", at(0)).await;
+        assert!(replayed, "the latest key is still known");
+    }
+
+    #[tokio::test]
+    async fn keys_belong_to_one_incarnation_of_a_topic() {
+        let (_dir, r) = log_with(&[("t", 1)]);
+        let cache = IdempotencyCache::new(1 << 20);
+        produce_once(&cache, &r, "t", "k", at(0)).await;
+        r.delete_topic("t").unwrap();
+        r.create_topic("t", TopicConfig::with_partitions(1))
             .unwrap();
-        assert_eq!((a, replayed), (json!(4), false));
-        // Capacity bounds memory: the oldest keys are forgotten.
-        let (a, _) = cache
-            .run(&r, "t", "k", |_| async { Ok((json!(5), true)) })
-            .await
-            .unwrap();
-        assert_eq!(a, json!(5));
+        let (a, replayed) = produce_once(&cache, &r, "t", "k", at(0)).await;
+        assert_eq!((a, replayed), (at(0), false), "a new topic, a new key");
     }
 
     #[tokio::test]
@@ -392,35 +582,21 @@ mod tests {
             &[record("d", Some((MARK_HEADER.into(), b"junk".to_vec())))],
         )
         .unwrap();
-        let cache = IdempotencyCache::new(100);
-        let (a, replayed) = cache
-            .run(&r, "t", "batch-key", |_| async {
-                Ok((json!("appended again"), true))
-            })
-            .await
-            .unwrap();
+        let cache = IdempotencyCache::new(1 << 20);
+        let again = at(99);
+        let (a, replayed) = produce_once(&cache, &r, "t", "batch-key", again.clone()).await;
         assert!(replayed);
-        assert_eq!(a, answer("t", 1, 1, 2, true));
+        assert_eq!(a, Placement::contiguous(true, 1, 1, 2));
         assert_eq!(
-            a,
+            a.answer("t"),
             json!({"topic": "t", "records": [{"partition": 1, "offset": 1}, {"partition": 1, "offset": 2}]})
         );
-        let (a, replayed) = cache
-            .run(&r, "t", "single-key", |_| async {
-                Ok((json!("appended again"), true))
-            })
-            .await
-            .unwrap();
+        let (a, replayed) = produce_once(&cache, &r, "t", "single-key", again.clone()).await;
         assert_eq!(
-            (a, replayed),
+            (a.answer("t"), replayed),
             (json!({"topic": "t", "partition": 0, "offset": 0}), true)
         );
-        let (_, replayed) = cache
-            .run(&r, "t", "new-key", |_| async {
-                Ok((json!("appended"), true))
-            })
-            .await
-            .unwrap();
+        let (_, replayed) = produce_once(&cache, &r, "t", "new-key", again).await;
         assert!(!replayed);
     }
 }

@@ -167,6 +167,19 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             })
             .collect(),
     });
+    let cache = state.idempotency.usage();
+    families.push(MetricFamily {
+        name: "weir_idempotency_cache_bytes".into(),
+        help: "Memory held by remembered idempotency keys and their answers".into(),
+        kind: "gauge",
+        samples: vec![(String::new(), vec![], cache.bytes as f64)],
+    });
+    families.push(MetricFamily {
+        name: "weir_idempotency_cache_keys".into(),
+        help: "Idempotency keys remembered".into(),
+        kind: "gauge",
+        samples: vec![(String::new(), vec![], cache.keys as f64)],
+    });
     families.push(MetricFamily {
         name: "weir_uptime_seconds".into(),
         help: "Seconds since the server started".into(),

@@ -56,6 +56,9 @@ pub struct ApiConfig {
     pub max_wait: Duration,
     /// Most records one read returns.
     pub max_read_records: usize,
+    /// Memory for idempotency keys and their answers (the most recent keys
+    /// within it are remembered).
+    pub idempotency_cache_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +69,7 @@ impl Default for ApiConfig {
             max_component_bytes: 64 << 20,
             max_wait: Duration::from_secs(30),
             max_read_records: 10_000,
+            idempotency_cache_bytes: 64 << 20,
         }
     }
 }
@@ -93,9 +97,12 @@ impl AppState {
         AppState {
             log,
             engine,
+            idempotency: Arc::new(idempotency::IdempotencyCache::new(
+                config.idempotency_cache_bytes,
+            )),
             config: Arc::new(config),
             http: Arc::new(metrics::HttpMetrics::default()),
-            idempotency: Arc::new(idempotency::IdempotencyCache::new(100_000)),
+
             started: Instant::now(),
             shutting_down,
         }

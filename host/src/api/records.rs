@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::codec::{self, RecordIn};
+use super::idempotency::Placement;
 use super::{ApiError, AppState, blocking, idempotency, names, wait_for_record};
 use crate::batch::Record;
 use crate::log::{EventLog, TopicInfo};
@@ -240,7 +241,7 @@ pub(super) async fn produce(
         ));
     }
     let (log, engine) = (state.log.clone(), state.engine.clone());
-    let topic_name = topic.clone();
+    let incarnation = view.clone();
     let key = idempotency_key.clone();
     let do_produce = move |written: Option<idempotency::Written>| async move {
         let (placed, appended) = blocking(move || {
@@ -256,21 +257,13 @@ pub(super) async fn produce(
             append_all(&engine, &view, groups, keyed)
         })
         .await?;
-        let answer = if batch {
-            json!({
-                "topic": topic_name,
-                "records": placed.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>(),
-            })
-        } else {
-            json!({"topic": topic_name, "partition": placed[0].0, "offset": placed[0].1})
-        };
-        Ok::<_, ApiError>((answer, appended))
+        Ok::<_, ApiError>((Placement::new(batch, placed), appended))
     };
     let (answer, replayed) = match idempotency_key {
         Some(key) => {
             state
                 .idempotency
-                .run(&state.log, &topic, &key, |written| {
+                .run(&state.log, &incarnation, &key, |written| {
                     do_produce(Some(written))
                 })
                 .await?
@@ -280,7 +273,7 @@ pub(super) async fn produce(
     if !replayed {
         state.http.produced(&topic, count, bytes);
     }
-    let mut response = Json(answer).into_response();
+    let mut response = Json(answer.answer(&topic)).into_response();
     if replayed {
         response
             .headers_mut()

@@ -103,6 +103,7 @@ const TEST_LIMITS: ApiConfig = ApiConfig {
     max_component_bytes: 8 << 20,
     max_wait: Duration::from_secs(30),
     max_read_records: 10_000,
+    idempotency_cache_bytes: 64 << 20,
 };
 
 fn app() -> TestApp {
@@ -485,6 +486,39 @@ async fn idempotent_produce_appends_once() {
     assert_eq!(v1, v2);
     let (_, v) = call(&app, "GET", "/topics/orders", Body::empty(), &[]).await;
     assert_eq!(v["partitions"][0]["end_offset"], 1);
+    // The key and its answer are remembered, and their memory reported.
+    let (_, metrics) = call(&app, "GET", "/metrics", Body::empty(), &[]).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("weir_idempotency_cache_keys 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_idempotency_cache_bytes "),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_new_for_a_topic_created_again() {
+    let app = with_topic(1).await;
+    let h = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "req-1"),
+    ];
+    let (s, _) = call(&app, "POST", "/topics/orders/records", "{\"value\": 1}", &h).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&app, "DELETE", "/topics/orders", Body::empty(), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = json_call(&app, "POST", "/topics", json!({"name": "orders"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = call(&app, "POST", "/topics/orders/records", "{\"value\": 2}", &h).await;
+    assert_eq!((s, v["offset"].as_u64()), (StatusCode::OK, Some(0)));
+    let (_, v) = call(&app, "GET", "/topics/orders", Body::empty(), &[]).await;
+    assert_eq!(
+        v["partitions"][0]["end_offset"], 1,
+        "the record was appended, not answered from the deleted topic"
+    );
 }
 
 #[tokio::test]

@@ -24,6 +24,10 @@ const META: &str = "topic.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicInfo {
     pub name: String,
+    /// Unique to this creation of the topic: one deleted and created again
+    /// under the same name has another (empty for topics created before
+    /// incarnations were recorded).
+    pub incarnation: String,
     pub config: TopicConfig,
     pub partitions: Vec<PartitionInfo>,
 }
@@ -44,10 +48,13 @@ pub struct PartitionInfo {
 struct Meta {
     name: String,
     config: TopicConfig,
+    #[serde(default)]
+    incarnation: String,
 }
 
 pub(crate) struct Topic {
     pub name: String,
+    pub incarnation: String,
     pub config: TopicConfig,
     pub partitions: Vec<Arc<Partition>>,
     pub round_robin: RoundRobin,
@@ -78,6 +85,7 @@ impl Topic {
         let meta = serde_json::to_vec_pretty(&Meta {
             name: name.to_string(),
             config: config.clone(),
+            incarnation: uuid::Uuid::new_v4().to_string(),
         })
         .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
         let meta_path = tmp.join(META);
@@ -121,6 +129,7 @@ impl Topic {
             .collect::<Result<Vec<_>>>()?;
         Ok(Topic {
             name: name.to_string(),
+            incarnation: meta.incarnation,
             config: meta.config,
             partitions,
             round_robin: RoundRobin::default(),
@@ -140,6 +149,7 @@ impl Topic {
     pub fn info(&self) -> TopicInfo {
         TopicInfo {
             name: self.name.clone(),
+            incarnation: self.incarnation.clone(),
             config: self.config.clone(),
             partitions: self
                 .partitions
