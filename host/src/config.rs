@@ -37,9 +37,15 @@ pub struct ServeOptions {
     /// Longest a long-poll or a waiting command may take, ms [default: 30000]
     #[arg(long, env = "WEIR_MAX_WAIT_MS", hide_env_values = true)]
     pub max_wait_ms: Option<u64>,
-    /// How long shutdown waits for processors to drain, ms [default: 10000]
+    /// How long shutdown waits for requests and processors to finish, ms [default: 10000]
     #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT_MS", hide_env_values = true)]
     pub shutdown_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's head (and how long an idle connection stays open), ms [default: 30000]
+    #[arg(long, env = "WEIR_HEADER_TIMEOUT_MS", hide_env_values = true)]
+    pub header_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's body, ms [default: 60000]
+    #[arg(long, env = "WEIR_BODY_TIMEOUT_MS", hide_env_values = true)]
+    pub body_timeout_ms: Option<u64>,
     /// Log format: text | json [default: text]
     #[arg(long, env = "WEIR_LOG_FORMAT", hide_env_values = true)]
     pub log_format: Option<String>,
@@ -57,6 +63,8 @@ impl ServeOptions {
             max_component_bytes: self.max_component_bytes.or(lower.max_component_bytes),
             max_wait_ms: self.max_wait_ms.or(lower.max_wait_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
+            body_timeout_ms: self.body_timeout_ms.or(lower.body_timeout_ms),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -73,6 +81,8 @@ pub struct ServeConfig {
     pub max_component_bytes: usize,
     pub max_wait: Duration,
     pub shutdown_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub log_json: bool,
 }
 
@@ -138,8 +148,18 @@ impl ServeConfig {
             max_component_bytes: o.max_component_bytes.unwrap_or(64 << 20),
             max_wait: Duration::from_millis(o.max_wait_ms.unwrap_or(30_000)),
             shutdown_timeout: Duration::from_millis(o.shutdown_timeout_ms.unwrap_or(10_000)),
+            header_timeout: positive_ms("header_timeout_ms", o.header_timeout_ms, 30_000)?,
+            body_timeout: positive_ms("body_timeout_ms", o.body_timeout_ms, 60_000)?,
             log_json,
         })
+    }
+}
+
+/// A timeout in ms that must not be zero (a zero timeout refuses everything).
+fn positive_ms(name: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid(format!("{name} must be above 0"))),
+        ms => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -199,6 +219,14 @@ mod tests {
         };
         assert!(matches!(
             ServeConfig::resolve(bad, None),
+            Err(ConfigError::Invalid(_))
+        ));
+        let never = ServeOptions {
+            header_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(never, None),
             Err(ConfigError::Invalid(_))
         ));
         let short = ServeOptions {

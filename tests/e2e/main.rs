@@ -10,6 +10,7 @@ mod errors;
 mod hotswap;
 mod languages;
 mod lifecycle;
+mod limits;
 mod ownership;
 mod plugins;
 mod records;

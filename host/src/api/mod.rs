@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod http;
 pub mod names;
 pub mod openapi;
 pub mod serve;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Uri};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,6 +60,11 @@ pub struct ApiConfig {
     /// Memory for idempotency keys and their answers (the most recent keys
     /// within it are remembered).
     pub idempotency_cache_bytes: usize,
+    /// How long a client may take to send a request's head (and how long
+    /// an idle connection stays open).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +76,8 @@ impl Default for ApiConfig {
             max_wait: Duration::from_secs(30),
             max_read_records: 10_000,
             idempotency_cache_bytes: 64 << 20,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -199,6 +207,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http::guard_request,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -249,10 +261,45 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// A JSON request body, with size and syntax errors as [`ApiError`]s.
+/// Whether the request says its body is JSON (`application/json` or any
+/// `+json` type, parameters aside).
+pub(crate) fn says_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
+}
+
+/// A JSON route refuses a body the request says is something else (`415
+/// unsupported_media_type`); one without a content type is read as JSON.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        Some(ct) if !says_json(headers) => Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "this route takes application/json, not {:?}",
+                ct.to_str().unwrap_or("(not ASCII)")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A JSON request body, with content type, size, time and syntax errors
+/// as [`ApiError`]s.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<T, ApiError> {
+    require_json(headers)?;
     let body = body?;
     serde_json::from_slice(&body).map_err(ApiError::malformed_json)
 }

@@ -92,9 +92,10 @@ struct DeployBody {
 
 pub(super) async fn deploy_json(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: DeployBody = json_body(body)?;
+    let req: DeployBody = json_body(&headers, body)?;
     let component = B64.decode(req.component_base64.as_bytes()).map_err(|e| {
         ApiError::bad_request(
             "invalid_component",
@@ -217,10 +218,11 @@ fn reset_target(body: &ResetBody) -> Result<ResetTo, ApiError> {
 pub(super) async fn reset(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
-    let body: ResetBody = json_body(body)?;
+    let body: ResetBody = json_body(&headers, body)?;
     let to = reset_target(&body)?;
     let engine = state.engine.clone();
     Ok(Json(json!(
@@ -237,14 +239,16 @@ struct RollbackBody {
 pub(super) async fn rollback(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = plugin_name(path)?;
     let body = body?;
+    // The body is optional: none (or blanks) rolls back to the version before.
     let req: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(ApiError::malformed_json)?
+        json_body(&headers, Ok(body))?
     };
     let engine = state.engine.clone();
     Ok(Json(json!(

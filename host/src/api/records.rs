@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::codec::{self, RecordIn};
 use super::idempotency::Placement;
-use super::{ApiError, AppState, blocking, idempotency, names, wait_for_record};
+use super::{ApiError, AppState, blocking, idempotency, names, says_json, wait_for_record};
 use crate::batch::Record;
 use crate::log::{EventLog, TopicInfo};
 use crate::processor::Engine;
@@ -38,20 +38,6 @@ pub(super) struct ProduceQuery {
     key: Option<String>,
     /// Raw produce: force a partition.
     partition: Option<u32>,
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
 }
 
 /// Raw produce: the body is the value; `Weir-Header: name=value` request
@@ -193,7 +179,7 @@ pub(super) async fn produce(
     let Query(query) = query?;
     let body = body?;
     let now = codec::now_ms();
-    let (batch, records) = if is_json(&headers) {
+    let (batch, records) = if says_json(&headers) {
         if query.key.is_some() || query.partition.is_some() {
             return Err(ApiError::bad_request(
                 "invalid_query",

@@ -31,8 +31,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the HTTP server failed: {0}")]
-    Http(std::io::Error),
 }
 
 /// The HTTP layer's settings from the server configuration.
@@ -42,6 +40,8 @@ pub fn api_config(config: &ServeConfig) -> ApiConfig {
         max_body_bytes: config.max_body_bytes,
         max_component_bytes: config.max_component_bytes,
         max_wait: config.max_wait,
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
         ..ApiConfig::default()
     }
 }
@@ -75,8 +75,9 @@ pub async fn shutdown_signal() {
 }
 
 /// Serve the API on `listener` over the log and the processor engine until
-/// `stop` resolves, then drain: in-flight requests finish, processors
-/// commit, the log syncs.
+/// `stop` resolves, then drain within `shutdown_timeout` in all: requests
+/// in flight finish (connections still open after it are closed),
+/// processors commit with what is left of it, the log syncs.
 pub async fn serve_with(
     listener: TcpListener,
     log: Arc<dyn EventLog>,
@@ -86,17 +87,27 @@ pub async fn serve_with(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let header_timeout = api.header_timeout;
     let state = AppState::new(log.clone(), engine.clone(), api, stop_rx);
     let app = router(state);
-    let signalled = async move {
-        stop.await;
-        tracing::info!("shutting down: finishing requests, draining processors");
-        let _ = stop_tx.send(true);
+    let stopped_at = Arc::new(std::sync::OnceLock::new());
+    let signalled = {
+        let stopped_at = stopped_at.clone();
+        async move {
+            stop.await;
+            let _ = stopped_at.set(tokio::time::Instant::now());
+            tracing::info!("shutting down: finishing requests, draining processors");
+            let _ = stop_tx.send(true);
+        }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
-    let result = server.await.map_err(ServeError::Http);
+    super::http::serve(listener, app, header_timeout, shutdown_timeout, signalled).await;
+    let deadline = stopped_at
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now)
+        + shutdown_timeout;
     let draining = tokio::task::spawn_blocking(move || engine.shutdown());
-    match tokio::time::timeout(shutdown_timeout, draining).await {
+    match tokio::time::timeout_at(deadline, draining).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!("engine shutdown panicked: {e}"),
         Err(_) => tracing::warn!(
@@ -108,7 +119,7 @@ pub async fn serve_with(
         Ok(Err(e)) => tracing::error!("final log sync failed: {e}"),
         Err(e) => tracing::error!("final log sync panicked: {e}"),
     }
-    result
+    Ok(())
 }
 
 /// Bind the configured address. The bound address is printed as

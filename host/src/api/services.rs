@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::codec::bytes_field;
-use super::{ApiError, AppState, blocking, names};
+use super::{ApiError, AppState, blocking, json_body, names};
 use crate::processor::{CommandOutcome, CommandRequest};
 
 #[derive(Deserialize)]
@@ -153,8 +153,7 @@ pub(super) async fn submit(
     let Path(service) = path?;
     names::validate("service", &service)?;
     let Query(q) = query?;
-    let body = body?;
-    let mut cmd: CommandBody = serde_json::from_slice(&body).map_err(ApiError::malformed_json)?;
+    let mut cmd: CommandBody = json_body(&headers, body)?;
     let id = tracking_id(cmd.id.take(), &headers)?;
     let fail = |e: ApiError| e.with_tracking_id(id.clone());
     if cmd.aggregate.is_empty() || cmd.name.is_empty() {

@@ -104,6 +104,8 @@ const TEST_LIMITS: ApiConfig = ApiConfig {
     max_wait: Duration::from_secs(30),
     max_read_records: 10_000,
     idempotency_cache_bytes: 64 << 20,
+    header_timeout: Duration::from_secs(30),
+    body_timeout: Duration::from_secs(60),
 };
 
 fn app() -> TestApp {

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -48,9 +48,10 @@ pub(super) fn topic_json(info: &TopicInfo) -> Value {
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: CreateTopic = json_body(body)?;
+    let req: CreateTopic = json_body(&headers, body)?;
     names::validate("topic", &req.name)?;
     if req.partitions == 0 || req.partitions > MAX_PARTITIONS {
         return Err(ApiError::bad_request(
