@@ -22,9 +22,12 @@ pub struct ServeOptions {
     /// Data directory [default: ./weir-data]
     #[arg(long, env = "WEIR_DATA_DIR", hide_env_values = true)]
     pub data_dir: Option<PathBuf>,
-    /// Bearer token required on admin routes
+    /// Bearer token required on admin routes (at least 8 characters; unset leaves them open)
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin bearer token (so it is not visible in `ps`)
+    #[arg(long, env = "WEIR_ADMIN_TOKEN_FILE", hide_env_values = true)]
+    pub admin_token_file: Option<PathBuf>,
     /// Durability: always | never | interval:<ms> [default: always]
     #[arg(long, env = "WEIR_FSYNC", hide_env_values = true)]
     pub fsync: Option<String>,
@@ -54,10 +57,24 @@ pub struct ServeOptions {
 impl ServeOptions {
     /// `self` where set, else `lower`.
     fn over(self, lower: ServeOptions) -> ServeOptions {
+        let token_layer = if self.admin_token.is_some() || self.admin_token_file.is_some() {
+            TokenSource {
+                admin_token: self.admin_token,
+                admin_token_file: self.admin_token_file,
+            }
+        } else {
+            TokenSource {
+                admin_token: lower.admin_token,
+                admin_token_file: lower.admin_token_file,
+            }
+        };
         ServeOptions {
             listen: self.listen.or(lower.listen),
             data_dir: self.data_dir.or(lower.data_dir),
-            admin_token: self.admin_token.or(lower.admin_token),
+            // The token and its file are one setting: the higher layer
+            // that names either decides.
+            admin_token: token_layer.admin_token,
+            admin_token_file: token_layer.admin_token_file,
             fsync: self.fsync.or(lower.fsync),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_component_bytes: self.max_component_bytes.or(lower.max_component_bytes),
@@ -131,12 +148,7 @@ impl ServeConfig {
                 )));
             }
         };
-        let admin_token = o.admin_token.filter(|t| !t.is_empty());
-        if admin_token.as_ref().is_some_and(|t| t.len() < 8) {
-            return Err(ConfigError::Invalid(
-                "admin_token must be at least 8 characters".into(),
-            ));
-        }
+        let admin_token = admin_token(o.admin_token, o.admin_token_file)?;
         Ok(ServeConfig {
             listen: o
                 .listen
@@ -153,6 +165,44 @@ impl ServeConfig {
             log_json,
         })
     }
+}
+
+struct TokenSource {
+    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
+}
+
+/// The admin token, given directly or in a file (its trailing newline
+/// aside). An empty one is an error, never "no auth".
+fn admin_token(
+    token: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let token = match (token, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "give admin_token or admin_token_file, not both".into(),
+            ));
+        }
+        (Some(token), None) => token,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path, source })?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.trim().is_empty() {
+        return Err(ConfigError::Invalid(
+            "the admin token is empty; set one of at least 8 characters, or none to leave admin routes open"
+                .into(),
+        ));
+    }
+    if token.len() < 8 {
+        return Err(ConfigError::Invalid(
+            "admin_token must be at least 8 characters".into(),
+        ));
+    }
+    Ok(Some(token))
 }
 
 /// A timeout in ms that must not be zero (a zero timeout refuses everything).
@@ -198,6 +248,42 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-a-file-123\n").unwrap();
+        let from_file = |token: Option<&str>| ServeOptions {
+            admin_token: token.map(str::to_owned),
+            admin_token_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(from_file(None), None).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-a-file-123"));
+        assert!(matches!(
+            ServeConfig::resolve(from_file(Some("also-a-token")), None),
+            Err(ConfigError::Invalid(_))
+        ));
+        // A flag naming the file wins over a token in the TOML file.
+        let toml = dir.path().join("weir.toml");
+        std::fs::write(&toml, "admin_token = \"toml-token-1\"\n").unwrap();
+        let c = ServeConfig::resolve(from_file(None), Some(&toml)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-a-file-123"));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            ServeConfig::resolve(from_file(None), None),
+            Err(ConfigError::Invalid(_))
+        ));
+        let missing = ServeOptions {
+            admin_token_file: Some(dir.path().join("nope")),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(missing, None),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
     fn bad_files_and_values_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
@@ -229,6 +315,16 @@ mod tests {
             ServeConfig::resolve(never, None),
             Err(ConfigError::Invalid(_))
         ));
+        for empty in ["", "   "] {
+            let empty = ServeOptions {
+                admin_token: Some(empty.into()),
+                ..Default::default()
+            };
+            assert!(matches!(
+                ServeConfig::resolve(empty, None),
+                Err(ConfigError::Invalid(_))
+            ));
+        }
         let short = ServeOptions {
             admin_token: Some("abc".into()),
             ..Default::default()

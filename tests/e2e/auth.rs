@@ -39,3 +39,25 @@ fn admin_routes_require_the_token() {
     s.set_token(Some(TOKEN));
     assert_eq!(s.delete("/topics/t").status, 200);
 }
+
+#[test]
+fn an_empty_token_refuses_to_start_and_a_token_file_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("WEIR_ADMIN_TOKEN", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with an empty token");
+    assert!(stderr.contains("admin token is empty"), "{stderr}");
+
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let mut s = start(&["--admin-token-file", file.to_str().unwrap()]);
+    let create = json!({"name": "t", "partitions": 1});
+    assert_eq!(s.post_json("/topics", &create).status, 401);
+    s.set_token(Some(TOKEN));
+    assert_eq!(s.post_json("/topics", &create).status, 201);
+}

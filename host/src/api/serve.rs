@@ -174,6 +174,11 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     // Tests and scripts read this line to find a port chosen with :0.
     println!("weir listening on http://{addr}");
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir serving");
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "admin routes are open to anyone who can reach {addr}: set --admin-token-file, WEIR_ADMIN_TOKEN or --admin-token"
+        );
+    }
     let result = serve_with(
         listener,
         log.clone(),

@@ -664,6 +664,8 @@ async fn deploy_validates_before_the_engine() {
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_reset"));
     let (s, _) = call(&app, "POST", "/plugins/e/rollback", Body::empty(), &[]).await;
     assert_eq!(s, StatusCode::OK);
+    let (s, v) = json_call(&app, "POST", "/plugins/e/rollback", json!({"version": 9})).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_version"));
     let (s, v) = call(&app, "GET", "/plugins/ghost", Body::empty(), &[]).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_plugin"));
     let (s, _) = call(&app, "DELETE", "/plugins/e", Body::empty(), &[]).await;
