@@ -81,7 +81,21 @@ impl Topic {
         if tmp.exists() {
             fs::remove_dir_all(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
         }
-        fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        let built = Self::build(&tmp, name, &config).and_then(|()| {
+            fs::rename(&tmp, &dir).ctx(|| format!("renaming {} into place", tmp.display()))
+        });
+        if let Err(e) = built {
+            // A failed create (a full disk, say) leaves nothing behind.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        segment::sync_dir(root)?;
+        Self::open(root, name, log)
+    }
+
+    /// Lay out a new topic's metadata and partition directories in `tmp`.
+    fn build(tmp: &Path, name: &str, config: &TopicConfig) -> Result<()> {
+        fs::create_dir_all(tmp).ctx(|| format!("creating {}", tmp.display()))?;
         let meta = serde_json::to_vec_pretty(&Meta {
             name: name.to_string(),
             config: config.clone(),
@@ -97,10 +111,7 @@ impl Topic {
             let pdir = tmp.join(p.to_string());
             fs::create_dir_all(&pdir).ctx(|| format!("creating {}", pdir.display()))?;
         }
-        segment::sync_dir(&tmp)?;
-        fs::rename(&tmp, &dir).ctx(|| format!("renaming {} into place", tmp.display()))?;
-        segment::sync_dir(root)?;
-        Self::open(root, name, log)
+        segment::sync_dir(tmp)
     }
 
     /// Open an existing topic directory, recovering each partition.

@@ -19,6 +19,9 @@ pub(crate) struct Failpoints {
     /// The next client append to this partition fails (a disk error, or
     /// the crash of a process between two appends of one request).
     pub fail_client_append_to: parking_lot::Mutex<Option<u32>>,
+    /// The next deploy fails right after creating its topics (as a full
+    /// disk would, storing the component).
+    pub fail_deploy_after_topics: AtomicBool,
 }
 
 /// How the engine runs.

@@ -165,8 +165,18 @@ impl Engine {
         let manifest = Arc::new(manifest);
         // Claim the topics first: from here on no client append lands in them.
         let previous = self.shared.ownership.claim(manifest.clone())?;
-        let deployed = self.activate_deployed(existing, manifest, plugin, component, raw_manifest);
+        let mut created = Vec::new();
+        let deployed = self.ensure_topics(&manifest, &mut created).and_then(|()| {
+            self.activate_deployed(existing, manifest, plugin, component, raw_manifest)
+        });
         if deployed.is_err() {
+            // A refused deploy changes nothing: drop the topics it made and
+            // give back its claims.
+            for topic in created {
+                if let Err(e) = self.shared.log.delete_topic(&topic) {
+                    tracing::warn!(%topic, "cannot remove a topic of a failed deploy: {e}");
+                }
+            }
             self.shared.ownership.restore(&name, previous);
         }
         let proc = deployed?;
@@ -174,8 +184,8 @@ impl Engine {
         status::status_of(&self.shared, &proc)
     }
 
-    /// The part of a deploy after its claims were granted: create topics,
-    /// store the component and the version, activate it.
+    /// The part of a deploy after its claims were granted and its topics
+    /// made: store the component and the version, activate it.
     fn activate_deployed(
         &self,
         existing: Option<Arc<Processor>>,
@@ -184,7 +194,17 @@ impl Engine {
         component: &[u8],
         raw_manifest: serde_json::Value,
     ) -> Result<Arc<Processor>> {
-        self.ensure_topics(&manifest)?;
+        #[cfg(test)]
+        if self
+            .shared
+            .failpoints
+            .fail_deploy_after_topics
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(EngineError::Io(std::io::Error::other(
+                "injected deploy failure",
+            )));
+        }
         let sha = self.shared.components.save(component)?;
         let stored_manifest = serde_json::to_value(&*manifest).unwrap_or(raw_manifest);
         let proc = match existing {
@@ -270,8 +290,9 @@ impl Engine {
         Ok(proc)
     }
 
-    /// Create missing outputs / DLQ (and a service's commands topic); inputs must exist.
-    fn ensure_topics(&self, manifest: &Manifest) -> Result<()> {
+    /// Create missing outputs / DLQ (and a service's commands topic),
+    /// naming each in `created`; inputs must exist.
+    fn ensure_topics(&self, manifest: &Manifest, created: &mut Vec<String>) -> Result<()> {
         let log = &self.shared.log;
         let mut input_partitions = None;
         for t in &manifest.inputs {
@@ -283,7 +304,9 @@ impl Engine {
                     let n = manifest
                         .partitions
                         .unwrap_or(self.shared.config.default_partitions);
-                    create_topic(&**log, t, n)?;
+                    if create_topic(&**log, t, n)? {
+                        created.push(t.clone());
+                    }
                     input_partitions = Some(n);
                 }
                 Err(LogError::UnknownTopic(_)) => {
@@ -297,13 +320,13 @@ impl Engine {
             .or(input_partitions)
             .unwrap_or(self.shared.config.default_partitions);
         for t in &manifest.outputs {
-            if matches!(log.topic(t), Err(LogError::UnknownTopic(_))) {
-                create_topic(&**log, t, n)?;
+            if create_topic(&**log, t, n)? {
+                created.push(t.clone());
             }
         }
         let dlq = manifest.dlq_topic();
-        if matches!(log.topic(&dlq), Err(LogError::UnknownTopic(_))) {
-            create_topic(&**log, &dlq, 1)?;
+        if create_topic(&**log, &dlq, 1)? {
+            created.push(dlq);
         }
         Ok(())
     }

@@ -176,8 +176,8 @@ impl Manifest {
         }
         let mut seen = std::collections::HashSet::new();
         for t in self.inputs.iter().chain(&self.outputs) {
-            if t.is_empty() || t.len() > 249 {
-                return err(format!("topic name {t:?} must be 1–249 characters"));
+            if let Err(e) = crate::log::validate_topic_name(t) {
+                return err(e.to_string());
             }
             if !seen.insert(t) {
                 return err(format!(

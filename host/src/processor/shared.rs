@@ -97,9 +97,11 @@ impl PondLookup for PondLookupImpl {
     }
 }
 
-pub(crate) fn create_topic(log: &dyn EventLog, name: &str, partitions: u32) -> Result<()> {
+/// Create `name` unless it exists; answers whether this call created it.
+pub(crate) fn create_topic(log: &dyn EventLog, name: &str, partitions: u32) -> Result<bool> {
     match log.create_topic(name, TopicConfig::with_partitions(partitions)) {
-        Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(LogError::TopicExists(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

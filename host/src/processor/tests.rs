@@ -1041,3 +1041,38 @@ fn partitions_updating_the_same_keys_never_lose_an_update() {
     h.wait_caught_up("totals");
     check(&h);
 }
+
+#[test]
+fn a_refused_deploy_leaves_no_topics_behind() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    let names = || {
+        let mut names: Vec<String> = h.log().topics().into_iter().map(|t| t.name).collect();
+        names.sort();
+        names
+    };
+    let manifest = |outputs: serde_json::Value| json!({"name": "x", "kind": "enricher", "inputs": ["in"], "outputs": outputs});
+    let faulty = weir_testkit::plugins::plugin_bytes("faulty");
+    // An output name the log would refuse is refused before anything is made.
+    let bad_name = h
+        .engine()
+        .deploy(manifest(json!(["x.ok", "bad/name"])), &faulty);
+    assert!(
+        matches!(bad_name, Err(EngineError::Manifest(_))),
+        "{bad_name:?}"
+    );
+    assert_eq!(names(), vec!["in"]);
+    // A failure after the topics were made (a full disk storing the
+    // component, say) removes them again.
+    let failpoints = h.engine().failpoints();
+    failpoints
+        .fail_deploy_after_topics
+        .store(true, Ordering::Relaxed);
+    let failed = h.engine().deploy(manifest(json!(["x.ok"])), &faulty);
+    assert!(matches!(failed, Err(EngineError::Io(_))), "{failed:?}");
+    assert_eq!(names(), vec!["in"]);
+    assert!(h.engine().list().is_empty());
+    // Nothing of it stays claimed either: the same deploy now succeeds.
+    h.deploy(manifest(json!(["x.ok"])), "faulty");
+    assert_eq!(names(), vec!["in", "x.dlq", "x.ok"]);
+}
