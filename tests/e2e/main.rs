@@ -6,6 +6,7 @@
 mod auth;
 mod cli;
 mod crash;
+mod disk;
 mod errors;
 mod hotswap;
 mod languages;

@@ -209,10 +209,31 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
+/// Whether a disk being full (or over quota) is what `error` comes down to.
+fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    cause::<std::io::Error>(error).is_some_and(|e| {
+        e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::EDQUOT)
+    })
+}
+
+/// `507 insufficient_storage`: nothing was written; freeing space is enough.
+fn insufficient_storage(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_storage",
+        format!(
+            "{message} (the data directory's disk is full; nothing was written; free space and retry)"
+        ),
+    )
+}
+
 impl From<crate::log::LogError> for ApiError {
     fn from(err: crate::log::LogError) -> Self {
         use crate::log::LogError as E;
         let message = err.to_string();
+        if disk_full(&err) {
+            return insufficient_storage(message);
+        }
         match err {
             E::UnknownTopic(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_topic", message),
             E::TopicExists(_) => ApiError::conflict("topic_exists", message),
@@ -240,6 +261,9 @@ impl From<crate::processor::EngineError> for ApiError {
         use crate::processor::EngineError as E;
         use crate::runtime::LoadError as L;
         let message = err.to_string();
+        if disk_full(&err) {
+            return insufficient_storage(message);
+        }
         let unprocessable =
             |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone());
         match err {
@@ -299,6 +323,27 @@ impl From<crate::processor::OwnershipError> for ApiError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_wherever_it_comes_from() {
+        let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let log = crate::log::LogError::Io {
+            context: "appending".into(),
+            source: full(),
+        };
+        let e = ApiError::from(log);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
+        let e = ApiError::from(crate::processor::EngineError::Io(full()));
+        assert_eq!(e.code, "insufficient_storage");
+        let other = crate::log::LogError::Io {
+            context: "appending".into(),
+            source: std::io::Error::other("broken"),
+        };
+        assert_eq!(ApiError::from(other).code, "io_error");
+    }
 
     #[test]
     fn body_has_stable_shape() {
