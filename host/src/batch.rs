@@ -123,6 +123,11 @@ impl RecordBatch {
         self.value_ends.is_empty()
     }
 
+    /// The batch's event time: its newest record timestamp (0 when empty).
+    pub fn event_time(&self) -> i64 {
+        self.timestamps.iter().copied().max().unwrap_or(0)
+    }
+
     /// Key of record `i`; empty when the record has no key.
     pub fn key(&self, i: usize) -> &[u8] {
         &self.keys[span(&self.key_ends, i)]

@@ -418,6 +418,33 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_next_call_gets_a_fresh_in
 }
 
 #[test]
+fn sleeping_cannot_outlast_the_deadline_and_the_clock_is_the_event_time() {
+    let limits = Limits {
+        call_timeout: Duration::from_millis(500),
+        ..runtime().default_limits()
+    };
+    let mut plugin = faulty(limits);
+    let started = Instant::now();
+    let slept = plugin.process("t", 0, &batch(&["sleep"])).expect("sleep");
+    assert_eq!(values(&slept), ["slept"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a 30 s sleep held the call for {:?}",
+        started.elapsed()
+    );
+    // The wall clock is the batch's newest timestamp, and no time passes
+    // inside a call: the same input gives the same output, in any instance.
+    let clocks = batch(&["x", "clock"]);
+    let first = values(&plugin.process("t", 0, &clocks).expect("clock"));
+    assert_eq!(first, ["x", "wall_ms=1001 slept_ms=0"]);
+    let mut other = faulty(runtime().default_limits());
+    assert_eq!(
+        values(&other.process("t", 0, &clocks).expect("replay")),
+        first
+    );
+}
+
+#[test]
 fn a_memory_bomb_fails_inside_its_limit() {
     let limits = Limits {
         memory_bytes: 48 << 20,

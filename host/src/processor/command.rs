@@ -322,6 +322,7 @@ impl CommandWorker {
             }
             if !events.is_empty() {
                 seen += events.len() as u64;
+                self.instance.set_event_time(batch.event_time());
                 state = self.instance.evolve(&state, &events).map_err(|e| {
                     TaskError::Infra(format!("rebuilding {aggregate} with evolve failed: {e}"))
                 })?;
@@ -389,6 +390,8 @@ impl Worker for CommandWorker {
                 ));
                 continue;
             }
+            // The plugin's clock reads the command's time (see the sandbox).
+            self.instance.set_event_time(batch.timestamps[i]);
             // The failure policy of every processor, for this one command.
             let mut decided = with_policy(ctx, &slice(batch, i..i + 1), &mut |_| {
                 self.decide(&rec.command, &snap.state)

@@ -1076,3 +1076,30 @@ fn a_refused_deploy_leaves_no_topics_behind() {
     h.deploy(manifest(json!(["x.ok"])), "faulty");
     assert_eq!(names(), vec!["in", "x.dlq", "x.ok"]);
 }
+
+/// A plugin that sleeps cannot hold its task: sleeping takes no time in
+/// the sandbox, so pause (and shutdown) wait for one call at most.
+#[test]
+fn a_sleeping_plugin_does_not_hold_pause() {
+    let h = Harness::new();
+    h.topic("in", 1);
+    for i in 0..3 {
+        h.produce("in", &format!("k{i}"), b"sleep", i);
+    }
+    h.deploy(
+        json!({"name": "s", "kind": "enricher", "inputs": ["in"], "outputs": ["s.out"]}),
+        "faulty",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let paused = h.engine().pause("s").expect("pause");
+    assert_eq!(paused.state, RunState::Paused);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "pause took {:?}",
+        started.elapsed()
+    );
+    h.engine().resume("s").expect("resume");
+    h.wait_caught_up("s");
+    assert_eq!(h.read_all("s.out").len(), 3);
+}

@@ -102,6 +102,7 @@ impl EnricherInstance {
         batch: &RecordBatch,
     ) -> Result<Emitted, CallError> {
         let arg = BatchRef::new(topic, partition, batch);
+        self.life.set_event_time(batch.event_time());
         let result = self.life.call(|live| {
             // SAFETY: `resolve` type-checked this function as
             // `(BatchRef<'static>,) -> ProcessResult`; only the lifetime of

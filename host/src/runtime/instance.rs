@@ -151,6 +151,8 @@ pub(crate) struct Lifecycle<F> {
     ticks: u64,
     live: Option<Live<F>>,
     instantiations: u64,
+    /// What the guest's clocks read (see `clock`).
+    event_time_ms: i64,
 }
 
 impl<F: WorldFuncs> Lifecycle<F> {
@@ -172,6 +174,7 @@ impl<F: WorldFuncs> Lifecycle<F> {
             ticks,
             live: None,
             instantiations: 0,
+            event_time_ms: 0,
         };
         let live = lifecycle.fresh()?;
         lifecycle.live = Some(live);
@@ -197,6 +200,7 @@ impl<F: WorldFuncs> Lifecycle<F> {
             },
         )?;
         live.store.data_mut().begin_call();
+        live.store.data_mut().clock.set(self.event_time_ms);
         live.store.set_epoch_deadline(self.ticks);
         match live
             .common
@@ -234,6 +238,15 @@ impl<F: WorldFuncs> Lifecycle<F> {
         }
     }
 
+    /// Calls from now on (and the `init` of an instance made for them) see
+    /// `event_time_ms` on the guest's clocks.
+    pub(crate) fn set_event_time(&mut self, event_time_ms: i64) {
+        self.event_time_ms = event_time_ms;
+        if let Some(live) = &mut self.live {
+            live.store.data_mut().clock.set(event_time_ms);
+        }
+    }
+
     /// Ask the live instance to describe itself.
     pub(crate) fn describe(&mut self) -> Result<PluginInfo, CallError> {
         self.call(|live| Ok(live.common.describe.call(&mut live.store, ())?.0.into()))
@@ -261,6 +274,12 @@ macro_rules! lifecycle_methods {
         /// Ask the live instance to describe itself.
         pub fn describe(&mut self) -> Result<PluginInfo, CallError> {
             self.life.describe()
+        }
+
+        /// Calls from now on see `event_time_ms` on the guest's clocks
+        /// (see the sandbox's clock).
+        pub fn set_event_time(&mut self, event_time_ms: i64) {
+            self.life.set_event_time(event_time_ms)
         }
 
         /// The plugin this instance runs.

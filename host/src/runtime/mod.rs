@@ -55,6 +55,7 @@
 
 mod bindings;
 mod cache;
+mod clock;
 mod command_handler;
 mod contract;
 mod engine;
@@ -203,6 +204,7 @@ pub(crate) struct RuntimeInner {
 fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    clock::add_to_linker(&mut linker)?;
     match kind {
         PluginKind::Enricher => {
             bindings::enricher::Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?

@@ -121,6 +121,7 @@ impl ProjectionInstance {
         state: &mut dyn StateAccess,
     ) -> Result<(), CallError> {
         let arg = BatchRef::new(topic, partition, batch);
+        self.life.set_event_time(batch.event_time());
         let result = self.life.call(|live| {
             // SAFETY: `resolve` type-checked this function as
             // `(BatchRef<'static>,) -> ApplyResult`; only the parameter's

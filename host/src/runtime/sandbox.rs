@@ -3,15 +3,17 @@
 //! shares (`log`).
 //!
 //! WASI is preview 2 with nothing ambient: no preopened directories, no
-//! environment, no arguments, no sockets or name lookup, empty stdin, and
-//! deterministic "random" numbers (a plugin must be deterministic for its
-//! input, so replay gives the same result). Guest stdout / stderr become
+//! environment, no arguments, no sockets or name lookup, empty stdin,
+//! deterministic "random" numbers and clocks that read the event time and
+//! never sleep (`clock`): a plugin must be deterministic for its input, so
+//! replay gives the same result. Guest stdout / stderr become
 //! `tracing` events (target `weir::plugin`) tagged with the plugin's name;
 //! the last few KiB of stderr are kept so a trap (a Rust panic) can be
 //! reported with its message.
 
 use super::PondLookup;
 use super::bindings::enricher::weir::plugin::host as wit_host;
+use super::clock::{ClockView, EventClock};
 use super::engine::Limits;
 use super::state::StateSlot;
 use bytes::Bytes;
@@ -42,6 +44,8 @@ pub(crate) struct StoreState {
     pub(crate) state: StateSlot,
     /// Set by a host import that refused what the guest asked for.
     pub(crate) refused: Option<String>,
+    /// The time the guest sees.
+    pub(crate) clock: EventClock,
 }
 
 impl StoreState {
@@ -76,6 +80,7 @@ impl StoreState {
             lookup,
             state: StateSlot::default(),
             refused: None,
+            clock: EventClock::default(),
         }
     }
 
@@ -84,6 +89,14 @@ impl StoreState {
         self.limiter.denied = None;
         self.refused = None;
         self.stderr.clear_tail();
+    }
+
+    /// What the clock imports reach.
+    pub(crate) fn clocks(&mut self) -> ClockView<'_> {
+        ClockView {
+            clock: &mut self.clock,
+            table: &mut self.table,
+        }
     }
 
     /// The guest's recent stderr output (trimmed), for error messages.

@@ -10,6 +10,8 @@
 //!   connect a TCP socket, read the environment; emit what happened
 //! - `log`: log through the host and print to stdout / stderr
 //! - `count`: emit how many events this instance has seen (fresh instance = 1)
+//! - `sleep`: sleep 30 s, then emit `slept`
+//! - `clock`: emit `wall_ms=<wall clock> slept_ms=<monotonic time a 1 s sleep took>`
 //! - anything else: forwarded unchanged to output 0
 //!
 //! Config `{"fail_init": true}` makes `init` fail.
@@ -45,6 +47,18 @@ fn env_access() -> String {
     let home = std::env::var("HOME");
     let args: Vec<String> = std::env::args().collect();
     format!("vars={} home={home:?} args={}", vars.len(), args.len())
+}
+
+fn clock() -> String {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    format!(
+        "wall_ms={wall} slept_ms={}",
+        started.elapsed().as_millis()
+    )
 }
 
 fn reply(out: &mut Emitter, key: &[u8], text: &str) -> Result<(), String> {
@@ -89,6 +103,11 @@ impl Enricher for Faulty {
                 reply(out, b"log", "logged")
             }
             b"count" => reply(out, b"count", &self.seen.to_string()),
+            b"sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                reply(out, b"sleep", "slept")
+            }
+            b"clock" => reply(out, b"clock", &clock()),
             _ => {
                 out.forward(0, event);
                 Ok(())
