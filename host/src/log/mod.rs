@@ -89,6 +89,12 @@ pub use self::partitioner::{murmur2, partition_for_key};
 pub use self::topic::{PartitionInfo, TopicInfo};
 pub use crate::batch::{Record, RecordBatch};
 
+/// What `records` encode to as one append (compare with
+/// [`EventLog::max_batch_bytes`]).
+pub fn encoded_size(records: &[Record]) -> usize {
+    frame::records_size(records)
+}
+
 use self::error::IoContext;
 use self::partition::{Partition, Payload};
 use self::topic::Topic;
@@ -145,6 +151,8 @@ pub trait EventLog: Send + Sync {
     fn watch_end(&self, topic: &str, partition: u32) -> Result<watch::Receiver<u64>>;
     /// Sync everything written so far.
     fn flush(&self) -> Result<()>;
+    /// The most bytes one append may encode to (see [`encoded_size`]).
+    fn max_batch_bytes(&self) -> usize;
 }
 
 struct Inner {
@@ -365,6 +373,10 @@ impl Inner {
 }
 
 impl EventLog for Log {
+    fn max_batch_bytes(&self) -> usize {
+        self.inner.config.max_batch_bytes
+    }
+
     fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         self.inner.check_open()?;
         validate_topic_name(name)?;

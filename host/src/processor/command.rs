@@ -27,7 +27,8 @@ use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
 use super::error::EngineError;
 use super::ownership;
 use super::task::{
-    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, headers, slice, with_policy,
+    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, check_output_sizes, commit_step,
+    headers, slice, with_policy,
 };
 
 /// What became of a command.
@@ -243,6 +244,34 @@ fn reply_partition(ctx: &TaskCtx, topic: &str, id: &str) -> Result<u32, TaskErro
 /// Events and the state after them, or the plugin's rejection.
 type Decided = Result<(Vec<Event>, Vec<u8>), crate::runtime::Rejection>;
 
+/// The records of `events` that a command `id` caused on `aggregate` at
+/// `version`, as the events topic holds them.
+fn event_records(
+    aggregate: &str,
+    events: &[Event],
+    version: u64,
+    id: &str,
+    timestamp: i64,
+) -> Vec<Record> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(n, e)| Record {
+            key: aggregate.as_bytes().to_vec(),
+            value: e.data.clone(),
+            headers: vec![
+                (headers::EVENT.into(), e.name.as_bytes().to_vec()),
+                (
+                    headers::VERSION.into(),
+                    (version + 1 + n as u64).to_string().into_bytes(),
+                ),
+                (headers::COMMAND_ID.into(), id.as_bytes().to_vec()),
+            ],
+            timestamp,
+        })
+        .collect()
+}
+
 pub struct CommandWorker {
     instance: CommandHandlerInstance,
     /// Latest state of aggregates this task owns (only ever ahead of the
@@ -394,7 +423,22 @@ impl Worker for CommandWorker {
             self.instance.set_event_time(batch.timestamps[i]);
             // The failure policy of every processor, for this one command.
             let mut decided = with_policy(ctx, &slice(batch, i..i + 1), &mut |_| {
-                self.decide(&rec.command, &snap.state)
+                let decided = self.decide(&rec.command, &snap.state)?;
+                let records = match &decided {
+                    Ok((events, _)) => {
+                        let records = event_records(
+                            &aggregate,
+                            events,
+                            snap.version,
+                            &rec.id,
+                            batch.timestamps[i],
+                        );
+                        check_output_sizes(ctx, &records)?;
+                        records
+                    }
+                    Err(_) => Vec::new(),
+                };
+                Ok((decided, records))
             })?;
             if let Some((offset, reason)) = decided.stopped.take() {
                 // Commit what came before; stop at this command.
@@ -403,28 +447,14 @@ impl Worker for CommandWorker {
                 break;
             }
             let outcome = match decided.done.pop() {
-                Some(Ok((events, state))) => {
+                Some((Ok((events, state)), records)) => {
                     let partition = ctx
                         .log()
                         .partition_for(&events_topic, aggregate.as_bytes())?;
-                    let list = outputs
+                    outputs
                         .entry((events_topic.clone(), partition))
-                        .or_default();
-                    for (n, e) in events.iter().enumerate() {
-                        list.push(Record {
-                            key: aggregate.as_bytes().to_vec(),
-                            value: e.data.clone(),
-                            headers: vec![
-                                (headers::EVENT.into(), e.name.as_bytes().to_vec()),
-                                (
-                                    headers::VERSION.into(),
-                                    (snap.version + 1 + n as u64).to_string().into_bytes(),
-                                ),
-                                (headers::COMMAND_ID.into(), rec.id.as_bytes().to_vec()),
-                            ],
-                            timestamp: batch.timestamps[i],
-                        });
-                    }
+                        .or_default()
+                        .extend(records);
                     let version = snap.version + events.len() as u64;
                     let updated = AggregateSnapshot {
                         version,
@@ -435,7 +465,7 @@ impl Worker for CommandWorker {
                     dirty.insert(aggregate, updated);
                     CommandOutcome::Applied { events, version }
                 }
-                Some(Err(rejection)) => CommandOutcome::Rejected {
+                Some((Err(rejection), _)) => CommandOutcome::Rejected {
                     code: rejection.code,
                     message: rejection.message,
                 },

@@ -12,7 +12,8 @@ use crate::store::{CommitSet, PartitionPos};
 use super::error::EngineError;
 use super::shared::PondLookupImpl;
 use super::task::{
-    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, commit_step, with_policy,
+    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, check_output_sizes, commit_step,
+    with_policy,
 };
 
 pub struct EnricherWorker {
@@ -59,7 +60,9 @@ impl Worker for EnricherWorker {
         let instance = &mut self.instance;
         let mut outcome = with_policy(ctx, batch, &mut |sub| {
             let emitted = instance.process(&ctx.topic, ctx.partition, sub)?;
-            Ok(records_of(&emitted, sub))
+            let records = records_of(&emitted, sub);
+            check_output_sizes(ctx, records.iter().map(|(_, r)| r))?;
+            Ok(records)
         })?;
         let next = outcome.next(next);
         let mut outputs = Outputs::new();

@@ -477,6 +477,48 @@ pub fn add_dead_letters(ctx: &TaskCtx, failed: &[FailedEvent], outputs: &mut Out
     ProcessorMetrics::add(&ctx.metrics().dead_lettered, failed.len() as u64);
 }
 
+/// Append `records` deferred in as many appends as the log's batch limit
+/// asks for (halving until each fits), in order; answers the written end.
+/// A single record over the limit is refused by `check_output_sizes`
+/// before it gets here.
+fn append_split(
+    log: &dyn EventLog,
+    topic: &str,
+    partition: u32,
+    records: &[Record],
+) -> Result<u64, TaskError> {
+    match log.append_deferred(topic, partition, records) {
+        Ok(ack) => Ok(ack.end_offset()),
+        Err(LogError::BatchTooLarge { .. }) if records.len() > 1 => {
+            let (first, second) = records.split_at(records.len() / 2);
+            append_split(log, topic, partition, first)?;
+            append_split(log, topic, partition, second)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A plugin's output must fit the log record by record: one that does not
+/// is the plugin's failure (retried, then isolated and dead-lettered as its
+/// error policy says), not an append that fails forever.
+pub(crate) fn check_output_sizes<'a>(
+    ctx: &TaskCtx,
+    records: impl IntoIterator<Item = &'a Record>,
+) -> Result<(), CallError> {
+    let max = ctx.log().max_batch_bytes();
+    for record in records {
+        let size = crate::log::encoded_size(std::slice::from_ref(record));
+        if size > max {
+            return Err(CallError::InvalidOutput {
+                message: format!(
+                    "an output record of {size} bytes exceeds the log's limit of {max} bytes per append"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The exactly-once step: append `outputs` deferred (durable per policy,
 /// invisible), commit `set` plus the new output ends in one store
 /// transaction, then publish. Serialised per processor, so the processor's
@@ -503,8 +545,12 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Res
                 continue;
             }
             let before = log.written_end(topic, *partition)?;
-            let ack = log.append_deferred(topic, *partition, records)?;
-            appended.push((topic.clone(), *partition, before, ack.end_offset()));
+            // Pushed first, so a failure midway cuts what was appended.
+            appended.push((topic.clone(), *partition, before, before));
+            let end = append_split(log, topic, *partition, records)?;
+            if let Some(last) = appended.last_mut() {
+                last.3 = end;
+            }
         }
         #[cfg(test)]
         if ctx

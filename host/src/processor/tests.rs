@@ -16,6 +16,8 @@ use crate::runtime::{PoolConfig, Runtime, RuntimeConfig};
 struct Harness {
     dir: tempfile::TempDir,
     fsync: FsyncPolicy,
+    /// The log's limit per append.
+    max_batch_bytes: usize,
     log: Option<Arc<Log>>,
     engine: Option<Engine>,
     runtime: Runtime,
@@ -41,6 +43,7 @@ impl Harness {
         let mut h = Harness {
             dir,
             fsync,
+            max_batch_bytes: LogConfig::new("unused").max_batch_bytes,
             log: None,
             engine: None,
             runtime,
@@ -59,6 +62,7 @@ impl Harness {
     fn start(&mut self) {
         let mut lc = LogConfig::new(self.dir.path().join("log"));
         lc.default_fsync = self.fsync;
+        lc.max_batch_bytes = self.max_batch_bytes;
         let log = Arc::new(Log::open(lc).expect("open log"));
         self.log = Some(log.clone());
         self.engine =
@@ -1102,4 +1106,37 @@ fn a_sleeping_plugin_does_not_hold_pause() {
     h.engine().resume("s").expect("resume");
     h.wait_caught_up("s");
     assert_eq!(h.read_all("s.out").len(), 3);
+}
+
+/// Output larger than one append of the log is appended in pieces; a single
+/// record that can never fit is the plugin's failure and follows its error
+/// policy (here: dead-lettered) instead of stalling the partition.
+#[test]
+fn output_over_the_log_limit_is_split_or_dead_lettered() {
+    let mut h = Harness::new();
+    h.max_batch_bytes = 1 << 20;
+    h.restart();
+    h.topic("in", 1);
+    for (i, value) in [&b"many"[..], b"huge", b"after"].iter().enumerate() {
+        h.produce("in", &format!("k{i}"), value, i as i64);
+    }
+    h.deploy(
+        json!({"name": "big", "kind": "enricher", "inputs": ["in"], "outputs": ["big.out"],
+               "retries": 1, "retry_backoff_ms": 1}),
+        "faulty",
+    );
+    let status = h.wait_caught_up("big");
+    assert_eq!(status.state, RunState::Running);
+    let out = h.read_all("big.out");
+    assert_eq!(out.len(), 101, "100 records of `many` and `after`");
+    assert!(out[..100].iter().all(|(_, r)| r.value.len() == 64 << 10));
+    assert_eq!(out[100].1.value, b"after");
+    let dlq = h.read_all("big.dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].1.value, b"huge");
+    assert!(
+        header(&dlq[0].1, headers::ERROR).is_some_and(|e| e.contains("exceeds the log's limit")),
+        "{:?}",
+        header(&dlq[0].1, headers::ERROR)
+    );
 }

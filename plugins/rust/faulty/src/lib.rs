@@ -12,6 +12,8 @@
 //! - `count`: emit how many events this instance has seen (fresh instance = 1)
 //! - `sleep`: sleep 30 s, then emit `slept`
 //! - `clock`: emit `wall_ms=<wall clock> slept_ms=<monotonic time a 1 s sleep took>`
+//! - `many`: emit 100 records of 64 KiB each
+//! - `huge`: emit one record of 2 MiB
 //! - anything else: forwarded unchanged to output 0
 //!
 //! Config `{"fail_init": true}` makes `init` fail.
@@ -108,6 +110,17 @@ impl Enricher for Faulty {
                 reply(out, b"sleep", "slept")
             }
             b"clock" => reply(out, b"clock", &clock()),
+            b"many" => {
+                let value = vec![b'm'; 64 << 10];
+                for _ in 0..100 {
+                    out.emit(0, b"many", &value);
+                }
+                Ok(())
+            }
+            b"huge" => {
+                out.emit(0, b"huge", &vec![b'h'; 2 << 20]);
+                Ok(())
+            }
             _ => {
                 out.forward(0, event);
                 Ok(())
