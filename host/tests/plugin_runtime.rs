@@ -444,6 +444,45 @@ fn sleeping_cannot_outlast_the_deadline_and_the_clock_is_the_event_time() {
     );
 }
 
+/// Counts the bytes `tracing` writes.
+#[derive(Clone, Default)]
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .fetch_add(buf.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_output_and_host_arguments_are_bounded() {
+    let logged = Counted::default();
+    let writer = logged.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut plugin = faulty(runtime().default_limits());
+    let shouted = plugin.process("t", 0, &batch(&["shout"])).expect("shout");
+    assert_eq!(values(&shouted), ["shouted"]);
+    let bytes = logged.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        bytes < 1 << 20,
+        "10 MiB of stderr became {bytes} bytes of server log"
+    );
+    // A host-import argument over its bound fails the call as refused.
+    let err = plugin.process("t", 0, &batch(&["bigkey"])).unwrap_err();
+    assert!(
+        matches!(&err, CallError::Forbidden { message } if message.contains("lookup key")),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn a_memory_bomb_fails_inside_its_limit() {
     let limits = Limits {

@@ -6,7 +6,7 @@ use super::bindings::types;
 use super::contract::ExportIndices;
 use super::errors::CallError;
 use super::instance::{Lifecycle, WorldFuncs, func, lifecycle_methods};
-use super::sandbox::StoreState;
+use super::sandbox::{MAX_KEY_BYTES, MAX_NAME_BYTES, StoreState};
 use super::wire::{BatchRef, Emitted};
 use super::{Limits, Plugin, PluginInfo};
 use crate::batch::RecordBatch;
@@ -42,6 +42,8 @@ where
 
 impl wit_lookup::Host for StoreState {
     fn lookup(&mut self, pond: String, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.bounded("a pond name", pond.len(), MAX_NAME_BYTES)?;
+        self.bounded("a lookup key", key.len(), MAX_KEY_BYTES)?;
         Ok(self.lookup.as_ref().and_then(|l| l.lookup(&pond, &key)))
     }
 }

@@ -6,7 +6,7 @@ use super::bindings::types;
 use super::contract::ExportIndices;
 use super::errors::CallError;
 use super::instance::{Lifecycle, WorldFuncs, func, lifecycle_methods, typed};
-use super::sandbox::StoreState;
+use super::sandbox::{MAX_KEY_BYTES, MAX_VALUE_BYTES, StoreState};
 use super::state::{StateAccess, StateSlot};
 use super::wire::BatchRef;
 use super::{Limits, Plugin, PluginInfo};
@@ -14,8 +14,10 @@ use crate::batch::RecordBatch;
 use wasmtime::Store;
 use wasmtime::component::{Func, Instance, TypedFunc};
 
-/// The most entries one `scan` call returns, whatever the guest asks.
+/// The most entries one `scan` call returns, whatever the guest asks...
 const MAX_SCAN: u32 = 10_000;
+/// ...and the most bytes of them.
+const MAX_SCAN_BYTES: usize = 16 << 20;
 
 impl StoreState {
     fn lent_state(&mut self) -> wasmtime::Result<&mut dyn StateAccess> {
@@ -36,17 +38,21 @@ impl StoreState {
 
 impl wit_state::Host for StoreState {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.bounded("a state key", key.len(), MAX_KEY_BYTES)?;
         Ok(self.lent_state()?.get(&key))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         self.refuse_write("put")?;
+        self.bounded("a state key", key.len(), MAX_KEY_BYTES)?;
+        self.bounded("a state value", value.len(), MAX_VALUE_BYTES)?;
         self.lent_state()?.put(&key, &value);
         Ok(())
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
         self.refuse_write("delete")?;
+        self.bounded("a state key", key.len(), MAX_KEY_BYTES)?;
         self.lent_state()?.delete(&key);
         Ok(())
     }
@@ -57,9 +63,24 @@ impl wit_state::Host for StoreState {
         start_after: Option<Vec<u8>>,
         limit: u32,
     ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self
-            .lent_state()?
-            .scan(&prefix, start_after.as_deref(), limit.min(MAX_SCAN)))
+        self.bounded("a scan prefix", prefix.len(), MAX_KEY_BYTES)?;
+        let after = start_after.as_ref().map_or(0, Vec::len);
+        self.bounded("a scan start key", after, MAX_KEY_BYTES)?;
+        let mut entries =
+            self.lent_state()?
+                .scan(&prefix, start_after.as_deref(), limit.min(MAX_SCAN));
+        // One page holds at most MAX_SCAN_BYTES (at least one entry): the
+        // guest pages on with `start_after`.
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .position(|(k, v)| {
+                bytes += k.len() + v.len();
+                bytes > MAX_SCAN_BYTES
+            })
+            .map_or(entries.len(), |i| i.max(1));
+        entries.truncate(keep);
+        Ok(entries)
     }
 }
 

@@ -6,10 +6,13 @@
 //! environment, no arguments, no sockets or name lookup, empty stdin,
 //! deterministic "random" numbers and clocks that read the event time and
 //! never sleep (`clock`): a plugin must be deterministic for its input, so
-//! replay gives the same result. Guest stdout / stderr become
-//! `tracing` events (target `weir::plugin`) tagged with the plugin's name;
-//! the last few KiB of stderr are kept so a trap (a Rust panic) can be
-//! reported with its message.
+//! replay gives the same result. Guest stdout / stderr and the `log` import
+//! become `tracing` events (target `weir::plugin`) tagged with the plugin's
+//! name, within an output budget per instance ([`OUTPUT_BURST`] bytes, then
+//! [`OUTPUT_PER_SECOND`]; what is over it is dropped and counted); the last
+//! few KiB of stderr are kept so a trap (a Rust panic) can be reported with
+//! its message. Every argument a guest passes to a host import is bounded
+//! ([`StoreState::bounded`]): a larger one fails the call as refused.
 
 use super::PondLookup;
 use super::bindings::enricher::weir::plugin::host as wit_host;
@@ -30,6 +33,16 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 const STDERR_TAIL: usize = 4096;
 /// A guest line longer than this is logged in pieces.
 const MAX_LINE: usize = 8192;
+/// Guest output an instance may log at once...
+pub(crate) const OUTPUT_BURST: f64 = 256.0 * 1024.0;
+/// ...and per second after that.
+pub(crate) const OUTPUT_PER_SECOND: f64 = 64.0 * 1024.0;
+/// The longest key (state, lookup) a guest may pass to the host.
+pub(crate) const MAX_KEY_BYTES: usize = 64 << 10;
+/// The longest value a guest may store.
+pub(crate) const MAX_VALUE_BYTES: usize = 16 << 20;
+/// The longest name (of a pond) a guest may pass to the host.
+pub(crate) const MAX_NAME_BYTES: usize = 249;
 
 /// Everything a plugin instance's store holds.
 pub(crate) struct StoreState {
@@ -46,6 +59,8 @@ pub(crate) struct StoreState {
     pub(crate) refused: Option<String>,
     /// The time the guest sees.
     pub(crate) clock: EventClock,
+    /// What the guest may still log (stdout, stderr and `log` share it).
+    budget: Arc<Mutex<OutputBudget>>,
 }
 
 impl StoreState {
@@ -54,8 +69,9 @@ impl StoreState {
         limits: &Limits,
         lookup: Option<Arc<dyn PondLookup>>,
     ) -> Self {
-        let stdout = GuestOutput::new(plugin.clone(), "stdout");
-        let stderr = GuestOutput::new(plugin.clone(), "stderr");
+        let budget = Arc::new(Mutex::new(OutputBudget::new()));
+        let stdout = GuestOutput::new(plugin.clone(), "stdout", budget.clone());
+        let stderr = GuestOutput::new(plugin.clone(), "stderr", budget.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout)
             .stderr(stderr.clone())
@@ -81,6 +97,7 @@ impl StoreState {
             state: StateSlot::default(),
             refused: None,
             clock: EventClock::default(),
+            budget,
         }
     }
 
@@ -89,6 +106,17 @@ impl StoreState {
         self.limiter.denied = None;
         self.refused = None;
         self.stderr.clear_tail();
+    }
+
+    /// Refuse a host-import argument of `len` bytes over `max`: the call
+    /// fails as refused (`CallError::Forbidden`) and its policy applies.
+    pub(crate) fn bounded(&mut self, what: &str, len: usize, max: usize) -> wasmtime::Result<()> {
+        if len <= max {
+            return Ok(());
+        }
+        let message = format!("{what} of {len} bytes is over the limit of {max} bytes");
+        self.refused = Some(message.clone());
+        Err(wasmtime::format_err!(message))
     }
 
     /// What the clock imports reach.
@@ -117,6 +145,10 @@ impl WasiView for StoreState {
 impl wit_host::Host for StoreState {
     fn log(&mut self, level: wit_host::Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin;
+        let message = &message[..message.floor_char_boundary(MAX_LINE)];
+        if !self.budget.lock().take(plugin, message.len()) {
+            return Ok(());
+        }
         match level {
             wit_host::Level::Trace => tracing::trace!(target: "weir::plugin", plugin, "{message}"),
             wit_host::Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
@@ -202,6 +234,49 @@ impl ResourceLimiter for TrackingLimiter {
     }
 }
 
+/// How much guest output an instance may still log: a token bucket of
+/// [`OUTPUT_BURST`] bytes refilled at [`OUTPUT_PER_SECOND`].
+struct OutputBudget {
+    tokens: f64,
+    refilled: std::time::Instant,
+    /// Bytes dropped since the last note about them.
+    dropped: u64,
+}
+
+impl OutputBudget {
+    fn new() -> Self {
+        OutputBudget {
+            tokens: OUTPUT_BURST,
+            refilled: std::time::Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether `bytes` more may be logged now; if not they are counted as
+    /// dropped (and said so once the budget allows again).
+    fn take(&mut self, plugin: &str, bytes: usize) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64() * OUTPUT_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(OUTPUT_BURST);
+        self.refilled = now;
+        if self.tokens < bytes as f64 {
+            self.dropped += bytes as u64;
+            return false;
+        }
+        self.tokens -= bytes as f64;
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "weir::plugin",
+                plugin,
+                dropped_bytes = self.dropped,
+                "plugin output over its budget was dropped"
+            );
+            self.dropped = 0;
+        }
+        true
+    }
+}
+
 /// A guest output stream (stdout or stderr) that becomes `tracing` events,
 /// one per line.
 #[derive(Clone)]
@@ -209,6 +284,7 @@ struct GuestOutput {
     plugin: Arc<str>,
     stream: &'static str,
     buffers: Arc<Mutex<OutputBuffers>>,
+    budget: Arc<Mutex<OutputBudget>>,
 }
 
 #[derive(Default)]
@@ -218,11 +294,12 @@ struct OutputBuffers {
 }
 
 impl GuestOutput {
-    fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    fn new(plugin: Arc<str>, stream: &'static str, budget: Arc<Mutex<OutputBudget>>) -> Self {
         GuestOutput {
             plugin,
             stream,
             buffers: Arc::default(),
+            budget,
         }
     }
 
@@ -245,6 +322,9 @@ impl GuestOutput {
     }
 
     fn emit(&self, line: &[u8]) {
+        if !self.budget.lock().take(&self.plugin, line.len()) {
+            return;
+        }
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         tracing::info!(target: "weir::plugin", plugin = &*self.plugin, stream = self.stream, "{line}");
@@ -322,8 +402,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn output_over_the_budget_is_dropped_then_allowed_again() {
+        let mut budget = OutputBudget::new();
+        assert!(budget.take("p", OUTPUT_BURST as usize));
+        assert!(!budget.take("p", 1024), "the burst is spent");
+        assert_eq!(budget.dropped, 1024);
+        // A second later there is room for a second's worth again.
+        budget.refilled -= std::time::Duration::from_secs(1);
+        assert!(budget.take("p", 1024));
+        assert_eq!(budget.dropped, 0, "the drop was reported");
+    }
+
+    #[test]
     fn output_keeps_a_bounded_tail() {
-        let out = GuestOutput::new("p".into(), "stderr");
+        let out = GuestOutput::new(
+            "p".into(),
+            "stderr",
+            Arc::new(Mutex::new(OutputBudget::new())),
+        );
         out.write_bytes(b"first line\nsecond ");
         out.write_bytes(b"line\n");
         assert_eq!(out.tail(), "first line\nsecond line");

@@ -14,6 +14,8 @@
 //! - `clock`: emit `wall_ms=<wall clock> slept_ms=<monotonic time a 1 s sleep took>`
 //! - `many`: emit 100 records of 64 KiB each
 //! - `huge`: emit one record of 2 MiB
+//! - `shout`: write 10 MiB to stderr, in lines of 1 KiB, then emit `shouted`
+//! - `bigkey`: look up a 1 MiB key in pond `p`, then emit `looked`
 //! - anything else: forwarded unchanged to output 0
 //!
 //! Config `{"fail_init": true}` makes `init` fail.
@@ -116,6 +118,17 @@ impl Enricher for Faulty {
                     out.emit(0, b"many", &value);
                 }
                 Ok(())
+            }
+            b"shout" => {
+                let line = "s".repeat(1023);
+                for _ in 0..10 << 10 {
+                    eprintln!("{line}");
+                }
+                reply(out, b"shout", "shouted")
+            }
+            b"bigkey" => {
+                black_box(weir_guest::lookup("p", &vec![b'k'; 1 << 20]));
+                reply(out, b"bigkey", "looked")
             }
             b"huge" => {
                 out.emit(0, b"huge", &vec![b'h'; 2 << 20]);
