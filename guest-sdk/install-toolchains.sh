@@ -1,35 +1,41 @@
 #!/usr/bin/env bash
-# Installs the toolchains that build weir plugins in Python, JavaScript and C.
+# Installs the toolchains that build weir plugins in Python, JavaScript and C,
+# and schemathesis, which the test suite runs against the server's OpenAPI
+# document (tests/e2e/openapi.rs).
 #
 # Idempotent and quick when everything is already there: each step checks
 # the pinned version first and installs only what is missing. Everything
 # comes from the package registries through their ordinary clients
 # (PyPI via pip, npm, Debian apt, crates.io via cargo); nothing else is
 # downloaded. Usage: guest-sdk/install-toolchains.sh [python] [js] [c]
-# (no argument = all three).
+# [schemathesis] (no argument = all four).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 
 COMPONENTIZE_PY_VERSION=0.25.1
+SCHEMATHESIS_VERSION=4.32.5
 COMPONENTIZE_JS_VERSION=0.23.0
 WIT_BINDGEN_CLI_VERSION=0.61.1
 CLANG_MAJOR=19
 
 log() { printf 'install-toolchains: %s\n' "$*" >&2; }
 
-install_python() {
+# pip_install PACKAGE VERSION: unless that version is installed already.
+pip_install() {
     local installed
-    installed="$(python3 -c 'import importlib.metadata as m; print(m.version("componentize-py"))' 2>/dev/null || true)"
-    if [ "$installed" = "$COMPONENTIZE_PY_VERSION" ]; then
-        log "componentize-py $COMPONENTIZE_PY_VERSION already installed"
+    installed="$(python3 -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true)"
+    if [ "$installed" = "$2" ]; then
+        log "$1 $2 already installed"
         return
     fi
-    log "installing componentize-py $COMPONENTIZE_PY_VERSION (pip)"
-    python3 -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+    log "installing $1 $2 (pip)"
+    python3 -m pip install --quiet --disable-pip-version-check "$1==$2"
     # pyenv installs console scripts behind shims that need a rehash.
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 }
+
+install_python() { pip_install componentize-py "$COMPONENTIZE_PY_VERSION"; }
 
 install_js() {
     local pkg="$here/js/node_modules/@bytecodealliance/componentize-js/package.json"
@@ -76,13 +82,14 @@ install_c() {
 }
 
 langs=("$@")
-[ ${#langs[@]} -eq 0 ] && langs=(python js c)
+[ ${#langs[@]} -eq 0 ] && langs=(python js c schemathesis)
 for lang in "${langs[@]}"; do
     case "$lang" in
     python) install_python ;;
     js) install_js ;;
     c) install_c ;;
-    *) log "unknown language '$lang' (expected python, js or c)"; exit 2 ;;
+    schemathesis) pip_install schemathesis "$SCHEMATHESIS_VERSION" ;;
+    *) log "unknown target '$lang' (expected python, js, c or schemathesis)"; exit 2 ;;
     esac
 done
 log "done"

@@ -12,6 +12,7 @@ mod hotswap;
 mod languages;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod ownership;
 mod plugins;
 mod records;

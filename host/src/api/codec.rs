@@ -26,8 +26,10 @@ pub struct RecordIn {
     #[serde(default)]
     pub headers: Option<HeadersIn>,
     /// Milliseconds since the Unix epoch; the server's clock when absent.
+    #[serde(default, deserialize_with = "super::whole::option")]
     pub timestamp: Option<i64>,
     /// Force a partition instead of hashing the key.
+    #[serde(default, deserialize_with = "super::whole::option")]
     pub partition: Option<u32>,
 }
 

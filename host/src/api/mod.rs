@@ -25,6 +25,7 @@ mod processor_metrics;
 mod records;
 mod services;
 mod topics;
+mod whole;
 
 #[cfg(test)]
 mod tests;

@@ -117,7 +117,7 @@ pub const ROUTES: &[RouteDoc] = &[
     (
         "put",
         "/plugins/{name}",
-        "Deploy a plugin version: the body is the component, the manifest JSON is in a Weir-Manifest header or ?manifest=",
+        "Deploy a plugin version: the body is the component, the manifest JSON is in the Weir-Manifest header (or, instead, a ?manifest= query)",
         true,
         Some("Component"),
         "201",
@@ -212,49 +212,122 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
 ];
 
+/// A name in a path or body, as `names::validate` takes it.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,248}$";
+/// A topic name: a name the log takes too (at most 200 characters).
+const TOPIC_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$";
+/// Padded, canonical standard base64 (what the server decodes).
+const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+/// The record header idempotent produce reserves, in any case.
+const RESERVED_HEADER: &str = "^[Ww][Ee][Ii][Rr]-[Ii][Dd][Ee][Mm][Pp][Oo][Tt][Ee][Nn][Cc][Yy]$";
+const U32_MAX: u64 = u32::MAX as u64;
+
+/// The schema of a path parameter, by its name.
+fn path_param(name: &str) -> Value {
+    match name {
+        "topic" => json!({"type": "string", "pattern": TOPIC_PATTERN}),
+        "partition" => json!({"type": "integer", "minimum": 0, "maximum": U32_MAX}),
+        "key" | "id" => json!({"type": "string", "minLength": 1}),
+        _ => json!({"type": "string", "pattern": NAME_PATTERN}),
+    }
+}
+
+/// Exactly one of `fields` is present and not null (the server reads a
+/// null field as absent).
+fn exactly_one(fields: &[&str]) -> Value {
+    let each: Vec<Value> = fields
+        .iter()
+        .map(|f| json!({"required": [f], "properties": {*f: {"not": {"type": "null"}}}}))
+        .collect();
+    json!({"oneOf": each})
+}
+
+/// At most one of `fields` is present and not null.
+fn at_most_one(fields: &[&str]) -> Value {
+    let not_null = json!({"not": {"type": "null"}});
+    let mut pairs = Vec::new();
+    for (i, a) in fields.iter().enumerate() {
+        for b in &fields[i + 1..] {
+            pairs.push(json!({"required": [a, b], "properties": {*a: not_null, *b: not_null}}));
+        }
+    }
+    json!({"not": {"anyOf": pairs}})
+}
+
 fn schemas() -> Value {
+    let base64 = json!({"type": "string", "pattern": BASE64_PATTERN});
+    let u64 = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+    let i64 = json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX});
+    let header_name = json!({"type": "string", "not": {"pattern": RESERVED_HEADER}});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {
             "error": {"type": "object", "required": ["code", "message"], "properties": {
                 "code": {"type": "string", "description": "stable machine-readable code"},
                 "message": {"type": "string"}}},
             "tracking_id": {"type": "string"}}},
-        "CreateTopic": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,248}$"},
-            "partitions": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1},
-            "retention_ms": {"type": "integer"}, "retention_bytes": {"type": "integer"},
+        "CreateTopic": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+            "name": {"type": "string", "pattern": TOPIC_PATTERN},
+            "partitions": {"type": "integer", "minimum": 1, "maximum": super::topics::MAX_PARTITIONS, "default": 1},
+            "retention_ms": {"oneOf": [u64, {"type": "null"}]},
+            "retention_bytes": {"oneOf": [u64, {"type": "null"}]},
             "compact": {"type": "boolean"}}},
-        "Record": {"type": "object", "description": "give one of value (any JSON), value_text, value_base64", "properties": {
-            "key": {"type": "string"}, "key_base64": {"type": "string"},
-            "value": {}, "value_text": {"type": "string"}, "value_base64": {"type": "string"},
-            "headers": {"oneOf": [{"type": "object", "additionalProperties": {"type": "string"}},
-                                  {"type": "array", "items": {"type": "object", "properties": {
-                                      "name": {"type": "string"}, "value": {"type": "string"}, "value_base64": {"type": "string"}}}}]},
-            "timestamp": {"type": "integer"}, "partition": {"type": "integer"}}},
-        "Produce": {"oneOf": [{"$ref": "#/components/schemas/Record"},
-                              {"type": "object", "required": ["records"], "properties": {
-                                  "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}}}]},
-        "Deploy": {"type": "object", "required": ["manifest", "component_base64"], "properties": {
-            "manifest": {"$ref": "#/components/schemas/Manifest"}, "component_base64": {"type": "string"}}},
+        "Record": {
+            "type": "object", "additionalProperties": false,
+            "description": "exactly one of value (any JSON but null), value_text, value_base64; at most one of key, key_base64",
+            "properties": {
+                "key": {"type": ["string", "null"]}, "key_base64": {"oneOf": [base64, {"type": "null"}]},
+                "value": {}, "value_text": {"type": ["string", "null"]},
+                "value_base64": {"oneOf": [base64, {"type": "null"}]},
+                "headers": {"oneOf": [
+                    {"type": "null"},
+                    {"type": "object", "additionalProperties": {"type": "string"},
+                     "propertyNames": {"not": {"pattern": RESERVED_HEADER}}},
+                    {"type": "array", "items": {
+                        "type": "object", "required": ["name"], "additionalProperties": false,
+                        "properties": {"name": header_name, "value": {"type": ["string", "null"]},
+                                       "value_base64": {"oneOf": [base64, {"type": "null"}]}},
+                        "allOf": [exactly_one(&["value", "value_base64"])]}}]},
+                "timestamp": {"oneOf": [i64, {"type": "null"}]},
+                "partition": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": U32_MAX}, {"type": "null"}]}},
+            "allOf": [exactly_one(&["value", "value_text", "value_base64"]), at_most_one(&["key", "key_base64"])]},
+        "Produce": {"oneOf": [
+            {"$ref": "#/components/schemas/Record"},
+            {"type": "object", "required": ["records"], "additionalProperties": false, "properties": {
+                "records": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Record"}}}}]},
+        "Deploy": {"type": "object", "required": ["manifest", "component_base64"], "additionalProperties": false, "properties": {
+            "manifest": {"$ref": "#/components/schemas/Manifest"}, "component_base64": base64}},
         "Manifest": {"type": "object", "required": ["name", "kind"], "properties": {
-            "name": {"type": "string"},
+            "name": {"type": "string", "pattern": NAME_PATTERN},
             "kind": {"enum": ["enricher", "projection", "command-handler"]},
-            "inputs": {"type": "array", "items": {"type": "string"}},
-            "outputs": {"type": "array", "items": {"type": "string"}},
+            "inputs": {"type": "array", "items": {"type": "string", "pattern": TOPIC_PATTERN}},
+            "outputs": {"type": "array", "items": {"type": "string", "pattern": TOPIC_PATTERN}},
             "config": {}, "limits": {"type": "object"},
             "error_policy": {"enum": ["dlq", "skip", "stop"]}}},
         "Component": {"type": "string", "format": "binary"},
         "Bytes": {"type": "string", "format": "binary"},
-        "Reset": {"type": "object", "properties": {
-            "to": {"enum": ["beginning", "end"]}, "offset": {"type": "integer"}, "timestamp": {"type": "integer"},
-            "keep_state": {"type": "boolean", "description": "ponds: keep the state instead of emptying it"}}},
-        "Rollback": {"type": "object", "properties": {"version": {"type": "integer"}}},
-        "Command": {"type": "object", "required": ["aggregate", "name"], "properties": {
-            "id": {"type": "string", "description": "command id = tracking id; generated when absent"},
-            "aggregate": {"type": "string"}, "name": {"type": "string"},
-            "data": {}, "data_text": {"type": "string"}, "data_base64": {"type": "string"},
-            "expected_version": {"type": "integer"},
-            "reply_topic": {"type": "string", "description": "also write the result to <service>.results or <service>.private.reply, exactly once"}}}
+        "Reset": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "to": {"enum": ["beginning", "earliest", "end", "latest", null]},
+                "offset": {"oneOf": [u64, {"type": "null"}]},
+                "timestamp": {"oneOf": [i64, {"type": "null"}]},
+                "keep_state": {"type": "boolean", "description": "ponds: keep the state instead of emptying it"}},
+            "allOf": [exactly_one(&["to", "offset", "timestamp"])]},
+        "Rollback": {"type": "object", "additionalProperties": false, "properties": {
+            "version": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": U32_MAX}, {"type": "null"}]}}},
+        "Command": {
+            "type": "object", "required": ["aggregate", "name"], "additionalProperties": false,
+            "properties": {
+                "id": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+                                  "description": "command id = tracking id; generated when absent"}, {"type": "null"}]},
+                "aggregate": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
+                "data": {}, "data_text": {"type": ["string", "null"]},
+                "data_base64": {"oneOf": [base64, {"type": "null"}]},
+                "expected_version": {"oneOf": [u64, {"type": "null"}]},
+                "reply_topic": {"oneOf": [{"type": "string", "pattern": NAME_PATTERN,
+                                  "description": "also write the result to <service>.results or <service>.private.reply, exactly once"}, {"type": "null"}]}},
+            "allOf": [at_most_one(&["data", "data_text", "data_base64"])]}
     })
 }
 
@@ -262,11 +335,15 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, summary, admin, body, ok) in ROUTES {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_param(name)}))
             .collect();
+        if *body == Some("Component") {
+            params.push(json!({"name": "Weir-Manifest", "in": "header", "required": true,
+                               "description": "the manifest, as JSON", "schema": {"type": "string"}}));
+        }
         let mut op = json!({
             "summary": summary,
             "parameters": params,
@@ -280,11 +357,22 @@ pub fn document() -> Value {
             op["security"] = json!([{"bearer": []}]);
         }
         if let Some(schema) = body {
-            let content_type = match *schema {
-                "Component" | "Bytes" => "application/octet-stream",
-                _ => "application/json",
+            let reference = json!({"schema": {"$ref": format!("#/components/schemas/{schema}")}});
+            op["requestBody"] = match *schema {
+                "Component" | "Bytes" => {
+                    json!({"required": true, "content": {"application/octet-stream": reference}})
+                }
+                // A raw produce takes any other content type (or none: an
+                // empty value) as the record's value.
+                "Produce" => json!({"required": false, "content": {
+                    "application/json": reference,
+                    "application/octet-stream": {"schema": {"$ref": "#/components/schemas/Bytes"}}}}),
+                // A rollback without a body goes to the version before.
+                "Rollback" => {
+                    json!({"required": false, "content": {"application/json": reference}})
+                }
+                _ => json!({"required": true, "content": {"application/json": reference}}),
             };
-            op["requestBody"] = json!({"content": {content_type: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, blocking, json_body, names};
+use super::{ApiError, AppState, blocking, json_body, names, whole};
 use crate::processor::ResetTo;
 
 /// The kinds of plugin, by world.
@@ -195,7 +195,9 @@ pub(super) async fn resume(
 struct ResetBody {
     /// `beginning` or `end`.
     to: Option<String>,
+    #[serde(default, deserialize_with = "whole::option")]
     offset: Option<u64>,
+    #[serde(default, deserialize_with = "whole::option")]
     timestamp: Option<i64>,
     /// Ponds: keep the state instead of emptying it.
     #[serde(default)]
@@ -233,6 +235,7 @@ pub(super) async fn reset(
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
+    #[serde(default, deserialize_with = "whole::option")]
     version: Option<u32>,
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::codec::bytes_field;
-use super::{ApiError, AppState, blocking, json_body, names};
+use super::{ApiError, AppState, blocking, json_body, names, whole};
 use crate::processor::{CommandOutcome, CommandRequest};
 
 #[derive(Deserialize)]
@@ -31,6 +31,7 @@ struct CommandBody {
     data: Option<Value>,
     data_text: Option<String>,
     data_base64: Option<String>,
+    #[serde(default, deserialize_with = "whole::option")]
     expected_version: Option<u64>,
     reply_topic: Option<String>,
 }
@@ -78,7 +79,7 @@ fn tracking_id(body_id: Option<String>, headers: &HeaderMap) -> Result<String, A
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+    if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_command",
             "the command id must be 1..=256 printable characters",

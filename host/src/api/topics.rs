@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, blocking, json_body, names};
+use super::{ApiError, AppState, blocking, json_body, names, whole};
 use crate::log::{TopicConfig, TopicInfo};
 
 /// Most partitions one topic may have.
@@ -18,9 +18,11 @@ pub const MAX_PARTITIONS: u32 = 1024;
 #[serde(deny_unknown_fields)]
 struct CreateTopic {
     name: String,
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole::number")]
     partitions: u32,
+    #[serde(default, deserialize_with = "whole::option")]
     retention_ms: Option<u64>,
+    #[serde(default, deserialize_with = "whole::option")]
     retention_bytes: Option<u64>,
     #[serde(default)]
     compact: bool,
