@@ -8,6 +8,9 @@
 //! cargo run --release -p weir-testkit --bin soak -- [minutes=10] [path/to/weir]
 //! ```
 //!
+//! `WEIR_SOAK_LOADS=produce,commands,chaos` (the default: all three) picks
+//! the loads, to see which one memory follows.
+//!
 //! Not part of the test suite (it runs for minutes); see BENCHMARKS.md.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -143,16 +146,22 @@ fn main() {
         "elapsed", "rss_mib", "produced", "commands", "chaos"
     );
     let mut samples = Vec::new();
+    let loads =
+        std::env::var("WEIR_SOAK_LOADS").unwrap_or_else(|_| "produce,commands,chaos".into());
     std::thread::scope(|scope| {
         for w in 0..2 {
             let (s, stop, sent) = (&server, &stop, &produced);
-            scope.spawn(move || producer(s, stop, sent, w));
+            if loads.contains("produce") {
+                scope.spawn(move || producer(s, stop, sent, w));
+            }
         }
         for w in 0..2 {
             let (s, stop, sent) = (&server, &stop, &commands);
-            scope.spawn(move || commander(s, stop, sent, w));
+            if loads.contains("commands") {
+                scope.spawn(move || commander(s, stop, sent, w));
+            }
         }
-        {
+        if loads.contains("chaos") {
             let (s, stop, sent) = (&server, &stop, &chaotic);
             scope.spawn(move || chaos(s, stop, sent));
         }
