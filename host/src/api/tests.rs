@@ -739,6 +739,14 @@ async fn commands_answer_with_status_and_tracking_id() {
     assert!(v["tracking_id"].is_string());
     let (s, v) = call(&app, "POST", "/services/bank/commands", "{", &[]).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    // An id is up to 256 characters, whatever their bytes (as documented).
+    let mut long = cmd("deposit", json!({"amount": 1}));
+    long["id"] = json!("é".repeat(256));
+    let (s, v) = json_call(&app, "POST", "/services/bank/commands", long.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    long["id"] = json!("é".repeat(257));
+    let (s, v) = json_call(&app, "POST", "/services/bank/commands", long).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_command"));
 }
 
 #[tokio::test]

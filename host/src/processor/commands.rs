@@ -53,9 +53,9 @@ pub(crate) fn submit_command(
     command: &CommandRequest,
 ) -> Result<CommandOutcome> {
     let active = shared.service(service)?;
-    if command.id.is_empty() || command.id.len() > 256 {
+    if command.id.is_empty() || command.id.chars().count() > 256 {
         return Err(EngineError::Invalid(
-            "a command id must be 1–256 bytes".into(),
+            "a command id must be 1–256 characters".into(),
         ));
     }
     if command.aggregate.is_empty() {
