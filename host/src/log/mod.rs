@@ -322,6 +322,7 @@ impl Inner {
     fn maintenance_loop(&self) {
         let mut last_cleanup = Instant::now();
         let mut last_checkpoint = Instant::now();
+        let mut last_release = Instant::now();
         loop {
             let parts = self.all_partitions();
             let tick = parts
@@ -362,6 +363,12 @@ impl Inner {
                     }
                 }
             }
+            if last_release.elapsed() >= RELEASE_PAGES_EVERY {
+                last_release = Instant::now();
+                for (_, p) in &parts {
+                    p.release_pages();
+                }
+            }
             if last_cleanup.elapsed() >= self.config.maintenance_interval {
                 last_cleanup = Instant::now();
                 if let Err(e) = self.retention_and_compaction() {
@@ -371,6 +378,12 @@ impl Inner {
         }
     }
 }
+
+/// How often pages read through segment maps are given back. Readers at
+/// the tail touch each new page once anyway; giving pages back this often
+/// costs a page fault per re-read page at most and keeps the process's
+/// resident log pages to what was read in the last few seconds.
+const RELEASE_PAGES_EVERY: Duration = Duration::from_secs(2);
 
 impl EventLog for Log {
     fn max_batch_bytes(&self) -> usize {

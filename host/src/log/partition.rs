@@ -767,6 +767,15 @@ impl Partition {
         Ok(())
     }
 
+    /// Give back the memory of log pages read since the last call (see
+    /// [`Segment::release_pages`]).
+    pub fn release_pages(&self) {
+        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        for s in &segs {
+            s.release_pages();
+        }
+    }
+
     /// Persist the durable end as the recovery point when it moved.
     pub fn checkpoint(&self) -> Result<()> {
         let durable = self.durable_end();

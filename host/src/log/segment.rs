@@ -6,6 +6,13 @@
 //! and never look past `written` (whole frames only). The map of the active
 //! segment reserves address space beyond the end of the file so it rarely
 //! needs remapping; bytes beyond `written` are never touched.
+//!
+//! Pages read through a map stay resident in the process (they count in
+//! its RSS) until they are unmapped or advised away, so the log's
+//! maintenance calls [`Segment::release_pages`] every few seconds: a map
+//! not read since the last call is dropped, the pages of one still in use
+//! are handed back to the page cache. Resident log pages are then bounded
+//! by what was read in the last interval, not by the size of the log.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -13,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 use parking_lot::{Mutex, RwLock};
 
 use super::error::{IoContext, Result};
@@ -86,6 +93,8 @@ pub(crate) struct Segment {
     /// Address space to reserve when mapping (0 = exactly the file).
     reserve: usize,
     map: RwLock<MapState>,
+    /// Read through the map since the last [`Segment::release_pages`].
+    read_since_release: AtomicBool,
     pub index: RwLock<SegmentIndex>,
 }
 
@@ -112,6 +121,7 @@ impl Segment {
             created: Instant::now(),
             reserve,
             map: RwLock::new(MapState { map: None, len: 0 }),
+            read_since_release: AtomicBool::new(false),
             index: RwLock::new(index),
         }
     }
@@ -240,6 +250,10 @@ impl Segment {
         if upto == 0 {
             return Ok(f(&[]));
         }
+        // Load first: most reads find the flag set and leave its cache line shared.
+        if !self.read_since_release.load(Ordering::Relaxed) {
+            self.read_since_release.store(true, Ordering::Relaxed);
+        }
         {
             let state = self.map.read();
             if let Some(map) = &state.map
@@ -264,6 +278,54 @@ impl Segment {
             Some(map) => Ok(f(&map[..upto])),
             None => Ok(f(&[])),
         }
+    }
+
+    /// Give back the memory of pages read through the map: drop the map if
+    /// nothing read through it since the last call, else advise its pages
+    /// away. Readers are unaffected either way: a dropped map is made again
+    /// on the next read, and an advised page of a shared file mapping is
+    /// read back from the page cache (or the file) on its next access.
+    pub fn release_pages(&self) {
+        if !self.read_since_release.swap(false, Ordering::AcqRel) {
+            let mut state = self.map.write();
+            // A read between the swap and the lock keeps the map.
+            if !self.read_since_release.load(Ordering::Acquire) {
+                state.map = None;
+                state.len = 0;
+            }
+            return;
+        }
+        let state = self.map.read();
+        if let Some(map) = &state.map {
+            // SAFETY: the map is a read-only shared mapping of a file. For
+            // such a mapping MADV_DONTNEED only drops this process's page
+            // table entries; the next access reads the file's current bytes
+            // again (madvise(2)), so no reader can see different data. The
+            // read lock keeps the map alive for the call.
+            if let Err(e) = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) } {
+                tracing::debug!(segment = %self.path.display(), error = %e, "releasing mapped pages");
+            }
+        }
+    }
+
+    /// Whether the segment's file is currently mapped.
+    #[cfg(test)]
+    pub fn is_mapped(&self) -> bool {
+        self.map.read().map.is_some()
+    }
+
+    /// Resident bytes of the segment's map (from `/proc/self/smaps`), 0 when unmapped.
+    #[cfg(test)]
+    pub fn resident_bytes(&self) -> u64 {
+        let state = self.map.read();
+        let Some(map) = &state.map else { return 0 };
+        let start = format!("{:x}-", map.as_ptr() as usize);
+        let smaps = fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        lines
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
     }
 
     /// Cut the file back to `pos` bytes ending at offset `next_offset`.
@@ -317,4 +379,43 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checksum(seg: &Segment) -> u64 {
+        seg.with_bytes(seg.size(), |data| {
+            data.iter().map(|&b| b as u64).sum::<u64>()
+        })
+        .expect("read segment")
+    }
+
+    #[test]
+    fn released_pages_leave_the_process_and_reads_still_see_the_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seg = Segment::create(dir.path(), 0, 4096, 0).expect("create segment");
+        let bytes: Vec<u8> = (0..8usize << 20).map(|i| (i % 251) as u8).collect();
+        seg.append(&bytes, &[]).expect("append");
+        let expected: u64 = bytes.iter().map(|&b| b as u64).sum();
+
+        assert_eq!(checksum(&seg), expected);
+        let read = seg.resident_bytes();
+        assert!(read >= 7 << 20, "pages read are resident: {read}");
+
+        // Read since the last release: the map stays, its pages go.
+        seg.release_pages();
+        assert!(seg.is_mapped());
+        let released = seg.resident_bytes();
+        assert!(released < 1 << 20, "pages given back: {released} resident");
+        assert_eq!(checksum(&seg), expected, "advised pages read back the file");
+
+        // Not read since the last release: the map goes.
+        seg.release_pages();
+        seg.release_pages();
+        assert!(!seg.is_mapped());
+        assert_eq!(checksum(&seg), expected, "a dropped map is made again");
+        assert!(seg.is_mapped());
+    }
 }

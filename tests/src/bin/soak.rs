@@ -26,17 +26,32 @@ const MISBEHAVIOUR: [&str; 8] = [
     "panic", "ok", "loop", "shout", "memory", "huge", "fail", "ok",
 ];
 
-/// Resident memory of a process, in KiB (Linux).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of a process in MiB (Linux): all of it, the part it
+/// allocated (`RssAnon`: heap, stacks, WebAssembly memories) and the part
+/// that is mapped files (`RssFile`: the binary and log segments being read,
+/// pages the kernel can drop and read back).
+#[derive(Clone, Copy)]
+struct Rss {
+    total: f64,
+    anon: f64,
+    file: f64,
+}
+
+fn rss(pid: u32) -> Rss {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    Rss {
+        total: field("VmRSS:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
 }
 
 fn setup(s: &Server) {
@@ -142,8 +157,8 @@ fn main() {
     let warmup = Duration::from_secs(30).min(duration / 4);
     println!("soak: {minutes} min against {bin} (pid {pid})");
     println!(
-        "{:>8} {:>10} {:>12} {:>10} {:>8}",
-        "elapsed", "rss_mib", "produced", "commands", "chaos"
+        "{:>8} {:>10} {:>9} {:>9} {:>12} {:>10} {:>8}",
+        "elapsed", "rss_mib", "anon", "file", "produced", "commands", "chaos"
     );
     let mut samples = Vec::new();
     let loads =
@@ -170,11 +185,14 @@ fn main() {
         while started.elapsed() < duration {
             std::thread::sleep(Duration::from_millis(250));
             if started.elapsed() >= next {
-                let rss = rss_kib(pid) as f64 / 1024.0;
-                samples.push((started.elapsed(), rss));
+                let now = rss(pid);
+                samples.push(now);
                 println!(
-                    "{:>7.0}s {rss:>10.1} {:>12} {:>10} {:>8}",
+                    "{:>7.0}s {:>10.1} {:>9.1} {:>9.1} {:>12} {:>10} {:>8}",
                     started.elapsed().as_secs_f64(),
+                    now.total,
+                    now.anon,
+                    now.file,
                     produced.load(Ordering::Relaxed),
                     commands.load(Ordering::Relaxed),
                     chaotic.load(Ordering::Relaxed)
@@ -184,9 +202,9 @@ fn main() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    let rss_end = rss_kib(pid) as f64 / 1024.0;
-    let rss_start = samples.first().map_or(rss_end, |s| s.1);
-    let peak = samples.iter().map(|s| s.1).fold(rss_end, f64::max);
+    let end = rss(pid);
+    let start = samples.first().copied().unwrap_or(end);
+    let peak = samples.iter().map(|s| s.total).fold(end.total, f64::max);
     let cache = server.get("/metrics");
     let cache_bytes = String::from_utf8_lossy(&cache.bytes)
         .lines()
@@ -194,8 +212,14 @@ fn main() {
         .map(str::to_owned)
         .unwrap_or_default();
     println!(
-        "soak done: rss after warm-up {rss_start:.1} MiB, at the end {rss_end:.1} MiB (peak {peak:.1}), growth {:+.1} MiB; {cache_bytes}",
-        rss_end - rss_start
+        "soak done: rss after warm-up {:.1} MiB (anon {:.1}, file {:.1}), at the end {:.1} MiB (anon {:.1}, file {:.1}; peak {peak:.1}), growth {:+.1} MiB; {cache_bytes}",
+        start.total,
+        start.anon,
+        start.file,
+        end.total,
+        end.anon,
+        end.file,
+        end.total - start.total
     );
     println!(
         "sent {} records, {} commands, {} chaos events",
