@@ -49,6 +49,12 @@ pub struct ServeOptions {
     /// How long a client may take to send a request's body, ms [default: 60000]
     #[arg(long, env = "WEIR_BODY_TIMEOUT_MS", hide_env_values = true)]
     pub body_timeout_ms: Option<u64>,
+    /// Memory for the store's page cache (state, aggregates, checkpoints), MiB [default: 256]
+    #[arg(long, env = "WEIR_STORE_CACHE_MIB", hide_env_values = true)]
+    pub store_cache_mib: Option<usize>,
+    /// Memory for idempotency keys and their answers, MiB [default: 64]
+    #[arg(long, env = "WEIR_IDEMPOTENCY_CACHE_MIB", hide_env_values = true)]
+    pub idempotency_cache_mib: Option<usize>,
     /// Log format: text | json [default: text]
     #[arg(long, env = "WEIR_LOG_FORMAT", hide_env_values = true)]
     pub log_format: Option<String>,
@@ -82,6 +88,8 @@ impl ServeOptions {
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
             body_timeout_ms: self.body_timeout_ms.or(lower.body_timeout_ms),
+            store_cache_mib: self.store_cache_mib.or(lower.store_cache_mib),
+            idempotency_cache_mib: self.idempotency_cache_mib.or(lower.idempotency_cache_mib),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -100,6 +108,10 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// Bytes of the store's page cache.
+    pub store_cache_bytes: usize,
+    /// Bytes for idempotency keys and their answers.
+    pub idempotency_cache_bytes: usize,
     pub log_json: bool,
 }
 
@@ -162,6 +174,12 @@ impl ServeConfig {
             shutdown_timeout: Duration::from_millis(o.shutdown_timeout_ms.unwrap_or(10_000)),
             header_timeout: positive_ms("header_timeout_ms", o.header_timeout_ms, 30_000)?,
             body_timeout: positive_ms("body_timeout_ms", o.body_timeout_ms, 60_000)?,
+            store_cache_bytes: mebibytes("store_cache_mib", o.store_cache_mib, 256)?,
+            idempotency_cache_bytes: mebibytes(
+                "idempotency_cache_mib",
+                o.idempotency_cache_mib,
+                64,
+            )?,
             log_json,
         })
     }
@@ -213,6 +231,18 @@ fn positive_ms(name: &str, value: Option<u64>, default: u64) -> Result<Duration,
     }
 }
 
+/// A memory budget in MiB as bytes: at least 1 MiB (a cache of nothing
+/// would forget idempotency keys or read every state from disk) and at most
+/// 1 TiB.
+fn mebibytes(name: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        mib @ 1..=1_048_576 => Ok(mib << 20),
+        other => Err(ConfigError::Invalid(format!(
+            "{name} must be 1..=1048576 (MiB), not {other}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -225,6 +255,38 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./weir-data"));
         assert_eq!(c.fsync, Fsync::Always);
         assert_eq!(c.admin_token, None);
+        assert_eq!(c.store_cache_bytes, 256 << 20);
+        assert_eq!(c.idempotency_cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn memory_budgets_are_mebibytes_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "store_cache_mib = 32
+idempotency_cache_mib = 8
+",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), Some(&path)).unwrap();
+        assert_eq!(c.store_cache_bytes, 32 << 20);
+        assert_eq!(c.idempotency_cache_bytes, 8 << 20);
+        for bad in [0, 1_048_577] {
+            let cli = ServeOptions {
+                store_cache_mib: Some(bad),
+                ..Default::default()
+            };
+            let err = ServeConfig::resolve(cli, None).unwrap_err().to_string();
+            assert!(err.contains("store_cache_mib"), "{err}");
+        }
+        let cli = ServeOptions {
+            idempotency_cache_mib: Some(0),
+            ..Default::default()
+        };
+        let err = ServeConfig::resolve(cli, None).unwrap_err().to_string();
+        assert!(err.contains("idempotency_cache_mib"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn api_config(config: &ServeConfig) -> ApiConfig {
         max_wait: config.max_wait,
         header_timeout: config.header_timeout,
         body_timeout: config.body_timeout,
+        idempotency_cache_bytes: config.idempotency_cache_bytes,
         ..ApiConfig::default()
     }
 }
@@ -157,7 +158,10 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         ..crate::runtime::RuntimeConfig::default()
     })
     .map_err(|e| ServeError::Engine(e.to_string()))?;
-    let engine_config = crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync);
+    let engine_config = crate::processor::EngineConfig {
+        store_cache_bytes: config.store_cache_bytes,
+        ..crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync)
+    };
     let event_log: Arc<dyn crate::log::EventLog> = log.clone();
     let processors = tokio::task::spawn_blocking(move || {
         crate::processor::Engine::open(engine_config, event_log, runtime)

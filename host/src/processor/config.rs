@@ -49,6 +49,8 @@ pub struct EngineConfig {
     /// Partitions of topics a deploy creates when the manifest names none
     /// and there is no input to copy from.
     pub default_partitions: u32,
+    /// Bytes of the store's page cache.
+    pub store_cache_bytes: usize,
 }
 
 impl EngineConfig {
@@ -63,6 +65,7 @@ impl EngineConfig {
             commit_max_writes: 200_000,
             commit_max_bytes: 64 << 20,
             default_partitions: 4,
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 

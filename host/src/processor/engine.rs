@@ -48,6 +48,7 @@ impl Engine {
         let store = Arc::new(Store::open(
             config.data_dir.join("store.redb"),
             config.store_durability(),
+            config.store_cache_bytes,
         )?);
         let components = ComponentStore::open(config.data_dir.join("components"))?;
         let shared = Arc::new(Shared {

@@ -183,6 +183,11 @@ impl CommitSet {
     }
 }
 
+/// The page cache a server gives the store unless told otherwise: it holds
+/// state and aggregates being read and commits not yet made durable, and
+/// is the largest fixed part of a server's memory.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 /// The embedded store. Cheap to share behind an `Arc`; all methods are
 /// blocking (call them from blocking threads).
 pub struct Store {
@@ -192,13 +197,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the store file at `path`.
-    pub fn open(path: impl AsRef<Path>, durability: StoreDurability) -> Result<Self> {
+    /// Open (or create) the store file at `path`, keeping at most
+    /// `cache_bytes` of its pages in memory.
+    pub fn open(
+        path: impl AsRef<Path>,
+        durability: StoreDurability,
+        cache_bytes: usize,
+    ) -> Result<Self> {
         if let Some(dir) = path.as_ref().parent() {
             std::fs::create_dir_all(dir)?;
         }
         let db = Database::builder()
-            .set_cache_size(256 << 20)
+            .set_cache_size(cache_bytes)
             .create(path.as_ref())?;
         // Create the fixed tables so readers never meet a missing one.
         let txn = db.begin_write()?;

@@ -3,7 +3,12 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(dir.path().join("store.redb"), StoreDurability::Immediate).expect("open store")
+    Store::open(
+        dir.path().join("store.redb"),
+        StoreDurability::Immediate,
+        DEFAULT_CACHE_BYTES,
+    )
+    .expect("open store")
 }
 
 fn pos(topic: &str, partition: u32, offset: u64) -> PartitionPos {
@@ -364,6 +369,7 @@ fn lazy_durability_commits_are_visible_and_survive_a_clean_reopen() {
             StoreDurability::Lazy {
                 sync_every: Duration::from_secs(3600),
             },
+            DEFAULT_CACHE_BYTES,
         )
         .expect("open");
         store.commit(&full_set()).expect("commit");
@@ -400,7 +406,8 @@ fn measure_commit_cost() {
         ),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path().join("s.redb"), durability).expect("open");
+        let store =
+            Store::open(dir.path().join("s.redb"), durability, DEFAULT_CACHE_BYTES).expect("open");
         for keys in [1usize, 100, 10_000] {
             let rounds = if keys == 10_000 { 20 } else { 200 };
             let start = Instant::now();
