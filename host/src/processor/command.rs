@@ -422,7 +422,8 @@ impl Worker for CommandWorker {
             // The plugin's clock reads the command's time (see the sandbox).
             self.instance.set_event_time(batch.timestamps[i]);
             // The failure policy of every processor, for this one command.
-            let mut decided = with_policy(ctx, &slice(batch, i..i + 1), &mut |_| {
+            // One command at a time: nothing to cut.
+            let mut decided = with_policy(ctx, &slice(batch, i..i + 1), |_| 0, &mut |_| {
                 let decided = self.decide(&rec.command, &snap.state)?;
                 let records = match &decided {
                     Ok((events, _)) => {

@@ -54,11 +54,22 @@ fn records_of(emitted: &Emitted, batch: &RecordBatch) -> Vec<(u32, Record)> {
         .collect()
 }
 
+/// What a call's output holds in memory until the step commits.
+fn held_bytes(records: &[(u32, Record)]) -> usize {
+    records
+        .iter()
+        .map(|(_, r)| {
+            let headers: usize = r.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+            r.key.len() + r.value.len() + headers
+        })
+        .sum()
+}
+
 impl Worker for EnricherWorker {
     fn handle(&mut self, ctx: &TaskCtx, batch: &RecordBatch) -> Result<u64, TaskError> {
         let next = batch.offsets.last().map_or(0, |o| o + 1);
         let instance = &mut self.instance;
-        let mut outcome = with_policy(ctx, batch, &mut |sub| {
+        let mut outcome = with_policy(ctx, batch, |records| held_bytes(records), &mut |sub| {
             let emitted = instance.process(&ctx.topic, ctx.partition, sub)?;
             let records = records_of(&emitted, sub);
             check_output_sizes(ctx, records.iter().map(|(_, r)| r))?;

@@ -328,7 +328,8 @@ impl ProjectionWorker {
         let mut writes = WriteSet::new();
         let mut reads = ReadSet::default();
         let mut read_error = None;
-        let outcome = with_policy(ctx, batch, &mut |sub| {
+        // Writes are merged into `writes`, which the commit thresholds bound.
+        let outcome = with_policy(ctx, batch, |_| 0, &mut |sub| {
             let mut state = BatchState {
                 pending: &mut pending,
                 committed: &mut committed,

@@ -308,12 +308,21 @@ pub struct PolicyOutcome<T> {
     /// Policy `stop` tripped at this offset (why): everything before it is
     /// in `done`; it and everything after it must not be committed.
     pub stopped: Option<(u64, String)>,
+    /// Bytes held in `done` (as `with_policy`'s `weigh` counts them).
+    held: usize,
+    /// The results reached the step's budget before this offset: everything
+    /// before it is in `done`, and it is where the next step starts.
+    cut: Option<u64>,
 }
 
 impl<T> PolicyOutcome<T> {
-    /// The checkpoint to commit: the stop offset, or past the batch.
+    /// The checkpoint to commit: the stop offset, the cut, or past the batch.
     pub fn next(&self, batch_next: u64) -> u64 {
-        self.stopped.as_ref().map_or(batch_next, |(o, _)| *o)
+        match (&self.stopped, self.cut) {
+            (Some((offset, _)), _) => *offset,
+            (None, Some(offset)) => offset,
+            (None, None) => batch_next,
+        }
     }
 
     /// After committing: end the task if the policy stopped it.
@@ -330,9 +339,16 @@ impl<T> PolicyOutcome<T> {
 /// index, else by halving) and the policy applies to it alone; the rest of
 /// the batch is processed. `call` gets each (sub-)batch once per attempt
 /// and must leave no effect when it fails.
+///
+/// Results wait in memory until the step commits, and isolating a failure
+/// calls the plugin once per part, so a batch's results are bounded by no
+/// single call: once `weigh` puts them at the engine's `commit_max_bytes`,
+/// the remaining parts are left for the next step ([`PolicyOutcome::next`]
+/// is then where they begin).
 pub fn with_policy<T>(
     ctx: &TaskCtx,
     batch: &RecordBatch,
+    weigh: fn(&T) -> usize,
     call: &mut dyn FnMut(&RecordBatch) -> Result<T, CallError>,
 ) -> Result<PolicyOutcome<T>, TaskError> {
     let mut out = PolicyOutcome {
@@ -340,28 +356,38 @@ pub fn with_policy<T>(
         failed: Vec::new(),
         skipped: Vec::new(),
         stopped: None,
+        held: 0,
+        cut: None,
     };
-    match attempt(ctx, batch, call, ctx.manifest.retries, &mut out) {
+    let mut call = Weighed { call, weigh };
+    match attempt(ctx, batch, &mut call, ctx.manifest.retries, &mut out) {
         Ok(()) => Ok(out),
         Err(TaskError::PolicyStop(_)) if out.stopped.is_some() => Ok(out),
         Err(e) => Err(e),
     }
 }
 
+/// A plugin call and how to weigh what it returns.
+struct Weighed<'a, T> {
+    call: &'a mut dyn FnMut(&RecordBatch) -> Result<T, CallError>,
+    weigh: fn(&T) -> usize,
+}
+
 fn attempt<T>(
     ctx: &TaskCtx,
     batch: &RecordBatch,
-    call: &mut dyn FnMut(&RecordBatch) -> Result<T, CallError>,
+    call: &mut Weighed<'_, T>,
     retries: u32,
     out: &mut PolicyOutcome<T>,
 ) -> Result<(), TaskError> {
     let mut tries = 0;
     let error = loop {
         let start = Instant::now();
-        let result = call(batch);
+        let result = (call.call)(batch);
         ctx.metrics().observe_call(start.elapsed());
         match result {
             Ok(t) => {
+                out.held += (call.weigh)(&t);
                 out.done.push(t);
                 return Ok(());
             }
@@ -395,6 +421,13 @@ fn attempt<T>(
             _ => vec![0..n / 2, n / 2..n],
         };
         for r in parts.into_iter().filter(|r| !r.is_empty()) {
+            if out.cut.is_some() {
+                return Ok(());
+            }
+            if out.held >= ctx.shared.config.commit_max_bytes {
+                out.cut = Some(batch.offsets[r.start]);
+                return Ok(());
+            }
             let sub = slice(batch, r.clone());
             let sub_retries = if r.len() == 1 {
                 ctx.manifest.retries

@@ -18,6 +18,8 @@ struct Harness {
     fsync: FsyncPolicy,
     /// The log's limit per append.
     max_batch_bytes: usize,
+    /// The engine's `commit_max_bytes`.
+    commit_max_bytes: usize,
     log: Option<Arc<Log>>,
     engine: Option<Engine>,
     runtime: Runtime,
@@ -44,6 +46,7 @@ impl Harness {
             dir,
             fsync,
             max_batch_bytes: LogConfig::new("unused").max_batch_bytes,
+            commit_max_bytes: EngineConfig::new("unused", fsync).commit_max_bytes,
             log: None,
             engine: None,
             runtime,
@@ -56,6 +59,7 @@ impl Harness {
         let mut c = EngineConfig::new(self.dir.path().join("data"), self.fsync);
         c.idle_wait = Duration::from_millis(20);
         c.commit_interval = Duration::from_millis(10);
+        c.commit_max_bytes = self.commit_max_bytes;
         c
     }
 
@@ -1139,4 +1143,39 @@ fn output_over_the_log_limit_is_split_or_dead_lettered() {
         "{:?}",
         header(&dlq[0].1, headers::ERROR)
     );
+}
+
+#[test]
+fn results_held_for_a_failing_batch_are_committed_within_the_budget() {
+    // Isolating the panics calls the plugin once per part; each `many`
+    // returns 6.4 MiB. Held all together they would be 25.6 MiB in memory
+    // at once; with a 1 MiB budget every part's results are committed
+    // before the next part runs.
+    let mut h = Harness::new();
+    h.commit_max_bytes = 1 << 20;
+    h.restart();
+    h.topic("in", 1);
+    for (i, value) in ["many", "panic", "many", "many", "panic", "many"]
+        .iter()
+        .enumerate()
+    {
+        h.produce("in", &format!("k{i}"), value.as_bytes(), i as i64);
+    }
+    h.deploy(
+        json!({"name": "held", "kind": "enricher", "inputs": ["in"], "outputs": ["held.out"],
+               "retries": 0, "retry_backoff_ms": 1}),
+        "faulty",
+    );
+    let status = h.wait_caught_up("held");
+    assert_eq!(status.state, RunState::Running);
+    assert!(
+        status.metrics.commits >= 4,
+        "one commit per `many` at least, got {}",
+        status.metrics.commits
+    );
+    let out = h.read_all("held.out");
+    assert_eq!(out.len(), 400, "each `many` emitted its 100 records once");
+    let dlq = h.read_all("held.dlq");
+    let dead: Vec<&[u8]> = dlq.iter().map(|(_, r)| r.value.as_slice()).collect();
+    assert_eq!(dead, [&b"panic"[..], b"panic"]);
 }
