@@ -287,7 +287,12 @@ impl Segment {
     /// read back from the page cache (or the file) on its next access.
     pub fn release_pages(&self) {
         if !self.read_since_release.swap(false, Ordering::AcqRel) {
-            let mut state = self.map.write();
+            // Never wait for a reader (the caller is the log's maintenance
+            // thread, which also keeps interval fsyncs on time): a map in
+            // use now is dropped on a later pass.
+            let Some(mut state) = self.map.try_write() else {
+                return;
+            };
             // A read between the swap and the lock keeps the map.
             if !self.read_since_release.load(Ordering::Acquire) {
                 state.map = None;
