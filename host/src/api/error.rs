@@ -251,7 +251,11 @@ impl From<crate::log::LogError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_log", message)
             }
             E::Io { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
-            E::Closed => ApiError::unavailable(message),
+            E::TooManyRecords { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_records", message)
+            }
+            E::Unsupported(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", message),
+            E::Closed | E::Backend(_) => ApiError::unavailable(message),
         }
     }
 }

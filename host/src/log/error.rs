@@ -2,7 +2,8 @@
 //! API layer can translate without string matching:
 //! `UnknownTopic` → 404, `TopicExists` → 409, `InvalidName` / `InvalidPartition` /
 //! `InvalidConfig` / `InvalidArgument` / `BatchTooLarge` → 400,
-//! `OffsetOutOfRange` → 416 (or 400), `Corrupt` / `Io` / `Closed` → 500 / 503.
+//! `OffsetOutOfRange` → 416 (or 400), `TooManyRecords` → 413, `Unsupported` → 501,
+//! `Corrupt` / `Io` / `Closed` / `Backend` → 500 / 503.
 
 use std::path::PathBuf;
 
@@ -44,6 +45,15 @@ pub enum LogError {
     InvalidArgument(String),
     #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
+    /// More records in one append than the backend stores atomically.
+    #[error("an append of {count} records exceeds the limit of {max} records")]
+    TooManyRecords { count: usize, max: usize },
+    /// An operation this backend cannot perform (e.g. cutting JetStream's tail).
+    #[error("not supported by this log backend: {0}")]
+    Unsupported(String),
+    /// The cluster backend (NATS JetStream) failed or could not be reached.
+    #[error("the JetStream backend failed: {0}")]
+    Backend(String),
     #[error("the log is closed")]
     Closed,
 }

@@ -62,6 +62,7 @@ mod config;
 mod error;
 mod frame;
 mod index;
+pub mod jetstream;
 mod partition;
 mod partitioner;
 mod recovery;

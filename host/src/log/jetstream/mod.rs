@@ -1,0 +1,914 @@
+//! The log on NATS JetStream: weir's cluster backend behind the same
+//! [`EventLog`] boundary as the embedded log, so the HTTP API and the
+//! processors do not know which one runs.
+//!
+//! # Mapping
+//!
+//! - **Topic directory**: a key-value bucket `<ns>_topics` maps each topic
+//!   name to its configuration and *incarnation* (a UUID drawn at creation).
+//!   Every host reads it, so a topic created through one host exists on all.
+//! - **One stream per partition**, `<ns>_<incarnation>_<p>`, capturing the
+//!   subject `<ns>.log.<incarnation>.<p>`, replicated `replicas` times (R3 on a
+//!   three-node cluster). A partition's offsets are its stream's sequences
+//!   minus one, so they are dense, only grow and are never assigned again —
+//!   JetStream assigns them, whichever host appends.
+//! - **Records**: one message per record; key, headers, timestamp and value
+//!   travel in the payload (see `codec`). An append of several records is one
+//!   JetStream *atomic batch* (all or nothing, consecutive offsets), at most
+//!   [`MAX_APPEND_RECORDS`] records.
+//! - **Retention** maps onto stream limits (`retention_ms` → `max_age`,
+//!   `retention_bytes` → `max_bytes`, oldest first); **compaction** puts each
+//!   key on its own subject (`….<p>.<key token>`) with one message kept per
+//!   subject, so a compacted partition keeps exactly the latest record per key
+//!   at all times (offsets then have gaps, as in the embedded log). Tombstones
+//!   (empty values) stay as their key's latest record. Segment settings and the
+//!   fsync policy have no meaning here: durability is JetStream's (a record is
+//!   acknowledged once a majority of its stream's replicas stored it).
+//! - **Waiting** (`wait_for`, `watch_end`): one ordered, headers-only push
+//!   consumer per watched partition and host follows the stream's new
+//!   sequences; nothing polls.
+//!
+//! # Promises and differences from the embedded log
+//!
+//! - Create: the streams first, then the directory entry (a compare-and-set
+//!   create), so two hosts creating one topic at once yield one topic and one
+//!   `TopicExists`. Delete: the directory entry first (the topic is gone for
+//!   every host), then the streams. A crash between the two steps leaves
+//!   unreferenced streams behind, never a half-visible topic.
+//! - Appends are visible on acknowledgement. `append_deferred` therefore
+//!   publishes at once, `publish` is a no-op and `truncate` cannot cut records
+//!   (JetStream has no tail truncation; it refuses with `Unsupported`):
+//!   processors in cluster mode commit by another protocol (issue #11).
+//! - Every call blocks its caller on a request to JetStream (default timeout
+//!   5 s); an unreachable cluster surfaces as `LogError::Backend`, a topic
+//!   deleted through another host as `UnknownTopic`.
+
+mod codec;
+mod names;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::StreamExt;
+use jetstream_extra::batch_fetch::BatchFetchExt;
+use jetstream_extra::batch_publish::BatchPublishExt;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::partitioner::{RoundRobin, partition_for_key};
+use super::{
+    AppendAck, EventLog, LogError, PartitionInfo, Record, RecordBatch, Result, TopicConfig,
+    TopicInfo, validate_topic_name,
+};
+
+pub use self::names::validate_namespace;
+
+/// The most records one append may hold: JetStream's atomic batch limit.
+pub const MAX_APPEND_RECORDS: usize = 1000;
+
+/// Room left in a message for the headers JetStream's batch protocol adds.
+const HEADER_ROOM: usize = 512;
+
+/// How to reach JetStream and how to lay weir out on it.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// NATS server URLs (`nats://host:port`); any live one will do, the client
+    /// learns the rest of the cluster from it.
+    pub servers: Vec<String>,
+    /// Prefix of every bucket, stream and subject weir creates.
+    pub namespace: String,
+    /// Replicas of every stream and bucket (1..=5; 3 on a three-node cluster).
+    pub replicas: usize,
+    /// How long one request to JetStream may take.
+    pub timeout: Duration,
+}
+
+impl JetStreamConfig {
+    pub fn new(servers: Vec<String>) -> Self {
+        JetStreamConfig {
+            servers,
+            namespace: "weir".into(),
+            replicas: 3,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_namespace(&self.namespace)?;
+        if self.servers.is_empty() {
+            return Err(LogError::InvalidConfig(
+                "the JetStream backend needs at least one NATS server URL".into(),
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(LogError::InvalidConfig(format!(
+                "JetStream replicas must be within 1..=5, not {}",
+                self.replicas
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(LogError::InvalidConfig(
+                "the JetStream request timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A topic as the directory bucket stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TopicEntry {
+    name: String,
+    incarnation: String,
+    config: TopicConfig,
+}
+
+/// A directory entry as this host knows it.
+struct KnownTopic {
+    entry: TopicEntry,
+    /// The directory revision that created it (delete expects it).
+    revision: u64,
+    round_robin: RoundRobin,
+}
+
+/// A failed JetStream request, before it is known whether the topic it
+/// concerned still exists.
+type OpError = Box<dyn std::error::Error + Send + Sync>;
+
+fn backend(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Backend(format!("{what}: {e}"))
+}
+
+/// The JetStream backend. Cheap to share as `Arc<dyn EventLog>`; owns a small
+/// tokio runtime for the NATS client, so its blocking methods may be called
+/// from any thread.
+pub struct JetStreamLog {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    js: jetstream::Context,
+    ns: String,
+    replicas: usize,
+    directory: kv::Store,
+    topics: RwLock<HashMap<String, Arc<KnownTopic>>>,
+    /// Visible ends of watched partitions, by stream name.
+    watches: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    max_payload: usize,
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside async code.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl JetStreamLog {
+    /// Connect to the cluster and open (or create) the topic directory.
+    pub fn open(config: JetStreamConfig) -> Result<JetStreamLog> {
+        config.validate()?;
+        let addrs = config
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| LogError::InvalidConfig(format!("NATS server URL {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weir-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| backend("starting the NATS client runtime", e))?;
+        let handle = runtime.handle().clone();
+        let ns = config.namespace.clone();
+        let replicas = config.replicas;
+        let timeout = config.timeout;
+        let servers = config.servers.join(",");
+        let (js, directory, max_payload) = run(&handle, async move {
+            let client = async_nats::ConnectOptions::new()
+                .name("weir")
+                .connection_timeout(timeout)
+                .request_timeout(Some(timeout))
+                .connect(addrs)
+                .await
+                .map_err(|e| backend(&format!("cannot connect to NATS at {servers}"), e))?;
+            let max_payload = client.server_info().max_payload;
+            let mut js = jetstream::new(client);
+            js.set_timeout(timeout);
+            let bucket = names::topic_bucket(&ns);
+            let directory = match js.get_key_value(&bucket).await {
+                Ok(store) => store,
+                Err(_) => js
+                    .create_key_value(kv::Config {
+                        bucket: bucket.clone(),
+                        description: "weir: topic name -> configuration and incarnation".into(),
+                        history: 1,
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| backend(&format!("creating the topic directory {bucket}"), e))?,
+            };
+            Ok((js, directory, max_payload))
+        })?;
+        Ok(JetStreamLog {
+            runtime: Some(runtime),
+            handle,
+            js,
+            ns: config.namespace,
+            replicas,
+            directory,
+            topics: RwLock::new(HashMap::new()),
+            watches: Arc::new(Mutex::new(HashMap::new())),
+            max_payload,
+        })
+    }
+
+    /// Run `fut` on the client's runtime and wait for it.
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        run(&self.handle, fut)
+    }
+
+    /// The topic as the directory holds it: from this host's cache, else
+    /// fetched (another host may have created it a moment ago).
+    fn known(&self, name: &str) -> Result<Arc<KnownTopic>> {
+        if let Some(t) = self.topics.read().get(name) {
+            return Ok(t.clone());
+        }
+        self.fetch(name)
+    }
+
+    /// Read the directory entry of `name`, replacing the cached one.
+    fn fetch(&self, name: &str) -> Result<Arc<KnownTopic>> {
+        validate_topic_name(name)?;
+        let directory = self.directory.clone();
+        let key = names::topic_key(name);
+        let found = self.run(async move {
+            directory
+                .entry(key)
+                .await
+                .map_err(|e| backend("reading the topic directory", e))
+        })?;
+        let entry = match found {
+            Some(e) if e.operation == kv::Operation::Put => e,
+            _ => {
+                self.topics.write().remove(name);
+                return Err(LogError::UnknownTopic(name.to_string()));
+            }
+        };
+        let parsed: TopicEntry = serde_json::from_slice(&entry.value).map_err(|e| {
+            backend(
+                &format!("the directory entry of topic {name:?} is not valid"),
+                e,
+            )
+        })?;
+        let known = Arc::new(KnownTopic {
+            entry: parsed,
+            revision: entry.revision,
+            round_robin: RoundRobin::default(),
+        });
+        self.topics.write().insert(name.to_string(), known.clone());
+        Ok(known)
+    }
+
+    /// The stream of one partition, checked against the topic's partitions.
+    fn partition(&self, topic: &str, partition: u32) -> Result<(Arc<KnownTopic>, String)> {
+        let known = self.known(topic)?;
+        let partitions = known.entry.config.partitions;
+        if partition >= partitions {
+            return Err(LogError::InvalidPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions,
+            });
+        }
+        let stream = names::stream_name(&self.ns, &known.entry.incarnation, partition);
+        Ok((known, stream))
+    }
+
+    /// Run a request against a topic's streams. A failure is the topic's
+    /// absence when the directory no longer holds this incarnation (deleted,
+    /// perhaps re-created, through another host), else the backend's.
+    fn on_topic<T: Send + 'static>(
+        &self,
+        known: &KnownTopic,
+        what: &'static str,
+        fut: impl Future<Output = std::result::Result<T, OpError>> + Send + 'static,
+    ) -> Result<T> {
+        match self.run(async move { Ok(fut.await) })? {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let name = &known.entry.name;
+                match self.fetch(name) {
+                    Ok(now) if now.entry.incarnation == known.entry.incarnation => {
+                        Err(backend(what, e))
+                    }
+                    Ok(_) | Err(LogError::UnknownTopic(_)) => {
+                        Err(LogError::UnknownTopic(name.clone()))
+                    }
+                    Err(other) => Err(other),
+                }
+            }
+        }
+    }
+
+    fn stream_config(&self, entry: &TopicEntry, partition: u32) -> stream::Config {
+        let c = &entry.config;
+        stream::Config {
+            name: names::stream_name(&self.ns, &entry.incarnation, partition),
+            description: Some(format!("weir topic {} partition {partition}", entry.name)),
+            subjects: vec![names::stream_subject(
+                &self.ns,
+                &entry.incarnation,
+                partition,
+                c.compaction,
+            )],
+            num_replicas: self.replicas,
+            max_age: Duration::from_millis(c.retention_ms.unwrap_or(0)),
+            max_bytes: c
+                .retention_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            max_messages: -1,
+            max_messages_per_subject: if c.compaction { 1 } else { -1 },
+            discard: stream::DiscardPolicy::Old,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            ..Default::default()
+        }
+    }
+
+    /// Stream state of every partition, fetched concurrently.
+    fn partition_infos(&self, known: &Arc<KnownTopic>) -> Result<Vec<PartitionInfo>> {
+        let js = self.js.clone();
+        let streams: Vec<String> = (0..known.entry.config.partitions)
+            .map(|p| names::stream_name(&self.ns, &known.entry.incarnation, p))
+            .collect();
+        self.on_topic(known, "reading stream state", async move {
+            let infos =
+                futures::future::join_all(streams.iter().map(|s| stream_state(&js, s))).await;
+            let mut out = Vec::with_capacity(infos.len());
+            for (p, info) in infos.into_iter().enumerate() {
+                let (start, end, bytes) = info?;
+                out.push(PartitionInfo {
+                    partition: p as u32,
+                    start_offset: start,
+                    end_offset: end,
+                    written_end: end,
+                    size_bytes: bytes,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn info(&self, known: &Arc<KnownTopic>) -> Result<TopicInfo> {
+        Ok(TopicInfo {
+            name: known.entry.name.clone(),
+            incarnation: known.entry.incarnation.clone(),
+            config: known.entry.config.clone(),
+            partitions: self.partition_infos(known)?,
+        })
+    }
+
+    /// `(start, end)` offsets of one partition.
+    fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let (known, stream) = self.partition(topic, partition)?;
+        let js = self.js.clone();
+        let (start, end, _) = self.on_topic(&known, "reading stream state", async move {
+            stream_state(&js, &stream).await
+        })?;
+        Ok((start, end))
+    }
+
+    fn append_messages(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &RecordBatch,
+    ) -> Result<AppendAck> {
+        batch
+            .validate()
+            .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
+        let (known, stream) = self.partition(topic, partition)?;
+        let count = batch.len();
+        if count == 0 {
+            let (_, end) = self.bounds(topic, partition)?;
+            return Ok(AppendAck {
+                base_offset: end,
+                count: 0,
+            });
+        }
+        if count > MAX_APPEND_RECORDS {
+            return Err(LogError::TooManyRecords {
+                count,
+                max: MAX_APPEND_RECORDS,
+            });
+        }
+        let compacted = known.entry.config.compaction;
+        let base = names::partition_subject(&self.ns, &known.entry.incarnation, partition);
+        let max = self.max_payload.saturating_sub(HEADER_ROOM);
+        let mut messages = Vec::with_capacity(count);
+        for i in 0..count {
+            let payload = codec::encode(batch, i);
+            if payload.len() > max {
+                return Err(LogError::BatchTooLarge {
+                    size: payload.len(),
+                    max,
+                });
+            }
+            messages.push(jetstream::message::OutboundMessage {
+                subject: names::record_subject(&base, compacted, batch.key(i)).into(),
+                payload,
+                headers: None,
+            });
+        }
+        let js = self.js.clone();
+        let last_seq = self.on_topic(&known, "appending", async move {
+            publish_all(&js, messages).await
+        })?;
+        let end = last_seq;
+        if let Some(tx) = self.watches.lock().get(&stream) {
+            tx.send_if_modified(|e| advance(e, end));
+        }
+        Ok(AppendAck {
+            base_offset: end - count as u64,
+            count: count as u32,
+        })
+    }
+
+    /// A watch of one partition's visible end, following its stream.
+    fn watch(&self, topic: &str, partition: u32) -> Result<watch::Receiver<u64>> {
+        let (known, stream) = self.partition(topic, partition)?;
+        if let Some(tx) = self.watches.lock().get(&stream) {
+            return Ok(tx.subscribe());
+        }
+        let (_, end) = self.bounds(topic, partition)?;
+        let mut watches = self.watches.lock();
+        if let Some(tx) = watches.get(&stream) {
+            return Ok(tx.subscribe());
+        }
+        let (tx, rx) = watch::channel(end);
+        watches.insert(stream.clone(), tx.clone());
+        drop(watches);
+        let js = self.js.clone();
+        let all = self.watches.clone();
+        let name = known.entry.name.clone();
+        self.handle.spawn(follow(js, stream, tx, all, name));
+        Ok(rx)
+    }
+}
+
+/// Run `fut` on `handle`'s runtime and block until it is done. Works from
+/// any thread, including inside another runtime (it parks the caller).
+fn run<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let task = handle.spawn(fut);
+    futures::executor::block_on(task).map_err(|e| backend("the NATS client task failed", e))?
+}
+
+fn advance(end: &mut u64, to: u64) -> bool {
+    if to > *end {
+        *end = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// `(start, end, bytes)` of a partition stream: offsets are sequences − 1.
+async fn stream_state(
+    js: &jetstream::Context,
+    stream: &str,
+) -> std::result::Result<(u64, u64, u64), OpError> {
+    let s = js.get_stream_no_info(stream).await?;
+    let info = s.get_info().await?;
+    let st = info.state;
+    let end = st.last_sequence;
+    let start = if st.messages == 0 {
+        end
+    } else {
+        st.first_sequence.saturating_sub(1)
+    };
+    Ok((start, end, st.bytes))
+}
+
+/// Publish one message, or several as one atomic batch; the sequence of the
+/// last one.
+async fn publish_all(
+    js: &jetstream::Context,
+    mut messages: Vec<jetstream::message::OutboundMessage>,
+) -> std::result::Result<u64, OpError> {
+    let Some(last) = messages.pop() else {
+        return Err("nothing to publish".into());
+    };
+    if messages.is_empty() {
+        let ack = js.publish(last.subject, last.payload).await?.await?;
+        return Ok(ack.sequence);
+    }
+    let mut batch = js.batch_publish().build();
+    for m in messages {
+        batch.add_message(m).await?;
+    }
+    let ack = batch.commit_message(last).await?;
+    Ok(ack.sequence)
+}
+
+/// Follow a partition stream's new sequences into `tx` until nobody watches
+/// or the stream is gone. A broken consumer is re-created from the last
+/// sequence seen.
+async fn follow(
+    js: jetstream::Context,
+    stream: String,
+    tx: watch::Sender<u64>,
+    all: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    topic: String,
+) {
+    loop {
+        let from = *tx.borrow() + 1;
+        let consumer = async {
+            let s = js.get_stream_no_info(&stream).await?;
+            let c = s
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: js.client().new_inbox(),
+                    headers_only: true,
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from,
+                    },
+                    ..Default::default()
+                })
+                .await?;
+            let messages = c.messages().await?;
+            Ok::<_, OpError>(messages)
+        };
+        let mut messages = tokio::select! {
+            made = consumer => match made {
+                Ok(m) => m,
+                Err(e) => {
+                    if js.get_stream_no_info(&stream).await.is_err() {
+                        tracing::debug!(%topic, %stream, "partition stream gone; no longer watched");
+                        break;
+                    }
+                    tracing::warn!(%topic, %stream, error = %e, "cannot follow a partition; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = tx.closed() => break,
+        };
+        loop {
+            tokio::select! {
+                next = messages.next() => match next {
+                    Some(Ok(m)) => {
+                        if let Ok(info) = m.info() {
+                            let seq = info.stream_sequence;
+                            tx.send_if_modified(|e| advance(e, seq));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(%topic, %stream, error = %e, "partition follower interrupted");
+                        break;
+                    }
+                    None => break,
+                },
+                () = tx.closed() => break,
+            }
+        }
+        if tx.is_closed() {
+            break;
+        }
+    }
+    let mut watches = all.lock();
+    if watches.get(&stream).is_some_and(|t| t.same_channel(&tx)) {
+        watches.remove(&stream);
+    }
+}
+
+impl EventLog for JetStreamLog {
+    fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let entry = TopicEntry {
+            name: name.to_string(),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+            config,
+        };
+        let value =
+            serde_json::to_vec(&entry).map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+        let configs: Vec<stream::Config> = (0..entry.config.partitions)
+            .map(|p| self.stream_config(&entry, p))
+            .collect();
+        let js = self.js.clone();
+        let directory = self.directory.clone();
+        let key = names::topic_key(name);
+        let topic = name.to_string();
+        let revision = self.run(async move {
+            let made =
+                futures::future::join_all(configs.iter().map(|c| js.create_stream(c.clone())))
+                    .await;
+            let failed = made
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .map(|e| e.to_string());
+            let created = match failed {
+                Some(e) => Err(backend("creating the partition streams", e)),
+                None => directory.create(&key, value.into()).await.map_err(|e| {
+                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                        LogError::TopicExists(topic.clone())
+                    } else {
+                        backend("recording the topic in the directory", e)
+                    }
+                }),
+            };
+            if created.is_err() {
+                for c in &configs {
+                    let _ = js.delete_stream(&c.name).await;
+                }
+            }
+            created
+        })?;
+        let known = Arc::new(KnownTopic {
+            entry,
+            revision,
+            round_robin: RoundRobin::default(),
+        });
+        self.topics.write().insert(name.to_string(), known.clone());
+        self.info(&known)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<()> {
+        let known = self.fetch(name)?;
+        let directory = self.directory.clone();
+        let js = self.js.clone();
+        let key = names::topic_key(name);
+        let revision = known.revision;
+        let streams: Vec<String> = (0..known.entry.config.partitions)
+            .map(|p| names::stream_name(&self.ns, &known.entry.incarnation, p))
+            .collect();
+        let topic = name.to_string();
+        self.run(async move {
+            directory
+                .delete_expect_revision(&key, Some(revision))
+                .await
+                .map_err(|e| {
+                    if e.kind() == kv::DeleteErrorKind::WrongLastRevision {
+                        LogError::UnknownTopic(topic.clone())
+                    } else {
+                        backend("removing the topic from the directory", e)
+                    }
+                })?;
+            for s in &streams {
+                if let Err(e) = js.delete_stream(s).await {
+                    tracing::warn!(topic = %topic, stream = %s, error = %e,
+                        "the topic is deleted but its stream could not be removed");
+                }
+            }
+            Ok(())
+        })?;
+        self.topics.write().remove(name);
+        let mut watches = self.watches.lock();
+        for p in 0..known.entry.config.partitions {
+            watches.remove(&names::stream_name(&self.ns, &known.entry.incarnation, p));
+        }
+        Ok(())
+    }
+
+    fn topics(&self) -> Vec<TopicInfo> {
+        let directory = self.directory.clone();
+        let keys = self.run(async move {
+            let mut keys = match directory.keys().await {
+                Ok(k) => k,
+                Err(e) => return Err(backend("listing the topic directory", e)),
+            };
+            let mut out = Vec::new();
+            while let Some(k) = keys.next().await {
+                out.push(k.map_err(|e| backend("listing the topic directory", e))?);
+            }
+            Ok(out)
+        });
+        let keys = match keys {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing topics from this host's cache only");
+                self.topics
+                    .read()
+                    .values()
+                    .map(|t| names::topic_key(&t.entry.name))
+                    .collect()
+            }
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Keys map back to names one-to-one ('=' stands for '.').
+            let name = key.replace('=', ".");
+            match self.fetch(&name).and_then(|k| self.info(&k)) {
+                Ok(info) => out.push(info),
+                Err(LogError::UnknownTopic(_)) => {}
+                Err(e) => tracing::warn!(topic = %name, error = %e, "cannot describe a topic"),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn topic(&self, name: &str) -> Result<TopicInfo> {
+        let known = self.known(name)?;
+        self.info(&known)
+    }
+
+    fn partition_for(&self, topic: &str, key: &[u8]) -> Result<u32> {
+        let known = self.known(topic)?;
+        let n = known.entry.config.partitions;
+        Ok(if key.is_empty() {
+            known.round_robin.next(n)
+        } else {
+            partition_for_key(key, n)
+        })
+    }
+
+    fn append(&self, topic: &str, partition: u32, records: &[Record]) -> Result<AppendAck> {
+        self.append_messages(topic, partition, &RecordBatch::from_records(0, records))
+    }
+
+    fn append_batch(&self, topic: &str, partition: u32, batch: &RecordBatch) -> Result<AppendAck> {
+        self.append_messages(topic, partition, batch)
+    }
+
+    /// Visible at once: JetStream has no invisible tail (see the module doc).
+    fn append_deferred(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+    ) -> Result<AppendAck> {
+        self.append(topic, partition, records)
+    }
+
+    fn append_batch_deferred(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &RecordBatch,
+    ) -> Result<AppendAck> {
+        self.append_messages(topic, partition, batch)
+    }
+
+    fn publish(&self, topic: &str, partition: u32, up_to: u64) -> Result<()> {
+        let (start, end) = self.bounds(topic, partition)?;
+        if up_to > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset: up_to,
+                start,
+                end,
+            });
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, topic: &str, partition: u32, to: u64, _force: bool) -> Result<()> {
+        let (start, end) = self.bounds(topic, partition)?;
+        if to > end || to < start {
+            return Err(LogError::OffsetOutOfRange {
+                offset: to,
+                start,
+                end,
+            });
+        }
+        if to == end {
+            return Ok(());
+        }
+        Err(LogError::Unsupported(format!(
+            "JetStream cannot cut the tail of partition {partition} of {topic:?} \
+             (from {to} to its end {end}): its records are already visible"
+        )))
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<RecordBatch> {
+        let (known, stream) = self.partition(topic, partition)?;
+        let (start, end) = self.bounds(topic, partition)?;
+        if from < start || from > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset: from,
+                start,
+                end,
+            });
+        }
+        let wanted = max_records
+            .min(MAX_APPEND_RECORDS)
+            .min((end - from) as usize);
+        if wanted == 0 {
+            return Ok(RecordBatch::default());
+        }
+        let js = self.js.clone();
+        let messages = self.on_topic(&known, "reading", async move {
+            let mut fetched = js
+                .get_batch(&stream, wanted)
+                .sequence(from + 1)
+                .max_bytes(max_bytes.max(1))
+                .send()
+                .await?;
+            let mut out = Vec::with_capacity(wanted);
+            while let Some(m) = fetched.next().await {
+                out.push(m?);
+            }
+            Ok(out)
+        })?;
+        let mut batch = RecordBatch::default();
+        for m in messages {
+            if m.sequence > end || batch.len() >= wanted {
+                break;
+            }
+            if !batch.is_empty() && batch.payload_bytes() + m.payload.len() > max_bytes {
+                break;
+            }
+            codec::decode_into(&mut batch, m.sequence - 1, &m.payload).map_err(|e| {
+                backend(
+                    &format!(
+                        "offset {} of partition {partition} of {topic:?}",
+                        m.sequence - 1
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(batch)
+    }
+
+    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.bounds(topic, partition)?.0)
+    }
+
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.bounds(topic, partition)?.1)
+    }
+
+    fn written_end(&self, topic: &str, partition: u32) -> Result<u64> {
+        self.end_offset(topic, partition)
+    }
+
+    /// A scan in offset order (record timestamps are the producers', not
+    /// JetStream's store times, so they need not grow with offsets).
+    fn offset_for_timestamp(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>> {
+        let (mut at, end) = self.bounds(topic, partition)?;
+        while at < end {
+            let batch = self.read(topic, partition, at, MAX_APPEND_RECORDS, 4 << 20)?;
+            if let Some(i) = batch.timestamps.iter().position(|&t| t >= ts_ms) {
+                return Ok(Some(batch.offsets[i]));
+            }
+            match batch.offsets.last() {
+                Some(&last) => at = last + 1,
+                None => break,
+            }
+        }
+        Ok(None)
+    }
+
+    fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let mut rx = self.watch(topic, partition)?;
+        self.run(async move {
+            let reached = tokio::time::timeout(timeout, rx.wait_for(|&end| end > offset)).await;
+            Ok(matches!(reached, Ok(Ok(_))))
+        })
+    }
+
+    fn watch_end(&self, topic: &str, partition: u32) -> Result<watch::Receiver<u64>> {
+        self.watch(topic, partition)
+    }
+
+    /// Nothing to do: an acknowledged append is already stored by a majority
+    /// of its stream's replicas.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn max_batch_bytes(&self) -> usize {
+        self.max_payload.saturating_sub(HEADER_ROOM)
+    }
+}
