@@ -58,6 +58,18 @@ pub struct ServeOptions {
     /// Log format: text | json [default: text]
     #[arg(long, env = "WEIR_LOG_FORMAT", hide_env_values = true)]
     pub log_format: Option<String>,
+    /// Where topics live: embedded (this machine's disk) | jetstream (a NATS JetStream cluster, shared by every host) [default: embedded]
+    #[arg(long, env = "WEIR_BACKEND", hide_env_values = true)]
+    pub backend: Option<String>,
+    /// NATS server URLs for the jetstream backend, comma-separated (nats://host:4222,...)
+    #[arg(long, env = "WEIR_NATS", hide_env_values = true)]
+    pub nats: Option<String>,
+    /// Replicas of every JetStream stream weir creates, 1..=5 [default: 3]
+    #[arg(long, env = "WEIR_NATS_REPLICAS", hide_env_values = true)]
+    pub nats_replicas: Option<usize>,
+    /// Prefix of weir's buckets, streams and subjects on NATS (keeps several weir clusters apart) [default: weir]
+    #[arg(long, env = "WEIR_NATS_NAMESPACE", hide_env_values = true)]
+    pub nats_namespace: Option<String>,
 }
 
 impl ServeOptions {
@@ -91,6 +103,10 @@ impl ServeOptions {
             store_cache_mib: self.store_cache_mib.or(lower.store_cache_mib),
             idempotency_cache_mib: self.idempotency_cache_mib.or(lower.idempotency_cache_mib),
             log_format: self.log_format.or(lower.log_format),
+            backend: self.backend.or(lower.backend),
+            nats: self.nats.or(lower.nats),
+            nats_replicas: self.nats_replicas.or(lower.nats_replicas),
+            nats_namespace: self.nats_namespace.or(lower.nats_namespace),
         }
     }
 }
@@ -113,6 +129,20 @@ pub struct ServeConfig {
     /// Bytes for idempotency keys and their answers.
     pub idempotency_cache_bytes: usize,
     pub log_json: bool,
+    pub backend: Backend,
+}
+
+/// Where the log (topics) lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Segment files under `data_dir/log` (one machine).
+    Embedded,
+    /// A NATS JetStream cluster every host shares (`log::jetstream`).
+    JetStream {
+        servers: Vec<String>,
+        replicas: usize,
+        namespace: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +191,7 @@ impl ServeConfig {
             }
         };
         let admin_token = admin_token(o.admin_token, o.admin_token_file)?;
+        let backend = backend(o.backend, o.nats, o.nats_replicas, o.nats_namespace)?;
         Ok(ServeConfig {
             listen: o
                 .listen
@@ -181,7 +212,61 @@ impl ServeConfig {
                 64,
             )?,
             log_json,
+            backend,
         })
+    }
+}
+
+/// The log backend and its settings; NATS settings without the jetstream
+/// backend are an error (they would be silently ignored).
+fn backend(
+    name: Option<String>,
+    nats: Option<String>,
+    replicas: Option<usize>,
+    namespace: Option<String>,
+) -> Result<Backend, ConfigError> {
+    match name.as_deref().map(str::trim) {
+        None | Some("embedded") => {
+            if nats.is_some() || replicas.is_some() || namespace.is_some() {
+                return Err(ConfigError::Invalid(
+                    "nats, nats_replicas and nats_namespace need backend = \"jetstream\"".into(),
+                ));
+            }
+            Ok(Backend::Embedded)
+        }
+        Some("jetstream") => {
+            let servers: Vec<String> = nats
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if servers.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "backend jetstream needs the NATS servers: --nats nats://host:4222[,...] (or WEIR_NATS)"
+                        .into(),
+                ));
+            }
+            let replicas = replicas.unwrap_or(3);
+            if !(1..=5).contains(&replicas) {
+                return Err(ConfigError::Invalid(format!(
+                    "nats_replicas must be 1..=5, not {replicas}"
+                )));
+            }
+            let namespace = namespace.unwrap_or_else(|| "weir".into());
+            crate::log::jetstream::validate_namespace(&namespace)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            Ok(Backend::JetStream {
+                servers,
+                replicas,
+                namespace,
+            })
+        }
+        Some(other) => Err(ConfigError::Invalid(format!(
+            "backend must be embedded or jetstream, not {other:?}"
+        ))),
     }
 }
 
@@ -395,5 +480,67 @@ idempotency_cache_mib = 8
             ServeConfig::resolve(short, None),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_jetstream_backend_needs_servers_and_nothing_is_silently_ignored() {
+        let c = ServeConfig::resolve(ServeOptions::default(), None).unwrap();
+        assert_eq!(c.backend, Backend::Embedded);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(
+            &file,
+            "backend = \"jetstream\"\nnats = \"nats://a:4222, nats://b:4222\"\n",
+        )
+        .unwrap();
+        let cli = ServeOptions {
+            nats_replicas: Some(1),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(cli, Some(&file)).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::JetStream {
+                servers: vec!["nats://a:4222".into(), "nats://b:4222".into()],
+                replicas: 1,
+                namespace: "weir".into(),
+            }
+        );
+        let refused = [
+            ServeOptions {
+                backend: Some("jetstream".into()),
+                ..Default::default()
+            },
+            ServeOptions {
+                nats: Some("nats://a:4222".into()),
+                ..Default::default()
+            },
+            ServeOptions {
+                backend: Some("kafka".into()),
+                ..Default::default()
+            },
+            ServeOptions {
+                backend: Some("jetstream".into()),
+                nats: Some("nats://a:4222".into()),
+                nats_replicas: Some(7),
+                ..Default::default()
+            },
+            ServeOptions {
+                backend: Some("jetstream".into()),
+                nats: Some("nats://a:4222".into()),
+                nats_namespace: Some("a.b".into()),
+                ..Default::default()
+            },
+        ];
+        for bad in refused {
+            let shown = format!("{bad:?}");
+            assert!(
+                matches!(
+                    ServeConfig::resolve(bad, None),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{shown}"
+            );
+        }
     }
 }

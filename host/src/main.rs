@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             config,
             repair,
             options,
-        } => ServeConfig::resolve(options, config.as_deref())
+        } => ServeConfig::resolve(*options, config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|c| serve(c, repair)),
         command => {

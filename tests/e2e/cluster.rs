@@ -1,7 +1,16 @@
 //! Cluster mode's backend (issue #11): the suite runs its own NATS
 //! JetStream cluster on loopback. Steps of the cluster mode build on this.
 
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 use weir_testkit::nats::NatsCluster;
+use weir_testkit::plugins::plugin_bytes;
+use weir_testkit::server::Server;
+
+use crate::start;
 
 #[test]
 fn a_three_node_jetstream_cluster_forms_on_loopback() {
@@ -21,4 +30,176 @@ fn a_three_node_jetstream_cluster_forms_on_loopback() {
         assert!(version.starts_with("2.15."), "nats-server {version}");
     }
     assert_eq!(cluster.urls().split(',').count(), 3);
+}
+
+/// Two weir hosts on one JetStream cluster (`--backend jetstream`).
+fn two_hosts(cluster: &NatsCluster) -> (Server, Server) {
+    let urls = cluster.urls();
+    let args = ["--backend", "jetstream", "--nats", &urls];
+    (start(&args), start(&args))
+}
+
+/// The SSE tail of `topic` through `server`, as a channel of events.
+fn tail(server: &Server, topic: &str) -> mpsc::Receiver<Value> {
+    let url = format!("{}/topics/{topic}/tail?from=earliest", server.url);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let Ok(resp) = agent.get(url).call() else {
+            return;
+        };
+        for line in BufReader::new(resp.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data: ")
+                && let Ok(event) = serde_json::from_str::<Value>(data)
+                && tx.send(event).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn two_hosts_share_topics_on_jetstream() {
+    let cluster = NatsCluster::start(3);
+    let (a, b) = two_hosts(&cluster);
+    a.create_topic("orders", 3);
+    let listed = b.get("/topics");
+    assert_eq!(
+        listed.json["topics"][0]["name"], "orders",
+        "{}",
+        listed.json
+    );
+    let r = b.post_json("/topics", &json!({"name": "orders", "partitions": 1}));
+    assert_eq!(r.status, 409, "created once across hosts: {}", r.json);
+
+    let events = tail(&a, "orders");
+    // Produced through both hosts: one key lands in one partition, in
+    // order, at dense offsets, whichever host took the request.
+    for i in 0..10 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let r = host.post_json(
+            "/topics/orders/records",
+            &json!({"key": "cust-1", "value": {"i": i}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert_eq!(r.json["offset"], i, "{}", r.json);
+    }
+    let batch: Vec<Value> = (10..20)
+        .map(|i| json!({"key": "cust-1", "value": {"i": i}}))
+        .collect();
+    let r = b.post_json("/topics/orders/records", &json!({"records": batch}));
+    assert_eq!(r.status, 200, "{}", r.json);
+    let p = r.json["records"][0]["partition"]
+        .as_u64()
+        .expect("partition") as u32;
+    for host in [&a, &b] {
+        let all = host.read_all("orders", p);
+        let seen: Vec<Value> = all.iter().map(|r| r["value"]["i"].clone()).collect();
+        assert_eq!(seen, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+        assert_eq!(host.total_records("orders"), 20);
+    }
+    for i in 0..20 {
+        let event = events
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("record {i} on host a's tail; log:\n{}", a.logs()));
+        assert_eq!(event["value"]["i"], i);
+    }
+
+    // A long poll on one host wakes on a produce through the other.
+    let url = format!(
+        "{}/topics/orders/partitions/{p}/records?offset=20&wait_ms=10000",
+        a.url
+    );
+    let poll = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let started = Instant::now();
+        let body: Option<Value> = agent
+            .get(url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json().ok());
+        (body, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = b.post_json(
+        "/topics/orders/records",
+        &json!({"key": "cust-1", "value": "late"}),
+    );
+    assert_eq!(r.json["offset"], 20, "{}", r.json);
+    let (body, took) = poll.join().expect("poll thread");
+    assert_eq!(
+        body.map(|b| b["records"][0]["value"].clone()),
+        Some(json!("late"))
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "woken by the produce: {took:?}"
+    );
+
+    // Processors need the cluster commit protocol: refused, clearly.
+    let r = a.deploy(
+        &json!({"name": "stamp", "kind": "enricher", "inputs": ["orders"], "outputs": ["stamped"]}),
+        &plugin_bytes("stamp_enricher"),
+    );
+    assert_eq!(r.status, 501, "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("JetStream"),
+        "{}",
+        r.json
+    );
+
+    // Deleted through b: gone for a, and a new incarnation starts afresh.
+    assert_eq!(b.delete("/topics/orders").status, 200);
+    assert_eq!(a.get("/topics/orders").status, 404);
+    a.create_topic("orders", 1);
+    let r = b.post_json("/topics/orders/records", &json!({"value": 1}));
+    assert_eq!(
+        (r.status, r.json["offset"].clone()),
+        (200, json!(0)),
+        "{}",
+        r.json
+    );
+}
+
+#[test]
+fn a_host_without_reachable_nats_refuses_to_start_with_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "jetstream"])
+        .output()
+        .expect("run weir");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nats"), "{err}");
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "jetstream",
+            "--nats",
+            &dead,
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .expect("run weir");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

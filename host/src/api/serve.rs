@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::{ApiConfig, AppState, router};
-use crate::config::ServeConfig;
+use crate::config::{Backend, ServeConfig};
 use crate::log::EventLog;
+use crate::log::jetstream::{JetStreamConfig, JetStreamLog};
 use crate::processor::Engine;
 
 #[derive(Debug, thiserror::Error)]
@@ -137,22 +138,7 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let mut log_config = crate::log::LogConfig::new(config.data_dir.join("log"));
-    log_config.default_fsync = config.fsync;
-    log_config.repair = repair;
-    let dir = log_config.dir.clone();
-    let log = tokio::task::spawn_blocking(move || crate::log::Log::open(log_config))
-        .await
-        .map_err(|e| ServeError::Log(e.to_string()))?
-        .map_err(|e| {
-            let hint = if matches!(e, crate::log::LogError::Corrupt { .. }) {
-                "; `weir serve --repair` truncates the log there (losing what follows)"
-            } else {
-                ""
-            };
-            ServeError::Log(format!("{}: {e}{hint}", dir.display()))
-        })?;
-    let log: Arc<crate::log::Log> = Arc::new(log);
+    let (event_log, embedded) = open_log(&config, repair).await?;
     let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         ..crate::runtime::RuntimeConfig::default()
@@ -162,9 +148,9 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         store_cache_bytes: config.store_cache_bytes,
         ..crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync)
     };
-    let event_log: Arc<dyn crate::log::EventLog> = log.clone();
+    let engine_log = event_log.clone();
     let processors = tokio::task::spawn_blocking(move || {
-        crate::processor::Engine::open(engine_config, event_log, runtime)
+        crate::processor::Engine::open(engine_config, engine_log, runtime)
     })
     .await
     .map_err(|e| ServeError::Engine(e.to_string()))?
@@ -177,7 +163,7 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     })?;
     // Tests and scripts read this line to find a port chosen with :0.
     println!("weir listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir serving");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), backend = ?config.backend, "weir serving");
     if config.admin_token.is_none() {
         tracing::warn!(
             "admin routes are open to anyone who can reach {addr}: set --admin-token-file, WEIR_ADMIN_TOKEN or --admin-token"
@@ -185,16 +171,63 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     }
     let result = serve_with(
         listener,
-        log.clone(),
+        event_log,
         Arc::new(processors),
         api_config(&config),
         config.shutdown_timeout,
         shutdown_signal(),
     )
     .await;
-    let closing = tokio::task::spawn_blocking(move || log.close()).await;
-    if let Ok(Err(e)) = closing {
-        tracing::error!("closing the log: {e}");
+    if let Some(log) = embedded {
+        let closing = tokio::task::spawn_blocking(move || log.close()).await;
+        if let Ok(Err(e)) = closing {
+            tracing::error!("closing the log: {e}");
+        }
     }
     result
+}
+
+/// Open the configured log backend: the embedded log under
+/// `data_dir/log` (also returned, to be closed at the end), or a connection
+/// to the JetStream cluster.
+async fn open_log(
+    config: &ServeConfig,
+    repair: bool,
+) -> Result<(Arc<dyn EventLog>, Option<Arc<crate::log::Log>>), ServeError> {
+    let (servers, replicas, namespace) = match &config.backend {
+        Backend::Embedded => {
+            let mut log_config = crate::log::LogConfig::new(config.data_dir.join("log"));
+            log_config.default_fsync = config.fsync;
+            log_config.repair = repair;
+            let dir = log_config.dir.clone();
+            let log = tokio::task::spawn_blocking(move || crate::log::Log::open(log_config))
+                .await
+                .map_err(|e| ServeError::Log(e.to_string()))?
+                .map_err(|e| {
+                    let hint = if matches!(e, crate::log::LogError::Corrupt { .. }) {
+                        "; `weir serve --repair` truncates the log there (losing what follows)"
+                    } else {
+                        ""
+                    };
+                    ServeError::Log(format!("{}: {e}{hint}", dir.display()))
+                })?;
+            let log = Arc::new(log);
+            return Ok((log.clone(), Some(log)));
+        }
+        Backend::JetStream {
+            servers,
+            replicas,
+            namespace,
+        } => (servers.clone(), *replicas, namespace.clone()),
+    };
+    let js_config = JetStreamConfig {
+        namespace,
+        replicas,
+        ..JetStreamConfig::new(servers)
+    };
+    let log = tokio::task::spawn_blocking(move || JetStreamLog::open(js_config))
+        .await
+        .map_err(|e| ServeError::Log(e.to_string()))?
+        .map_err(|e| ServeError::Log(e.to_string()))?;
+    Ok((Arc::new(log), None))
 }

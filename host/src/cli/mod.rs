@@ -96,7 +96,7 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
         #[command(flatten)]
-        options: ServeOptions,
+        options: Box<ServeOptions>,
     },
     /// Server health, topics and plugins at a glance
     #[command(after_help = CLIENT_OPTIONS_HELP)]

@@ -154,6 +154,12 @@ pub trait EventLog: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// The most bytes one append may encode to (see [`encoded_size`]).
     fn max_batch_bytes(&self) -> usize;
+    /// Whether processors can commit through this log the way the engine does
+    /// today: deferred appends that stay invisible until published, and
+    /// truncation of an unpublished tail on recovery.
+    fn supports_processor_commits(&self) -> bool {
+        true
+    }
 }
 
 struct Inner {

@@ -40,11 +40,17 @@ impl Drop for Engine {
     }
 }
 
+/// Why a log backend without processor commits (JetStream) refuses deploys.
+const PROCESSORS_NEED_COMMITS: &str = "processors cannot run on this log backend yet: \
+     on JetStream they need cluster-wide checkpoints, state and partition leases (issue #11); \
+     topics, produce, reads and tails work.";
+
 impl Engine {
     /// Open the store under `config.data_dir`, restore every deployed
     /// processor, cut owned outputs back to their committed ends, then start
     /// the tasks of processors that are not paused or stopped.
     pub fn open(config: EngineConfig, log: Arc<dyn EventLog>, runtime: Runtime) -> Result<Engine> {
+        let commits = log.supports_processor_commits();
         let store = Arc::new(Store::open(
             config.data_dir.join("store.redb"),
             config.store_durability(),
@@ -66,6 +72,14 @@ impl Engine {
         });
         let engine = Engine { shared };
         let records = engine.shared.store.plugins()?;
+        if !commits && let Some(first) = records.first() {
+            return Err(LogError::Unsupported(format!(
+                "{PROCESSORS_NEED_COMMITS} The data directory holds processors (e.g. {:?}): \
+                 serve it with the embedded backend, or point this host at an empty data directory",
+                first.name
+            ))
+            .into());
+        }
         let mut restored = Vec::new();
         for record in records {
             let proc = recovery::restore(&engine.shared, record);
@@ -131,6 +145,9 @@ impl Engine {
     }
 
     pub fn deploy(&self, manifest: serde_json::Value, component: &[u8]) -> Result<ProcessorStatus> {
+        if !self.shared.log.supports_processor_commits() {
+            return Err(LogError::Unsupported(PROCESSORS_NEED_COMMITS.into()).into());
+        }
         let raw_manifest = manifest;
         let manifest = Manifest::parse(raw_manifest.clone())?;
         // Compile and check the component off the data path (before any lock).

@@ -911,4 +911,10 @@ impl EventLog for JetStreamLog {
     fn max_batch_bytes(&self) -> usize {
         self.max_payload.saturating_sub(HEADER_ROOM)
     }
+
+    /// Appends are visible at once and tails cannot be cut: processors need
+    /// the cluster commit protocol (see the module doc).
+    fn supports_processor_commits(&self) -> bool {
+        false
+    }
 }
