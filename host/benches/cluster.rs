@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use jetstream_extra::batch_publish::BatchPublishExt;
 use weir::batch::Record;
-use weir::log::jetstream::{JetStreamConfig, JetStreamLog};
+use weir::log::jetstream::{JetStreamLog, NatsConfig};
 use weir::log::{EventLog, FsyncPolicy, Log, LogConfig, TopicConfig};
 use weir_testkit::nats::NatsCluster;
 
@@ -144,7 +144,7 @@ fn main() -> BenchResult<()> {
     let budget = Duration::from_secs(if quick { 1 } else { 4 });
     let cluster = NatsCluster::start(3);
     let servers: Vec<String> = cluster.urls().split(',').map(String::from).collect();
-    let log = Arc::new(JetStreamLog::open(JetStreamConfig::new(servers.clone()))?);
+    let log = Arc::new(JetStreamLog::open(&NatsConfig::new(servers.clone()))?);
     println!(
         "3-node NATS JetStream cluster on loopback, R3, {RECORD_BYTES}-byte records, {} s per row, {} cores",
         budget.as_secs(),

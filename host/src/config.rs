@@ -256,7 +256,7 @@ fn backend(
                 )));
             }
             let namespace = namespace.unwrap_or_else(|| "weir".into());
-            crate::log::jetstream::validate_namespace(&namespace)
+            crate::nats::validate_namespace(&namespace)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             Ok(Backend::JetStream {
                 servers,

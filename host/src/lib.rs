@@ -9,6 +9,7 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod log;
+pub mod nats;
 pub mod processor;
 pub mod runtime;
 pub mod store;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{ApiConfig, AppState, router};
 use crate::config::{Backend, ServeConfig};
 use crate::log::EventLog;
-use crate::log::jetstream::{JetStreamConfig, JetStreamLog};
+use crate::log::jetstream::{JetStreamLog, NatsConfig};
 use crate::processor::Engine;
 
 #[derive(Debug, thiserror::Error)]
@@ -220,12 +220,12 @@ async fn open_log(
             namespace,
         } => (servers.clone(), *replicas, namespace.clone()),
     };
-    let js_config = JetStreamConfig {
+    let nats_config = NatsConfig {
         namespace,
         replicas,
-        ..JetStreamConfig::new(servers)
+        ..NatsConfig::new(servers)
     };
-    let log = tokio::task::spawn_blocking(move || JetStreamLog::open(js_config))
+    let log = tokio::task::spawn_blocking(move || JetStreamLog::open(&nats_config))
         .await
         .map_err(|e| ServeError::Log(e.to_string()))?
         .map_err(|e| ServeError::Log(e.to_string()))?;

@@ -68,59 +68,14 @@ use super::{
     TopicInfo, validate_topic_name,
 };
 
-pub use self::names::validate_namespace;
+use crate::nats::NatsError;
+pub use crate::nats::{Nats, NatsConfig};
 
 /// The most records one append may hold: JetStream's atomic batch limit.
 pub const MAX_APPEND_RECORDS: usize = 1000;
 
 /// Room left in a message for the headers JetStream's batch protocol adds.
 const HEADER_ROOM: usize = 512;
-
-/// How to reach JetStream and how to lay weir out on it.
-#[derive(Debug, Clone)]
-pub struct JetStreamConfig {
-    /// NATS server URLs (`nats://host:port`); any live one will do, the client
-    /// learns the rest of the cluster from it.
-    pub servers: Vec<String>,
-    /// Prefix of every bucket, stream and subject weir creates.
-    pub namespace: String,
-    /// Replicas of every stream and bucket (1..=5; 3 on a three-node cluster).
-    pub replicas: usize,
-    /// How long one request to JetStream may take.
-    pub timeout: Duration,
-}
-
-impl JetStreamConfig {
-    pub fn new(servers: Vec<String>) -> Self {
-        JetStreamConfig {
-            servers,
-            namespace: "weir".into(),
-            replicas: 3,
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        validate_namespace(&self.namespace)?;
-        if self.servers.is_empty() {
-            return Err(LogError::InvalidConfig(
-                "the JetStream backend needs at least one NATS server URL".into(),
-            ));
-        }
-        if !(1..=5).contains(&self.replicas) {
-            return Err(LogError::InvalidConfig(format!(
-                "JetStream replicas must be within 1..=5, not {}",
-                self.replicas
-            )));
-        }
-        if self.timeout.is_zero() {
-            return Err(LogError::InvalidConfig(
-                "the JetStream request timeout must be positive".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// A topic as the directory bucket stores it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,12 +101,19 @@ fn backend(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Backend(format!("{what}: {e}"))
 }
 
-/// The JetStream backend. Cheap to share as `Arc<dyn EventLog>`; owns a small
-/// tokio runtime for the NATS client, so its blocking methods may be called
-/// from any thread.
+impl From<NatsError> for LogError {
+    fn from(e: NatsError) -> Self {
+        match e {
+            NatsError::Config(m) => LogError::InvalidConfig(m),
+            NatsError::Request(m) => LogError::Backend(m),
+        }
+    }
+}
+
+/// The JetStream backend. Cheap to share as `Arc<dyn EventLog>`; its
+/// blocking methods may be called from any thread (see [`Nats::run`]).
 pub struct JetStreamLog {
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
+    nats: Arc<Nats>,
     js: jetstream::Context,
     ns: String,
     replicas: usize,
@@ -162,75 +124,36 @@ pub struct JetStreamLog {
     max_payload: usize,
 }
 
-impl Drop for JetStreamLog {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which tokio forbids inside async code.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 impl JetStreamLog {
     /// Connect to the cluster and open (or create) the topic directory.
-    pub fn open(config: JetStreamConfig) -> Result<JetStreamLog> {
-        config.validate()?;
-        let addrs = config
-            .servers
-            .iter()
-            .map(|s| {
-                s.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| LogError::InvalidConfig(format!("NATS server URL {s:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("weir-nats")
-            .enable_all()
-            .build()
-            .map_err(|e| backend("starting the NATS client runtime", e))?;
-        let handle = runtime.handle().clone();
-        let ns = config.namespace.clone();
-        let replicas = config.replicas;
-        let timeout = config.timeout;
-        let servers = config.servers.join(",");
-        let (js, directory, max_payload) = run(&handle, async move {
-            let client = async_nats::ConnectOptions::new()
-                .name("weir")
-                .connection_timeout(timeout)
-                .request_timeout(Some(timeout))
-                .connect(addrs)
+    pub fn open(config: &NatsConfig) -> Result<JetStreamLog> {
+        JetStreamLog::on(Arc::new(Nats::connect(config)?))
+    }
+
+    /// Open the topic directory over an existing connection.
+    pub fn on(nats: Arc<Nats>) -> Result<JetStreamLog> {
+        let ns = nats.namespace().to_string();
+        let bucket = names::topic_bucket(&ns);
+        let opener = nats.clone();
+        let directory = nats.run(async move {
+            opener
+                .key_value(kv::Config {
+                    bucket,
+                    description: "weir: topic name -> configuration and incarnation".into(),
+                    history: 1,
+                    ..Default::default()
+                })
                 .await
-                .map_err(|e| backend(&format!("cannot connect to NATS at {servers}"), e))?;
-            let max_payload = client.server_info().max_payload;
-            let mut js = jetstream::new(client);
-            js.set_timeout(timeout);
-            let bucket = names::topic_bucket(&ns);
-            let directory = match js.get_key_value(&bucket).await {
-                Ok(store) => store,
-                Err(_) => js
-                    .create_key_value(kv::Config {
-                        bucket: bucket.clone(),
-                        description: "weir: topic name -> configuration and incarnation".into(),
-                        history: 1,
-                        num_replicas: replicas,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| backend(&format!("creating the topic directory {bucket}"), e))?,
-            };
-            Ok((js, directory, max_payload))
-        })?;
+        })??;
         Ok(JetStreamLog {
-            runtime: Some(runtime),
-            handle,
-            js,
-            ns: config.namespace,
-            replicas,
+            js: nats.js().clone(),
+            replicas: nats.replicas(),
+            max_payload: nats.max_payload(),
+            nats,
+            ns,
             directory,
             topics: RwLock::new(HashMap::new()),
             watches: Arc::new(Mutex::new(HashMap::new())),
-            max_payload,
         })
     }
 
@@ -239,7 +162,7 @@ impl JetStreamLog {
         &self,
         fut: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        run(&self.handle, fut)
+        self.nats.run(fut)?
     }
 
     /// The topic as the directory holds it: from this host's cache, else
@@ -466,19 +389,9 @@ impl JetStreamLog {
         let js = self.js.clone();
         let all = self.watches.clone();
         let name = known.entry.name.clone();
-        self.handle.spawn(follow(js, stream, tx, all, name));
+        self.nats.spawn(follow(js, stream, tx, all, name));
         Ok(rx)
     }
-}
-
-/// Run `fut` on `handle`'s runtime and block until it is done. Works from
-/// any thread, including inside another runtime (it parks the caller).
-fn run<T: Send + 'static>(
-    handle: &tokio::runtime::Handle,
-    fut: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    let task = handle.spawn(fut);
-    futures::executor::block_on(task).map_err(|e| backend("the NATS client task failed", e))?
 }
 
 fn advance(end: &mut u64, to: u64) -> bool {

@@ -6,26 +6,6 @@
 //! `.` (a subject separator, and not allowed in stream names), and a topic
 //! deleted and created again gets fresh, empty streams.
 
-use crate::log::{LogError, Result};
-
-/// Namespaces keep several weir clusters apart on one NATS deployment:
-/// 1..=32 ASCII letters, digits, `_` or `-` (valid in bucket, stream and
-/// subject names alike).
-pub fn validate_namespace(ns: &str) -> Result<()> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 32
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LogError::InvalidConfig(format!(
-            "JetStream namespace {ns:?}: use 1 to 32 ASCII letters, digits, '_' or '-'"
-        )))
-    }
-}
-
 /// The key-value bucket that maps topic names to their configuration.
 pub fn topic_bucket(ns: &str) -> String {
     format!("{ns}_topics")
@@ -84,11 +64,6 @@ mod tests {
 
     #[test]
     fn names_are_valid_for_jetstream_and_one_to_one() {
-        assert!(validate_namespace("weir").is_ok());
-        assert!(validate_namespace("prod-2_eu").is_ok());
-        for bad in ["", "a.b", "a b", "a*", ">", &"x".repeat(33)] {
-            assert!(validate_namespace(bad).is_err(), "{bad:?}");
-        }
         assert_eq!(topic_key(".hidden.v1"), "=hidden=v1");
         assert_ne!(topic_key("a.b"), topic_key("a_b"));
         assert_ne!(topic_key("a.b"), topic_key("a-b"));

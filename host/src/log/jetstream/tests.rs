@@ -12,7 +12,7 @@ use super::*;
 fn hosts(cluster: &NatsCluster) -> (JetStreamLog, JetStreamLog) {
     let servers: Vec<String> = cluster.urls().split(',').map(String::from).collect();
     let open = |servers: Vec<String>| {
-        JetStreamLog::open(JetStreamConfig::new(servers)).expect("connecting to the test cluster")
+        JetStreamLog::open(&NatsConfig::new(servers)).expect("connecting to the test cluster")
     };
     // Each host knows a different first server, as hosts on several machines would.
     let mut rotated = servers.clone();
