@@ -1,6 +1,8 @@
 //! Cluster mode's coordination between weir hosts, kept on NATS JetStream
 //! (see `docs/cluster.md`): which live host runs which processor partition
-//! ([`leases`]). The log itself is `log::jetstream`; the connection both use
-//! is [`crate::nats`].
+//! ([`leases`]) and where a processor partition commits, fenced against a
+//! previous owner ([`commits`]). The log itself is `log::jetstream`; the
+//! connection all of them use is [`crate::nats`].
 
+pub mod commits;
 pub mod leases;

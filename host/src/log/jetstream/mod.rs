@@ -43,8 +43,8 @@
 //!   5 s); an unreachable cluster surfaces as `LogError::Backend`, a topic
 //!   deleted through another host as `UnknownTopic`.
 
-mod codec;
-mod names;
+pub(crate) mod codec;
+pub(crate) mod names;
 
 #[cfg(test)]
 mod tests;

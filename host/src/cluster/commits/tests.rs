@@ -1,0 +1,186 @@
+//! The commit stream on a real three-node cluster: atomic steps, state and
+//! outbox recovered by a claim, and fencing of a previous owner.
+
+use weir_testkit::nats::NatsCluster;
+
+use super::*;
+use crate::nats::NatsConfig;
+
+fn connect(cluster: &NatsCluster) -> Arc<Nats> {
+    let config = NatsConfig {
+        namespace: "commits".into(),
+        ..NatsConfig::new(cluster.urls().split(',').map(String::from).collect())
+    };
+    Arc::new(Nats::connect(&config).expect("connect"))
+}
+
+fn out(topic: &str, partition: u32, value: &str) -> Output {
+    Output {
+        topic: topic.into(),
+        partition,
+        record: Record {
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            headers: vec![("h".into(), vec![1, 2])],
+            timestamp: 7,
+        },
+    }
+}
+
+fn step(outputs: Vec<Output>, state: &[(&str, Option<&str>)], checkpoint: &str) -> Step {
+    Step {
+        outputs,
+        state: state
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect(),
+        checkpoint: checkpoint.as_bytes().to_vec(),
+    }
+}
+
+fn values(outbox: &[Pending]) -> Vec<String> {
+    outbox
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.output.record.value).into_owned())
+        .collect()
+}
+
+#[test]
+fn steps_commit_whole_survive_a_takeover_and_fence_the_old_owner() {
+    let cluster = NatsCluster::start(3);
+    // Two hosts with their own connections to the same processor's stream.
+    let host_a = CommitStream::open(connect(&cluster), "orders.enrich").expect("open");
+    let host_b = CommitStream::open(connect(&cluster), "orders.enrich").expect("open");
+
+    let mut a = host_a.claim(0).expect("claim a fresh partition");
+    assert_eq!(
+        (a.checkpoint.clone(), a.state.len(), a.outbox.len()),
+        (None, 0, 0)
+    );
+    host_a
+        .commit(
+            &mut a,
+            step(
+                vec![out("enriched", 1, "o1"), out("enriched", 0, "o2")],
+                &[("x", Some("1")), ("y", Some("2"))],
+                "10",
+            ),
+        )
+        .expect("commit 1");
+    host_a
+        .commit(
+            &mut a,
+            step(
+                vec![out("enriched", 1, "o3")],
+                &[("x", None), ("z", Some("3"))],
+                "12",
+            ),
+        )
+        .expect("commit 2");
+    host_a
+        .commit(&mut a, step(vec![], &[], "13"))
+        .expect("a checkpoint alone");
+    assert_eq!(values(&a.outbox), ["o1", "o2", "o3"]);
+    host_a.forwarded(&mut a, 0).expect("forwarded o1");
+    assert_eq!(values(&a.outbox), ["o2", "o3"]);
+
+    // Another partition is independent.
+    let mut other = host_b.claim(1).expect("claim partition 1");
+    host_b
+        .commit(&mut other, step(vec![], &[("x", Some("p1"))], "5"))
+        .expect("commit");
+
+    // b takes partition 0 over: it sees exactly what a committed.
+    let mut b = host_b.claim(0).expect("takeover");
+    assert_eq!(b.checkpoint.as_deref(), Some(&b"13"[..]));
+    let state: Vec<(String, String)> = b
+        .state
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into(),
+                String::from_utf8_lossy(v).into(),
+            )
+        })
+        .collect();
+    assert_eq!(state, [("y".into(), "2".into()), ("z".into(), "3".into())]);
+    assert_eq!(
+        values(&b.outbox),
+        ["o2", "o3"],
+        "forwarded outputs are gone"
+    );
+    assert_eq!(b.outbox[0].output, out("enriched", 0, "o2"));
+    assert_eq!(b.outbox.iter().map(|p| p.n).collect::<Vec<_>>(), [1, 2]);
+
+    // a, paused through the takeover, cannot commit anything any more.
+    let zombie = host_a.commit(
+        &mut a,
+        step(
+            vec![out("enriched", 1, "dup")],
+            &[("y", Some("zombie"))],
+            "99",
+        ),
+    );
+    assert!(
+        matches!(zombie, Err(CommitError::Fenced { partition: 0, .. })),
+        "{zombie:?}"
+    );
+    let again = host_a.claim(0).expect("a claims back");
+    assert_eq!(
+        again.checkpoint.as_deref(),
+        Some(&b"13"[..]),
+        "the fenced commit left nothing"
+    );
+    assert_eq!(
+        again.state.get(&b"y"[..]).map(Vec::as_slice),
+        Some(&b"2"[..])
+    );
+    assert_eq!(values(&again.outbox), ["o2", "o3"]);
+    // ...and now b is the one fenced out.
+    assert!(matches!(
+        host_b.commit(&mut b, step(vec![], &[], "14")),
+        Err(CommitError::Fenced { .. })
+    ));
+    let mut a = again;
+    host_a
+        .commit(&mut a, step(vec![out("enriched", 0, "o4")], &[], "14"))
+        .expect("the new owner commits");
+    assert_eq!(
+        a.outbox.last().map(|p| p.n),
+        Some(3),
+        "output numbers keep growing"
+    );
+
+    let too_big = Step {
+        outputs: (0..MAX_COMMIT_MESSAGES)
+            .map(|i| out("t", 0, &i.to_string()))
+            .collect(),
+        ..Step::default()
+    };
+    assert!(matches!(
+        host_a.commit(&mut a, too_big),
+        Err(CommitError::TooLarge(_))
+    ));
+    let p1 = host_a.claim(1).expect("claim");
+    assert_eq!(p1.state.get(&b"x"[..]).map(Vec::as_slice), Some(&b"p1"[..]));
+}
+
+#[test]
+fn state_entries_round_trip_and_foreign_payloads_are_refused() {
+    for (k, v) in [
+        (&b""[..], Some(&b""[..])),
+        (b"k\0", Some(b"v")),
+        (b"gone", None),
+    ] {
+        let e = encode_state(k, v);
+        assert_eq!(decode_state(&e), Some((k.to_vec(), v.map(<[u8]>::to_vec))));
+    }
+    for bad in [
+        &b""[..],
+        b"\x00\x05\x00\x00\x00ab",
+        b"\x02\x00\x00\x00\x00",
+        b"\x01\x01\x00\x00\x00kv",
+    ] {
+        assert_eq!(decode_state(bad), None, "{bad:?}");
+    }
+}
