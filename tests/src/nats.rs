@@ -7,6 +7,7 @@
 //! cluster kills its nodes.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,9 +26,15 @@ struct Node {
 
 pub struct NatsCluster {
     nodes: Vec<Node>,
-    dir: tempfile::TempDir,
+    /// Stores and logs of the nodes.
+    dir: PathBuf,
+    /// Removes `dir` on drop (a shared cluster is never dropped).
+    _temp: Option<tempfile::TempDir>,
     agent: ureq::Agent,
 }
+
+/// Prefix of a shared cluster's directory; the suffix is the owning pid.
+const SHARED_PREFIX: &str = "weir-nats-shared-";
 
 /// `n` distinct free loopback ports (held together, so never the same one twice).
 fn free_ports(n: usize) -> Vec<u16> {
@@ -44,7 +51,42 @@ impl NatsCluster {
     /// Start `size` JetStream nodes as one cluster and wait until it has
     /// elected its meta leader.
     pub fn start(size: usize) -> NatsCluster {
-        let dir = tempfile::tempdir().expect("temp dir for the NATS cluster");
+        let temp = tempfile::tempdir().expect("temp dir for the NATS cluster");
+        let dir = temp.path().to_owned();
+        NatsCluster::start_in(size, dir, Some(temp), false)
+    }
+
+    /// One three-node cluster for the whole test binary, started on first
+    /// use. Tests sharing it keep apart by namespace. Its nodes die with the
+    /// test process (a parent-death signal from a thread that lives as long
+    /// as the process), and a later run removes the directories of shared
+    /// clusters whose process is gone.
+    pub fn shared() -> &'static NatsCluster {
+        static SHARED: std::sync::OnceLock<NatsCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            remove_stale_shared_dirs();
+            let dir = std::env::temp_dir().join(format!("{SHARED_PREFIX}{}", std::process::id()));
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("weir-nats-owner".into())
+                .spawn(move || {
+                    let _ = tx.send(NatsCluster::start_in(3, dir, None, true));
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .expect("a thread to own the shared NATS cluster");
+            rx.recv().expect("the shared NATS cluster started")
+        })
+    }
+
+    fn start_in(
+        size: usize,
+        dir: PathBuf,
+        temp: Option<tempfile::TempDir>,
+        die_with_thread: bool,
+    ) -> NatsCluster {
+        std::fs::create_dir_all(&dir).expect("the NATS cluster's directory");
         let ports = free_ports(size * 3);
         let routes: Vec<String> = (0..size)
             .map(|i| format!("nats://127.0.0.1:{}", ports[i * 3 + 1]))
@@ -52,6 +94,7 @@ impl NatsCluster {
         let mut cluster = NatsCluster {
             nodes: Vec::new(),
             dir,
+            _temp: temp,
             agent: ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(5)))
                 .http_status_as_error(false)
@@ -65,8 +108,18 @@ impl NatsCluster {
                 client_port: ports[i * 3],
                 monitor_port: ports[i * 3 + 2],
             };
-            let log = cluster.dir.path().join(format!("{}.log", node.name));
-            let child = Command::new("nats-server")
+            let log = cluster.dir.join(format!("{}.log", node.name));
+            let mut command = Command::new("nats-server");
+            if die_with_thread {
+                // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+                unsafe {
+                    command.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+            }
+            let child = command
                 .args(["--addr", "127.0.0.1", "--server_name", &node.name])
                 .args(["--port", &node.client_port.to_string()])
                 .args(["--http_port", &node.monitor_port.to_string()])
@@ -75,7 +128,7 @@ impl NatsCluster {
                 .args(["--routes", &routes.join(",")])
                 .arg("--jetstream")
                 .arg("--store_dir")
-                .arg(cluster.dir.path().join(&node.name))
+                .arg(cluster.dir.join(&node.name))
                 .arg("--log")
                 .arg(&log)
                 .stdin(Stdio::null())
@@ -114,10 +167,7 @@ impl NatsCluster {
 
     /// What node `node` wrote to its log.
     pub fn logs(&self, node: usize) -> String {
-        let path: PathBuf = self
-            .dir
-            .path()
-            .join(format!("{}.log", self.nodes[node].name));
+        let path: PathBuf = self.dir.join(format!("{}.log", self.nodes[node].name));
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
@@ -143,6 +193,22 @@ impl NatsCluster {
             "the NATS cluster did not elect a JetStream meta leader within {FORMING:?}:\n{}",
             logs.join("\n")
         );
+    }
+}
+
+/// Directories of shared clusters whose test process has exited.
+fn remove_stale_shared_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(SHARED_PREFIX) else {
+            continue;
+        };
+        if !PathBuf::from("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

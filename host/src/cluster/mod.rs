@@ -1,8 +1,10 @@
 //! Cluster mode's coordination between weir hosts, kept on NATS JetStream
 //! (see `docs/cluster.md`): which live host runs which processor partition
-//! ([`leases`]) and where a processor partition commits, fenced against a
-//! previous owner ([`commits`]). The log itself is `log::jetstream`; the
+//! ([`leases`]), where a processor partition commits, fenced against a
+//! previous owner ([`commits`]), and how its committed outputs reach their
+//! topics exactly once ([`forward`]). The log itself is `log::jetstream`; the
 //! connection all of them use is [`crate::nats`].
 
 pub mod commits;
+pub mod forward;
 pub mod leases;

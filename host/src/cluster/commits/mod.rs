@@ -4,7 +4,8 @@
 //! One stream per processor, `<ns>_c_<processor>`, keeping the last message
 //! per subject. Per partition `p` it holds
 //!
-//! - `<ns>.c.<processor>.<p>.ckpt` — the input position (opaque bytes);
+//! - `<ns>.c.<processor>.<p>.ckpt` — the input position (opaque bytes) and,
+//!   in a header, the number of the partition's next output;
 //! - `<ns>.c.<processor>.<p>.s.<key token>` — one state entry (key and value in
 //!   the payload; a delete is a tombstone);
 //! - `<ns>.c.<processor>.<p>.o.<n>` — output `n` of the partition, committed
@@ -42,6 +43,10 @@ pub const MAX_COMMIT_MESSAGES: usize = 1000;
 const EXPECTED_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 const OUT_TOPIC: &str = "weir-out-topic";
 const OUT_PARTITION: &str = "weir-out-partition";
+/// On the checkpoint: the number the partition's next output gets. Output
+/// numbers name outputs for de-duplication, so they are never reused, even
+/// once the outbox is empty.
+const NEXT_OUT: &str = "weir-next-out";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -72,6 +77,8 @@ pub struct Pending {
     pub n: u64,
     /// Its sequence in the commit stream.
     pub sequence: u64,
+    /// When it was committed (JetStream's clock), if read back by a claim.
+    pub committed: Option<time::OffsetDateTime>,
     pub output: Output,
 }
 
@@ -147,6 +154,12 @@ impl CommitStream {
         })
     }
 
+    /// The start of the message ids of `partition`'s outputs (`<ns>/<processor>/<p>/`);
+    /// output `n` is this followed by `n`.
+    pub fn output_id_prefix(&self, partition: u32) -> String {
+        format!("{}/{}/{partition}/", self.nats.namespace(), self.processor)
+    }
+
     fn subject(&self, partition: u32, rest: &str) -> String {
         format!("{}.{partition}.{rest}", self.prefix)
     }
@@ -170,13 +183,23 @@ impl CommitStream {
                 .await
                 .map_err(|e| request("opening the commit stream", e))?;
             // The leader's view (a raw get), not a replica's.
-            let (last_seq, checkpoint) = match stream.get_last_raw_message_by_subject(&ckpt).await {
-                Ok(m) => (m.sequence, Some(m.payload.to_vec())),
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => (0, None),
-                Err(e) => return Err(request("reading the checkpoint", e)),
-            };
+            let (last_seq, checkpoint, next_out) =
+                match stream.get_last_raw_message_by_subject(&ckpt).await {
+                    Ok(m) => {
+                        let next = m
+                            .headers
+                            .get(NEXT_OUT)
+                            .and_then(|v| v.as_str().parse().ok());
+                        (m.sequence, Some(m.payload.to_vec()), next.unwrap_or(0u64))
+                    }
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                        (0, None, 0)
+                    }
+                    Err(e) => return Err(request("reading the checkpoint", e)),
+                };
             let mut headers = HeaderMap::new();
             headers.insert(EXPECTED_SUBJECT_SEQ, last_seq.to_string().as_str());
+            headers.insert(NEXT_OUT, next_out.to_string().as_str());
             let payload = Bytes::from(checkpoint.clone().unwrap_or_default());
             let ack = js
                 .publish_with_headers(ckpt, headers, payload)
@@ -197,9 +220,9 @@ impl CommitStream {
             )
             .await?;
             let outbox = read_all(&stream, out_filter, consumer::DeliverPolicy::All).await?;
-            Ok((fence, checkpoint, state, outbox))
+            Ok((fence, checkpoint, next_out, state, outbox))
         })??;
-        let (fence, checkpoint, state_msgs, out_msgs) = loaded;
+        let (fence, checkpoint, next_out, state_msgs, out_msgs) = loaded;
         let corrupt = |reason: String| CommitError::Corrupt {
             stream: self.stream.clone(),
             reason,
@@ -231,6 +254,7 @@ impl CommitStream {
                 (Some(n), Some(output)) => outbox.push(Pending {
                     n,
                     sequence: m.sequence,
+                    committed: Some(m.time),
                     output,
                 }),
                 _ => {
@@ -242,7 +266,7 @@ impl CommitStream {
             }
         }
         outbox.sort_by_key(|p| p.n);
-        let next_out = outbox.last().map_or(0, |p| p.n + 1);
+        let next_out = outbox.last().map_or(next_out, |p| next_out.max(p.n + 1));
         Ok(Owner {
             partition,
             checkpoint: checkpoint.filter(|c| !c.is_empty()),
@@ -285,8 +309,10 @@ impl CommitStream {
                 headers: None,
             });
         }
+        let next_out = owner.next_out + pending.len() as u64;
         let mut headers = HeaderMap::new();
         headers.insert(EXPECTED_SUBJECT_SEQ, owner.fence.to_string().as_str());
+        headers.insert(NEXT_OUT, next_out.to_string().as_str());
         messages.push(jetstream::message::OutboundMessage {
             subject: self.subject(p, "ckpt").into(),
             payload: Bytes::from(step.checkpoint.clone()),
@@ -316,10 +342,11 @@ impl CommitStream {
             owner.outbox.push(Pending {
                 n,
                 sequence: first + i as u64,
+                committed: None,
                 output,
             });
-            owner.next_out = n + 1;
         }
+        owner.next_out = next_out;
         for (key, value) in step.state {
             match value {
                 Some(v) => owner.state.insert(key, v),
@@ -360,6 +387,18 @@ impl CommitStream {
         })??;
         owner.outbox.retain(|p| p.n > n);
         Ok(())
+    }
+
+    /// Fail with `Fenced` unless `owner` still owns its partition (nobody
+    /// claimed it since its claim or last commit).
+    pub fn check_owner(&self, owner: &Owner) -> Result<(), CommitError> {
+        match self.checkpoint_sequence(owner.partition)? {
+            Some(seq) if seq == owner.fence => Ok(()),
+            _ => Err(CommitError::Fenced {
+                processor: self.processor.clone(),
+                partition: owner.partition,
+            }),
+        }
     }
 
     /// Sequence of the partition's checkpoint message, as the leader has it.

@@ -47,10 +47,10 @@ fn values(outbox: &[Pending]) -> Vec<String> {
 
 #[test]
 fn steps_commit_whole_survive_a_takeover_and_fence_the_old_owner() {
-    let cluster = NatsCluster::start(3);
+    let cluster = NatsCluster::shared();
     // Two hosts with their own connections to the same processor's stream.
-    let host_a = CommitStream::open(connect(&cluster), "orders.enrich").expect("open");
-    let host_b = CommitStream::open(connect(&cluster), "orders.enrich").expect("open");
+    let host_a = CommitStream::open(connect(cluster), "orders.enrich").expect("open");
+    let host_b = CommitStream::open(connect(cluster), "orders.enrich").expect("open");
 
     let mut a = host_a.claim(0).expect("claim a fresh partition");
     assert_eq!(
@@ -163,6 +163,16 @@ fn steps_commit_whole_survive_a_takeover_and_fence_the_old_owner() {
     ));
     let p1 = host_a.claim(1).expect("claim");
     assert_eq!(p1.state.get(&b"x"[..]).map(Vec::as_slice), Some(&b"p1"[..]));
+
+    // Numbers are never reused, even after the outbox emptied.
+    host_a.forwarded(&mut a, 3).expect("all forwarded");
+    assert!(a.outbox.is_empty());
+    let mut b = host_b.claim(0).expect("claim an empty outbox");
+    assert!(b.outbox.is_empty());
+    host_b
+        .commit(&mut b, step(vec![out("enriched", 0, "o5")], &[], "15"))
+        .expect("commit");
+    assert_eq!(b.outbox[0].n, 4);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use weir_testkit::nats::NatsCluster;
 use super::*;
 use crate::nats::NatsConfig;
 
-const TTL: Duration = Duration::from_millis(1500);
+const TTL: Duration = Duration::from_secs(3);
 
 fn host(cluster: &NatsCluster, ns: &str, id: &str) -> Leases {
     let config = NatsConfig {
@@ -90,10 +90,10 @@ fn rendezvous_assignment_is_balanced_and_moves_little() {
 
 #[test]
 fn hosts_share_units_take_over_the_dead_and_hand_over_to_the_new() {
-    let cluster = NatsCluster::start(3);
+    let cluster = NatsCluster::shared();
     let all = units(12);
-    let a = host(&cluster, "leases1", "a");
-    let b = host(&cluster, "leases1", "b");
+    let a = host(cluster, "leases1", "a");
+    let b = host(cluster, "leases1", "b");
     settle(&[&a, &b], &all, Duration::from_secs(10), |s| {
         disjoint_and_complete(s, &all) && s.iter().all(|h| !h.is_empty())
     });
@@ -103,7 +103,7 @@ fn hosts_share_units_take_over_the_dead_and_hand_over_to_the_new() {
     );
 
     // c joins: a and b give back exactly the units c should run.
-    let c = host(&cluster, "leases1", "c");
+    let c = host(cluster, "leases1", "c");
     settle(&[&a, &b, &c], &all, Duration::from_secs(10), |s| {
         disjoint_and_complete(s, &all) && !s[2].is_empty()
     });
@@ -131,7 +131,7 @@ fn hosts_share_units_take_over_the_dead_and_hand_over_to_the_new() {
 
 #[test]
 fn a_held_lease_is_never_taken_and_tokens_grow() {
-    let cluster = NatsCluster::start(3);
+    let cluster = NatsCluster::shared();
     let config = NatsConfig {
         namespace: "leases2".into(),
         ..NatsConfig::new(cluster.urls().split(',').map(String::from).collect())

@@ -49,7 +49,7 @@ pub(crate) mod names;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +73,9 @@ pub use crate::nats::{Nats, NatsConfig};
 
 /// The most records one append may hold: JetStream's atomic batch limit.
 pub const MAX_APPEND_RECORDS: usize = 1000;
+
+/// JetStream's de-duplication header.
+const MSG_ID: &str = "Nats-Msg-Id";
 
 /// Room left in a message for the headers JetStream's batch protocol adds.
 const HEADER_ROOM: usize = 512;
@@ -369,6 +372,91 @@ impl JetStreamLog {
         Ok(AppendAck {
             base_offset: end - count as u64,
             count: count as u32,
+        })
+    }
+
+    /// Append one record under a message id: within the stream's
+    /// de-duplication window JetStream stores it once per id, however often
+    /// it is sent. Returns its offset (the first copy's, for a duplicate) and
+    /// whether it was a duplicate. Cluster mode's outbox forwarding uses it.
+    pub fn append_once(
+        &self,
+        topic: &str,
+        partition: u32,
+        id: &str,
+        record: &Record,
+    ) -> Result<(u64, bool)> {
+        let (known, stream) = self.partition(topic, partition)?;
+        let one = RecordBatch::from_records(0, [record]);
+        let payload = codec::encode(&one, 0);
+        let max = self.max_payload.saturating_sub(HEADER_ROOM);
+        if payload.len() > max {
+            return Err(LogError::BatchTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let base = names::partition_subject(&self.ns, &known.entry.incarnation, partition);
+        let subject = names::record_subject(&base, known.entry.config.compaction, &record.key);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(MSG_ID, id);
+        let js = self.js.clone();
+        let ack = self.on_topic(&known, "appending", async move {
+            Ok(js
+                .publish_with_headers(subject, headers, payload)
+                .await?
+                .await?)
+        })?;
+        if let Some(tx) = self.watches.lock().get(&stream) {
+            tx.send_if_modified(|e| advance(e, ack.sequence));
+        }
+        Ok((ack.sequence - 1, ack.duplicate))
+    }
+
+    /// The message ids starting with `prefix` of the records JetStream stored
+    /// in a partition at or after `since` (its clock): what a writer that
+    /// died already published, beyond any de-duplication window.
+    pub fn ids_since(
+        &self,
+        topic: &str,
+        partition: u32,
+        since: time::OffsetDateTime,
+        prefix: &str,
+    ) -> Result<BTreeSet<String>> {
+        let (known, stream) = self.partition(topic, partition)?;
+        let (_, end) = self.bounds(topic, partition)?;
+        let js = self.js.clone();
+        let prefix = prefix.to_string();
+        self.on_topic(&known, "reading message ids", async move {
+            let mut ids = BTreeSet::new();
+            let mut first = js.get_batch(&stream, 1).start_time(since).send().await?;
+            let mut next = match first.next().await {
+                Some(Ok(m)) => m.sequence,
+                // Nothing stored since then.
+                Some(Err(_)) | None => return Ok(ids),
+            };
+            while next <= end {
+                let mut batch = js
+                    .get_batch(&stream, MAX_APPEND_RECORDS)
+                    .sequence(next)
+                    .send()
+                    .await?;
+                let mut last = None;
+                while let Some(m) = batch.next().await {
+                    let m = m?;
+                    if let Some(id) = m.headers.get(MSG_ID).map(|v| v.as_str())
+                        && id.starts_with(prefix.as_str())
+                    {
+                        ids.insert(id.to_string());
+                    }
+                    last = Some(m.sequence);
+                }
+                match last {
+                    Some(l) => next = l + 1,
+                    None => break,
+                }
+            }
+            Ok(ids)
         })
     }
 

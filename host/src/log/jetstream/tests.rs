@@ -37,17 +37,18 @@ fn values(batch: &RecordBatch) -> Vec<String> {
 
 #[test]
 fn the_jetstream_log_keeps_the_event_log_contract_across_hosts() {
-    let cluster = NatsCluster::start(3);
-    let (a, b) = hosts(&cluster);
+    // The shared cluster's default namespace ("weir") is this test's alone.
+    let cluster = NatsCluster::shared();
+    let (a, b) = hosts(cluster);
     topics_are_shared_and_created_once(&a, &b);
     appends_get_dense_offsets_and_read_back_on_the_other_host(&a, &b);
     concurrent_appends_from_two_hosts_stay_dense_and_contiguous(Arc::new(a), Arc::new(b));
-    let (a, b) = hosts(&cluster);
+    let (a, b) = hosts(cluster);
     waiting_wakes_on_the_other_hosts_append(&a, &b);
     bad_requests_fail_clearly_and_change_nothing(&a);
     compaction_keeps_the_latest_record_per_key(&a);
     deletion_through_one_host_is_seen_by_the_other(&a, &b);
-    streams_are_replicated_on_every_node(&cluster);
+    streams_are_replicated_on_every_node(cluster);
 }
 
 fn topics_are_shared_and_created_once(a: &JetStreamLog, b: &JetStreamLog) {
