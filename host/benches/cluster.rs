@@ -293,7 +293,7 @@ fn main() -> BenchResult<()> {
     row("embedded Log::read", &local, None);
     let remote = read_rate(log.clone())?;
     row(
-        "JetStreamLog::read (batched direct get)",
+        "JetStreamLog::read (ordered consumer)",
         &remote,
         Some(local.records_per_s),
     );

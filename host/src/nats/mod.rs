@@ -172,6 +172,11 @@ impl Nats {
         self.handle.spawn(fut);
     }
 
+    /// The runtime the client runs on (to drop client objects inside it).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+
     pub fn js(&self) -> &jetstream::Context {
         &self.js
     }

@@ -24,6 +24,8 @@
 //!   (empty values) stay as their key's latest record. Segment settings and the
 //!   fsync policy have no meaning here: durability is JetStream's (a record is
 //!   acknowledged once a majority of its stream's replicas stored it).
+//! - **Reads**: a reader that goes on where it stopped keeps an ordered pull
+//!   consumer between reads (see `cursor`), so sequential reads stream.
 //! - **Waiting** (`wait_for`, `watch_end`): one ordered, headers-only push
 //!   consumer per watched partition and host follows the stream's new
 //!   sequences; nothing polls.
@@ -44,6 +46,7 @@
 //!   deleted through another host as `UnknownTopic`.
 
 pub(crate) mod codec;
+mod cursor;
 pub(crate) mod names;
 
 #[cfg(test)]
@@ -74,6 +77,9 @@ pub use crate::nats::{Nats, NatsConfig};
 /// The most records one append may hold: JetStream's atomic batch limit.
 pub const MAX_APPEND_RECORDS: usize = 1000;
 
+/// The most records one read returns.
+pub const MAX_READ_RECORDS: usize = 10_000;
+
 /// JetStream's de-duplication header.
 const MSG_ID: &str = "Nats-Msg-Id";
 
@@ -98,7 +104,7 @@ struct KnownTopic {
 
 /// A failed JetStream request, before it is known whether the topic it
 /// concerned still exists.
-type OpError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type OpError = Box<dyn std::error::Error + Send + Sync>;
 
 fn backend(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Backend(format!("{what}: {e}"))
@@ -116,6 +122,8 @@ impl From<NatsError> for LogError {
 /// The JetStream backend. Cheap to share as `Arc<dyn EventLog>`; its
 /// blocking methods may be called from any thread (see [`Nats::run`]).
 pub struct JetStreamLog {
+    /// Open ordered consumers of sequential readers (dropped before `nats`).
+    cursors: Arc<cursor::Cursors>,
     nats: Arc<Nats>,
     js: jetstream::Context,
     ns: String,
@@ -149,6 +157,7 @@ impl JetStreamLog {
                 .await
         })??;
         Ok(JetStreamLog {
+            cursors: Arc::new(cursor::Cursors::new(nats.handle())),
             js: nats.js().clone(),
             replicas: nats.replicas(),
             max_payload: nats.max_payload(),
@@ -683,7 +692,9 @@ impl EventLog for JetStreamLog {
         self.topics.write().remove(name);
         let mut watches = self.watches.lock();
         for p in 0..known.entry.config.partitions {
-            watches.remove(&names::stream_name(&self.ns, &known.entry.incarnation, p));
+            let stream = names::stream_name(&self.ns, &known.entry.incarnation, p);
+            self.cursors.drop_stream(&stream);
+            watches.remove(&stream);
         }
         Ok(())
     }
@@ -815,44 +826,35 @@ impl EventLog for JetStreamLog {
                 end,
             });
         }
-        let wanted = max_records
-            .min(MAX_APPEND_RECORDS)
-            .min((end - from) as usize);
+        let wanted = max_records.min(MAX_READ_RECORDS).min((end - from) as usize);
         if wanted == 0 {
             return Ok(RecordBatch::default());
         }
         let js = self.js.clone();
-        let messages = self.on_topic(&known, "reading", async move {
-            let mut fetched = js
-                .get_batch(&stream, wanted)
-                .sequence(from + 1)
-                .max_bytes(max_bytes.max(1))
-                .send()
-                .await?;
-            let mut out = Vec::with_capacity(wanted);
-            while let Some(m) = fetched.next().await {
-                out.push(m?);
-            }
-            Ok(out)
+        let cursor = self.cursors.take(&stream, from);
+        let opened = stream.clone();
+        let (cursor, messages) = self.on_topic(&known, "reading", async move {
+            let mut cursor = match cursor {
+                Some(c) => c,
+                None => cursor::open(&js, &opened, from).await?,
+            };
+            let messages = cursor::read(&mut cursor, wanted, max_bytes, end).await?;
+            Ok((cursor, messages))
         })?;
         let mut batch = RecordBatch::default();
-        for m in messages {
-            if m.sequence > end || batch.len() >= wanted {
-                break;
-            }
-            if !batch.is_empty() && batch.payload_bytes() + m.payload.len() > max_bytes {
-                break;
-            }
-            codec::decode_into(&mut batch, m.sequence - 1, &m.payload).map_err(|e| {
+        for (sequence, payload) in &messages {
+            codec::decode_into(&mut batch, sequence - 1, payload).map_err(|e| {
                 backend(
                     &format!(
                         "offset {} of partition {partition} of {topic:?}",
-                        m.sequence - 1
+                        sequence - 1
                     ),
                     e,
                 )
             })?;
         }
+        let next = messages.last().map_or(from, |(sequence, _)| *sequence);
+        self.cursors.put(stream, next, cursor);
         Ok(batch)
     }
 

@@ -42,6 +42,7 @@ fn the_jetstream_log_keeps_the_event_log_contract_across_hosts() {
     let (a, b) = hosts(cluster);
     topics_are_shared_and_created_once(&a, &b);
     appends_get_dense_offsets_and_read_back_on_the_other_host(&a, &b);
+    sequential_reads_go_on_through_one_cursor(&a);
     concurrent_appends_from_two_hosts_stay_dense_and_contiguous(Arc::new(a), Arc::new(b));
     let (a, b) = hosts(cluster);
     waiting_wakes_on_the_other_hosts_append(&a, &b);
@@ -113,6 +114,47 @@ fn appends_get_dense_offsets_and_read_back_on_the_other_host(a: &JetStreamLog, b
             .expect("empty")
             .is_empty()
     );
+}
+
+fn sequential_reads_go_on_through_one_cursor(a: &JetStreamLog) {
+    a.create_topic("paged", TopicConfig::with_partitions(1))
+        .expect("create");
+    let records: Vec<Record> = (0..7).map(|i| rec("k", &format!("v{i}"))).collect();
+    a.append("paged", 0, &records).expect("append");
+    let before = a.cursors.len();
+    let mut seen = Vec::new();
+    let mut at = 0;
+    while at < 7 {
+        let page = a.read("paged", 0, at, 3, 1 << 20).expect("page");
+        assert!(!page.is_empty() && page.len() <= 3, "{:?}", page.offsets);
+        seen.extend(values(&page));
+        at = page.offsets.last().map_or(at, |o| o + 1);
+        assert_eq!(a.cursors.len(), before + 1, "one cursor follows the reader");
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    // New records after the reader caught up come through the same cursor.
+    a.append("paged", 0, &[rec("k", "v7")]).expect("append");
+    assert_eq!(
+        values(&a.read("paged", 0, 7, 10, 1 << 20).expect("read")),
+        ["v7"]
+    );
+    // A byte limit stops a page early without losing the record it stopped at.
+    let big: Vec<Record> = (8..11)
+        .map(|i| rec("k", &format!("v{i}{}", "x".repeat(100))))
+        .collect();
+    a.append("paged", 0, &big).expect("append");
+    let first = a.read("paged", 0, 8, 10, 150).expect("read");
+    assert_eq!(first.offsets, vec![8]);
+    let rest = a.read("paged", 0, 9, 10, 1 << 20).expect("read");
+    assert_eq!(rest.offsets, vec![9, 10]);
+    // Another position opens another cursor; deleting the topic drops both.
+    assert_eq!(
+        values(&a.read("paged", 0, 2, 1, 1 << 20).expect("read")),
+        ["v2"]
+    );
+    assert_eq!(a.cursors.len(), before + 2);
+    a.delete_topic("paged").expect("delete");
+    assert_eq!(a.cursors.len(), before);
 }
 
 fn concurrent_appends_from_two_hosts_stay_dense_and_contiguous(
