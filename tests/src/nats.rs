@@ -21,6 +21,7 @@ struct Node {
     name: String,
     child: Option<Child>,
     client_port: u16,
+    route: String,
     monitor_port: u16,
 }
 
@@ -30,6 +31,8 @@ pub struct NatsCluster {
     dir: PathBuf,
     /// Removes `dir` on drop (a shared cluster is never dropped).
     _temp: Option<tempfile::TempDir>,
+    /// Nodes get a parent-death signal (the shared cluster's).
+    die_with_thread: bool,
     agent: ureq::Agent,
 }
 
@@ -92,9 +95,18 @@ impl NatsCluster {
             .map(|i| format!("nats://127.0.0.1:{}", ports[i * 3 + 1]))
             .collect();
         let mut cluster = NatsCluster {
-            nodes: Vec::new(),
+            nodes: (0..size)
+                .map(|i| Node {
+                    name: format!("n{i}"),
+                    child: None,
+                    client_port: ports[i * 3],
+                    route: routes[i].clone(),
+                    monitor_port: ports[i * 3 + 2],
+                })
+                .collect(),
             dir,
             _temp: temp,
+            die_with_thread,
             agent: ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(5)))
                 .http_status_as_error(false)
@@ -102,51 +114,73 @@ impl NatsCluster {
                 .into(),
         };
         for i in 0..size {
-            let node = Node {
-                name: format!("n{i}"),
-                child: None,
-                client_port: ports[i * 3],
-                monitor_port: ports[i * 3 + 2],
-            };
-            let log = cluster.dir.join(format!("{}.log", node.name));
-            let mut command = Command::new("nats-server");
-            if die_with_thread {
-                // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-                unsafe {
-                    command.pre_exec(|| {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                        Ok(())
-                    });
-                }
-            }
-            let child = command
-                .args(["--addr", "127.0.0.1", "--server_name", &node.name])
-                .args(["--port", &node.client_port.to_string()])
-                .args(["--http_port", &node.monitor_port.to_string()])
-                .args(["--cluster_name", "weir-test"])
-                .args(["--cluster", &routes[i]])
-                .args(["--routes", &routes.join(",")])
-                .arg("--jetstream")
-                .arg("--store_dir")
-                .arg(cluster.dir.join(&node.name))
-                .arg("--log")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start nats-server ({e}): ./test.sh installs it (guest-sdk/install-toolchains.sh nats)"
-                    )
-                });
-            cluster.nodes.push(Node {
-                child: Some(child),
-                ..node
-            });
+            let child = cluster.spawn(i);
+            cluster.nodes[i].child = Some(child);
         }
         cluster.wait_formed();
         cluster
+    }
+
+    /// Start node `i` (its store and log survive restarts).
+    fn spawn(&self, i: usize) -> Child {
+        let node = &self.nodes[i];
+        let routes: Vec<&str> = self.nodes.iter().map(|n| n.route.as_str()).collect();
+        let log = self.dir.join(format!("{}.log", node.name));
+        let mut command = Command::new("nats-server");
+        if self.die_with_thread {
+            // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        command
+            .args(["--addr", "127.0.0.1", "--server_name", &node.name])
+            .args(["--port", &node.client_port.to_string()])
+            .args(["--http_port", &node.monitor_port.to_string()])
+            .args(["--cluster_name", "weir-test"])
+            .args(["--cluster", &node.route])
+            .args(["--routes", &routes.join(",")])
+            .arg("--jetstream")
+            .arg("--store_dir")
+            .arg(self.dir.join(&node.name))
+            .arg("--log")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start nats-server ({e}): ./test.sh installs it (guest-sdk/install-toolchains.sh nats)"
+                )
+            })
+    }
+
+    /// kill -9 node `i` (no-op if it is not running).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start node `i` again on its ports and store, and wait until it sees a
+    /// meta leader again (it rejoined the cluster).
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let child = self.spawn(i);
+        self.nodes[i].child = Some(child);
+        let deadline = Instant::now() + FORMING;
+        while Instant::now() < deadline {
+            if self.meta_leader(i).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {i} did not rejoin:\n{}", self.logs(i));
     }
 
     /// The client URLs of every node, comma-separated (as `--nats` takes them).
