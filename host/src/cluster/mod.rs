@@ -2,9 +2,11 @@
 //! (see `docs/cluster.md`): which live host runs which processor partition
 //! ([`leases`]), where a processor partition commits, fenced against a
 //! previous owner ([`commits`]), and how its committed outputs reach their
-//! topics exactly once ([`forward`]). The log itself is `log::jetstream`; the
+//! topics exactly once ([`forward`]), and the plugin registry every host
+//! follows ([`registry`]). The log itself is `log::jetstream`; the
 //! connection all of them use is [`crate::nats`].
 
 pub mod commits;
 pub mod forward;
 pub mod leases;
+pub mod registry;
