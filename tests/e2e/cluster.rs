@@ -281,6 +281,18 @@ fn acknowledged_records_survive_nats_nodes_killed_and_restarted() {
     );
     let acked = acked.into_inner().expect("acked");
     let mut seen = std::collections::HashMap::<String, usize>::new();
+    // The last restarted node may still be rejoining: wait until reads answer.
+    b.wait_until(
+        "the cluster to answer reads",
+        Duration::from_secs(30),
+        |b| {
+            (0..2).all(|p| {
+                b.get(&format!("/topics/ledger/partitions/{p}/records?limit=1"))
+                    .status
+                    == 200
+            })
+        },
+    );
     for p in 0..2 {
         let all = b.read_all("ledger", p);
         for (i, r) in all.iter().enumerate() {

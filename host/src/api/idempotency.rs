@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 
 use super::ApiError;
 use crate::batch::{Record, RecordBatch};
-use crate::log::{EventLog, TopicInfo};
+use crate::log::{EventLog, TopicMeta};
 
 /// Record header holding `{"key", "records", "batch", "parts", "part_records"}`
 /// on the first record of each part of a keyed request.
@@ -328,7 +328,7 @@ impl IdempotencyCache {
 
     /// Relearn the marked requests of `topic` once per process and
     /// incarnation (before its first keyed produce is answered).
-    async fn recover(&self, log: &Arc<dyn EventLog>, topic: &TopicInfo) -> Result<(), ApiError> {
+    async fn recover(&self, log: &Arc<dyn EventLog>, topic: &TopicMeta) -> Result<(), ApiError> {
         let once = self
             .recovered
             .lock()
@@ -406,7 +406,7 @@ impl IdempotencyCache {
     pub(crate) async fn run<F, Fut>(
         &self,
         log: &Arc<dyn EventLog>,
-        topic: &TopicInfo,
+        topic: &TopicMeta,
         key: &str,
         produce: F,
     ) -> Result<(Placement, bool), ApiError>
@@ -462,7 +462,7 @@ mod tests {
         key: &str,
         answer: Placement,
     ) -> (Placement, bool) {
-        let topic = log.topic(topic).unwrap();
+        let topic = log.topic_meta(topic).unwrap();
         cache
             .run(log, &topic, key, |_| async { Ok((answer, true)) })
             .await
@@ -484,7 +484,7 @@ mod tests {
         let (a, _) = produce_once(&cache, &r, "u", "k", at(3)).await;
         assert_eq!(a, at(3));
         // A failed attempt leaves the key free.
-        let t = r.topic("t").unwrap();
+        let t = r.topic_meta("t").unwrap();
         let failed = cache
             .run(&r, &t, "f", |_| async {
                 Err(ApiError::bad_request("x", "boom"))

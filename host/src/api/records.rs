@@ -22,7 +22,7 @@ use super::codec::{self, RecordIn};
 use super::idempotency::Placement;
 use super::{ApiError, AppState, blocking, idempotency, names, says_json, wait_for_record};
 use crate::batch::Record;
-use crate::log::{EventLog, TopicInfo};
+use crate::log::{EventLog, TopicMeta};
 use crate::processor::Engine;
 
 /// Default and largest byte budget of one read.
@@ -78,11 +78,11 @@ type Groups = BTreeMap<u32, Vec<(usize, Record)>>;
 /// where the first attempt did.
 fn place(
     log: &dyn EventLog,
-    topic: &TopicInfo,
+    topic: &TopicMeta,
     records: Vec<(Option<u32>, Record)>,
     idempotency_key: Option<&str>,
 ) -> Result<Groups, ApiError> {
-    let partitions = topic.partitions.len() as u32;
+    let partitions = topic.partitions();
     let sticky = idempotency_key
         .map(|k| log.partition_for(&topic.name, k.as_bytes()))
         .transpose()?;
@@ -110,7 +110,7 @@ fn place(
 /// records answer with their first offsets.
 fn append_all(
     engine: &Engine,
-    topic: &TopicInfo,
+    topic: &TopicMeta,
     mut groups: Groups,
     keyed: Option<Keyed<'_>>,
 ) -> Result<(Vec<(u32, u64)>, bool), ApiError> {
@@ -198,7 +198,7 @@ pub(super) async fn produce(
             vec![(query.partition, raw_record(&headers, query.key, body)?)],
         )
     };
-    let view = state.log.topic(&topic)?;
+    let view = state.log.topic_meta(&topic)?;
     let count = records.len() as u64;
     let bytes: u64 = records
         .iter()
@@ -301,26 +301,25 @@ pub(super) async fn read(
     let Path((topic, partition)) = path?;
     names::validate("topic", &topic)?;
     let Query(q) = query?;
-    let view = state.log.topic(&topic)?;
+    let view = state.log.topic_meta(&topic)?;
     let partition: u32 = partition.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_partition",
             format!("partition must be a number, not {partition:?}"),
         )
     })?;
-    let p = view.partitions.get(partition as usize).ok_or_else(|| {
-        ApiError::unknown_partition(&topic, partition, view.partitions.len() as u32)
-    })?;
-    let offset = resolve_offset(
-        q.offset.as_deref(),
-        p.start_offset,
-        p.end_offset,
-        p.start_offset,
-    )?;
-    if offset > p.end_offset || offset < p.start_offset {
+    if partition >= view.partitions() {
+        return Err(ApiError::unknown_partition(
+            &topic,
+            partition,
+            view.partitions(),
+        ));
+    }
+    let (start, end) = state.log.bounds(&topic, partition)?;
+    let offset = resolve_offset(q.offset.as_deref(), start, end, start)?;
+    if offset > end || offset < start {
         return Err(ApiError::invalid_offset(format!(
-            "offset {offset} is outside {}..={} of {topic}/{partition}",
-            p.start_offset, p.end_offset
+            "offset {offset} is outside {start}..={end} of {topic}/{partition}"
         )));
     }
     let limit = q
@@ -332,7 +331,7 @@ pub(super) async fn read(
         .unwrap_or(DEFAULT_READ_BYTES)
         .clamp(1, MAX_READ_BYTES);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_wait);
-    if offset == p.end_offset && !wait.is_zero() {
+    if offset == end && !wait.is_zero() {
         let mut shutting_down = state.shutting_down.clone();
         tokio::select! {
             () = wait_for_record(&*state.log, &topic, partition, offset, wait) => {}

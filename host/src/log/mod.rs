@@ -87,7 +87,7 @@ pub use self::config::{FsyncPolicy, LogConfig, TopicConfig, validate_topic_name}
 pub use self::error::{LogError, Result};
 pub use self::partition::AppendAck;
 pub use self::partitioner::{murmur2, partition_for_key};
-pub use self::topic::{PartitionInfo, TopicInfo};
+pub use self::topic::{PartitionInfo, TopicInfo, TopicMeta};
 pub use crate::batch::{Record, RecordBatch};
 
 /// What `records` encode to as one append (compare with
@@ -108,6 +108,10 @@ pub trait EventLog: Send + Sync {
     fn delete_topic(&self, name: &str) -> Result<()>;
     fn topics(&self) -> Vec<TopicInfo>;
     fn topic(&self, name: &str) -> Result<TopicInfo>;
+    /// The topic without its offsets (name, incarnation, configuration).
+    fn topic_meta(&self, name: &str) -> Result<TopicMeta> {
+        self.topic(name).map(|t| t.meta())
+    }
     /// Kafka's murmur2 partition for a non-empty key; round-robin for an empty one.
     fn partition_for(&self, topic: &str, key: &[u8]) -> Result<u32>;
     /// Append and publish. Returns once as durable as the topic's policy demands.
@@ -141,6 +145,13 @@ pub trait EventLog: Send + Sync {
     fn start_offset(&self, topic: &str, partition: u32) -> Result<u64>;
     /// The visible end: the next offset readers will see.
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+    /// `(start_offset, end_offset)` of a partition, learnt together.
+    fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        Ok((
+            self.start_offset(topic, partition)?,
+            self.end_offset(topic, partition)?,
+        ))
+    }
     /// The written end (≥ the visible end; larger after deferred appends).
     fn written_end(&self, topic: &str, partition: u32) -> Result<u64>;
     /// First visible offset whose record's timestamp is ≥ `ts_ms`.
@@ -441,6 +452,10 @@ impl EventLog for Log {
 
     fn topic(&self, name: &str) -> Result<TopicInfo> {
         Ok(self.inner.topic(name)?.info())
+    }
+
+    fn topic_meta(&self, name: &str) -> Result<TopicMeta> {
+        Ok(self.inner.topic(name)?.meta())
     }
 
     fn partition_for(&self, topic: &str, key: &[u8]) -> Result<u32> {

@@ -32,6 +32,31 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
+/// A topic without its offsets: what holds until the topic is deleted
+/// (cheaper to learn than [`TopicInfo`] where offsets live remotely).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub incarnation: String,
+    pub config: TopicConfig,
+}
+
+impl TopicMeta {
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+}
+
+impl TopicInfo {
+    pub fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            name: self.name.clone(),
+            incarnation: self.incarnation.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
 /// Offsets of one partition: readers see `start_offset..end_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionInfo {
@@ -155,6 +180,14 @@ impl Topic {
                 partition: p,
                 partitions: self.partitions.len() as u32,
             })
+    }
+
+    pub fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            name: self.name.clone(),
+            incarnation: self.incarnation.clone(),
+            config: self.config.clone(),
+        }
     }
 
     pub fn info(&self) -> TopicInfo {

@@ -68,7 +68,7 @@ use tokio::sync::watch;
 use super::partitioner::{RoundRobin, partition_for_key};
 use super::{
     AppendAck, EventLog, LogError, PartitionInfo, Record, RecordBatch, Result, TopicConfig,
-    TopicInfo, validate_topic_name,
+    TopicInfo, TopicMeta, validate_topic_name,
 };
 
 use crate::nats::NatsError;
@@ -500,6 +500,28 @@ fn advance(end: &mut u64, to: u64) -> bool {
     }
 }
 
+/// How long a new stream may take to elect its leader before create returns anyway.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Wait until `stream` has a leader (a new R3 stream elects one after its
+/// creation is acknowledged; until then appends find no responder).
+async fn await_leader(js: &jetstream::Context, stream: &str) {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(s) = js.get_stream_no_info(stream).await
+            && let Ok(info) = s.get_info().await
+            && info
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.leader.as_deref().is_some_and(|l| !l.is_empty()))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(%stream, "a new partition stream has no leader after {LEADER_WAIT:?}");
+}
+
 /// `(start, end, bytes)` of a partition stream: offsets are sequences − 1.
 async fn stream_state(
     js: &jetstream::Context,
@@ -648,6 +670,11 @@ impl EventLog for JetStreamLog {
                 for c in &configs {
                     let _ = js.delete_stream(&c.name).await;
                 }
+            } else {
+                // Usable when this returns: each stream has elected its leader.
+                for c in &configs {
+                    await_leader(&js, &c.name).await;
+                }
             }
             created
         })?;
@@ -740,6 +767,21 @@ impl EventLog for JetStreamLog {
     fn topic(&self, name: &str) -> Result<TopicInfo> {
         let known = self.known(name)?;
         self.info(&known)
+    }
+
+    /// From the directory (cached): no request to the partitions' streams.
+    fn topic_meta(&self, name: &str) -> Result<TopicMeta> {
+        let known = self.known(name)?;
+        Ok(TopicMeta {
+            name: known.entry.name.clone(),
+            incarnation: known.entry.incarnation.clone(),
+            config: known.entry.config.clone(),
+        })
+    }
+
+    /// One request (the stream's state) for both.
+    fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        JetStreamLog::bounds(self, topic, partition)
     }
 
     fn partition_for(&self, topic: &str, key: &[u8]) -> Result<u32> {

@@ -88,6 +88,12 @@ fn appends_get_dense_offsets_and_read_back_on_the_other_host(a: &JetStreamLog, b
     assert_eq!((ack.base_offset, ack.count), (1, 4));
     assert_eq!(a.end_offset("orders.v1", 1).ok(), Some(5));
     assert_eq!(a.start_offset("orders.v1", 1).ok(), Some(0));
+    assert_eq!(b.bounds("orders.v1", 1).ok(), Some((0, 5)));
+    let meta = b.topic_meta("orders.v1").expect("meta");
+    assert_eq!(
+        (meta.partitions(), meta.incarnation),
+        (3, a.topic("orders.v1").expect("info").incarnation)
+    );
     let all = a.read("orders.v1", 1, 0, 100, 1 << 20).expect("read");
     assert_eq!(all.offsets, vec![0, 1, 2, 3, 4]);
     assert_eq!(values(&all), ["v0", "v1", "v2", "v3", "v4"]);

@@ -30,6 +30,12 @@ fn topics_are_created_listed_persisted_and_deleted() {
             .create_topic("orders", TopicConfig::with_partitions(3))
             .expect("create");
         assert_eq!(info.partitions.len(), 3);
+        assert_eq!(log.topic_meta("orders").ok(), Some(info.meta()));
+        assert_eq!(log.bounds("orders", 2).ok(), Some((0, 0)));
+        assert!(matches!(
+            log.topic_meta("nope"),
+            Err(LogError::UnknownTopic(_))
+        ));
         assert!(matches!(
             log.create_topic("orders", TopicConfig::default()),
             Err(LogError::TopicExists(_))
