@@ -3,9 +3,13 @@
 //! processor, a replay) streams messages instead of asking for each batch.
 //!
 //! A cursor is keyed by (stream, next offset): a read from that offset takes
-//! it, reads, and puts it back under its new next offset. Any other read
-//! opens a new one. Cursors idle for [`IDLE`] are dropped (the server removes
-//! their ephemeral consumers), and at most [`MAX_CURSORS`] are kept.
+//! it, reads, and puts it back under its new next offset. A read with no
+//! cursor is answered by a batched direct get (no consumer to create), and
+//! where it ended is remembered: a read that starts there is sequential, and
+//! opens a cursor. So random reads never create consumers and sequential
+//! ones stream from their second read on. Cursors and remembered ends idle
+//! for [`IDLE`] are dropped (the server removes the consumers), and at most
+//! [`MAX_CURSORS`] of each are kept.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,6 +41,8 @@ pub(super) struct Cursor {
 /// happen inside the client's runtime: every drop here enters it.
 pub(super) struct Cursors {
     idle: Mutex<HashMap<(String, u64), Cursor>>,
+    /// Where recent reads without a cursor ended.
+    ends: Mutex<HashMap<(String, u64), Instant>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -51,8 +57,32 @@ impl Cursors {
     pub fn new(runtime: tokio::runtime::Handle) -> Cursors {
         Cursors {
             idle: Mutex::new(HashMap::new()),
+            ends: Mutex::new(HashMap::new()),
             runtime,
         }
+    }
+
+    /// Note that a read without a cursor ended at `next`.
+    pub fn ended(&self, stream: String, next: u64) {
+        let mut ends = self.ends.lock();
+        ends.retain(|_, at| at.elapsed() < IDLE);
+        if ends.len() >= MAX_CURSORS
+            && let Some(oldest) = ends
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+        {
+            ends.remove(&oldest);
+        }
+        ends.insert((stream, next), Instant::now());
+    }
+
+    /// Whether a read from `from` goes on where an earlier one ended.
+    pub fn continues(&self, stream: &str, from: u64) -> bool {
+        self.ends
+            .lock()
+            .remove(&(stream.to_string(), from))
+            .is_some_and(|at| at.elapsed() < IDLE)
     }
 
     pub fn take(&self, stream: &str, from: u64) -> Option<Cursor> {
@@ -78,12 +108,45 @@ impl Cursors {
     pub fn drop_stream(&self, stream: &str) {
         let _inside = self.runtime.enter();
         self.idle.lock().retain(|(s, _), _| s != stream);
+        self.ends.lock().retain(|(s, _), _| s != stream);
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.idle.lock().len()
     }
+}
+
+/// Up to `wanted` messages from offset `from` by one batched direct get
+/// (any replica answers), with [`read`]'s limits.
+pub(super) async fn direct(
+    js: &jetstream::Context,
+    stream: &str,
+    from: u64,
+    wanted: usize,
+    max_bytes: usize,
+    end: u64,
+) -> Result<Vec<(u64, Bytes)>, OpError> {
+    use jetstream_extra::batch_fetch::BatchFetchExt;
+    let mut fetched = js
+        .get_batch(stream, wanted.min(super::MAX_APPEND_RECORDS))
+        .sequence(from + 1)
+        .max_bytes(max_bytes.max(1))
+        .send()
+        .await?;
+    let mut out: Vec<(u64, Bytes)> = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(m) = fetched.next().await {
+        let m = m?;
+        let size = m.payload.len();
+        if m.sequence > end || out.len() >= wanted || (!out.is_empty() && bytes + size > max_bytes)
+        {
+            break;
+        }
+        bytes += size;
+        out.push((m.sequence, m.payload));
+    }
+    Ok(out)
 }
 
 /// A cursor whose first message is the one at offset `from`.

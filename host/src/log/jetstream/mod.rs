@@ -874,14 +874,19 @@ impl EventLog for JetStreamLog {
         }
         let js = self.js.clone();
         let cursor = self.cursors.take(&stream, from);
+        let sequential = cursor.is_some() || self.cursors.continues(&stream, from);
         let opened = stream.clone();
         let (cursor, messages) = self.on_topic(&known, "reading", async move {
+            if !sequential {
+                let messages = cursor::direct(&js, &opened, from, wanted, max_bytes, end).await?;
+                return Ok((None, messages));
+            }
             let mut cursor = match cursor {
                 Some(c) => c,
                 None => cursor::open(&js, &opened, from).await?,
             };
             let messages = cursor::read(&mut cursor, wanted, max_bytes, end).await?;
-            Ok((cursor, messages))
+            Ok((Some(cursor), messages))
         })?;
         let mut batch = RecordBatch::default();
         for (sequence, payload) in &messages {
@@ -896,7 +901,10 @@ impl EventLog for JetStreamLog {
             })?;
         }
         let next = messages.last().map_or(from, |(sequence, _)| *sequence);
-        self.cursors.put(stream, next, cursor);
+        match cursor {
+            Some(cursor) => self.cursors.put(stream, next, cursor),
+            None => self.cursors.ended(stream, next),
+        }
         Ok(batch)
     }
 
