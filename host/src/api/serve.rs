@@ -229,5 +229,19 @@ async fn open_log(
         .await
         .map_err(|e| ServeError::Log(e.to_string()))?
         .map_err(|e| ServeError::Log(e.to_string()))?;
-    Ok((Arc::new(log), None))
+    let log = Arc::new(log);
+    // Streams a crash left without a topic; ten minutes old at least, so a
+    // topic another host is creating right now keeps its streams.
+    let sweeper = log.clone();
+    tokio::task::spawn_blocking(move || match sweeper.sweep_orphans(ORPHAN_AGE) {
+        Ok(swept) if !swept.is_empty() => {
+            tracing::warn!(streams = ?swept, "deleted partition streams no topic refers to")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot sweep orphan partition streams: {e}"),
+    });
+    Ok((log, None))
 }
+
+/// How old a partition stream without a topic must be to be deleted.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);

@@ -384,6 +384,45 @@ impl JetStreamLog {
         })
     }
 
+    /// Delete partition streams no topic refers to: what a crash between
+    /// creating a topic's streams and recording it (or between removing its
+    /// entry and its streams) leaves behind. Only streams older than
+    /// `min_age` go, so a topic being created right now is never touched.
+    /// Returns the streams deleted.
+    pub fn sweep_orphans(&self, min_age: Duration) -> Result<Vec<String>> {
+        let live: BTreeSet<String> = self.topics().into_iter().map(|t| t.incarnation).collect();
+        let js = self.js.clone();
+        let prefix = format!("{}_", self.ns);
+        self.run(async move {
+            let mut streams = js.streams();
+            let mut orphans = Vec::new();
+            let now = time::OffsetDateTime::now_utc();
+            while let Some(info) = streams.next().await {
+                let info = info.map_err(|e| backend("listing streams", e))?;
+                let name = info.config.name.clone();
+                let Some((incarnation, partition)) = name
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|rest| rest.rsplit_once('_'))
+                else {
+                    continue;
+                };
+                let is_partition = incarnation.len() == 32
+                    && incarnation.bytes().all(|b| b.is_ascii_hexdigit())
+                    && partition.parse::<u32>().is_ok();
+                let old = now - info.created >= min_age;
+                if is_partition && old && !live.contains(incarnation) {
+                    orphans.push(name);
+                }
+            }
+            for name in &orphans {
+                js.delete_stream(name)
+                    .await
+                    .map_err(|e| backend(&format!("deleting orphan stream {name}"), e))?;
+            }
+            Ok(orphans)
+        })
+    }
+
     /// Append one record under a message id: within the stream's
     /// de-duplication window JetStream stores it once per id, however often
     /// it is sent. Returns its offset (the first copy's, for a duplicate) and

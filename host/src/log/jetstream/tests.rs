@@ -49,6 +49,7 @@ fn the_jetstream_log_keeps_the_event_log_contract_across_hosts() {
     bad_requests_fail_clearly_and_change_nothing(&a);
     compaction_keeps_the_latest_record_per_key(&a);
     deletion_through_one_host_is_seen_by_the_other(&a, &b);
+    orphan_streams_are_swept_and_live_ones_kept(&a);
     streams_are_replicated_on_every_node(cluster);
 }
 
@@ -379,4 +380,34 @@ fn streams_are_replicated_on_every_node(cluster: &NatsCluster) {
             "R3: node {node} holds every stream"
         );
     }
+}
+
+fn orphan_streams_are_swept_and_live_ones_kept(a: &JetStreamLog) {
+    // A crash between making a topic's streams and recording it.
+    let orphan = names::stream_name(&a.ns, &"f".repeat(32), 0);
+    let js = a.js.clone();
+    let config = jetstream::stream::Config {
+        name: orphan.clone(),
+        subjects: vec![format!("{}.log.{}.0", a.ns, "f".repeat(32))],
+        ..Default::default()
+    };
+    a.run(async move {
+        js.create_stream(config)
+            .await
+            .map(drop)
+            .map_err(|e| backend("creating a stream", e))
+    })
+    .expect("orphan stream");
+    let young = a.sweep_orphans(Duration::from_secs(600)).expect("sweep");
+    assert!(
+        young.is_empty(),
+        "a young stream may belong to a topic being created: {young:?}"
+    );
+    let swept = a.sweep_orphans(Duration::ZERO).expect("sweep");
+    assert_eq!(swept, vec![orphan]);
+    assert!(
+        a.topic("orders.v1").is_ok(),
+        "live topics keep their streams"
+    );
+    assert!(a.read("orders.v1", 2, 0, 10, 1 << 20).is_ok());
 }
