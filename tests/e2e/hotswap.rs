@@ -104,16 +104,7 @@ fn fifty_upgrades_under_load_lose_and_duplicate_nothing() {
     // Exactly once: every sequence number once.
     let mut stamp_of: HashMap<u64, u32> = HashMap::new();
     for p in 0..PARTITIONS {
-        for r in s.read_all("out", p) {
-            let seq = r["value"].as_u64().expect("numeric value");
-            let stamp: u32 = r["headers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|h| h["name"] == "stamp")
-                .and_then(|h| h["value"].as_str())
-                .and_then(|v| v.parse().ok())
-                .expect("stamped");
+        for (seq, stamp) in s.stamped("out", p) {
             assert!(
                 stamp_of.insert(seq, stamp).is_none(),
                 "event {seq} was processed twice"

@@ -302,6 +302,27 @@ impl Server {
         }
     }
 
+    /// The `stamp` header of each record of `topic` read through this
+    /// server, parsed (the stamp enricher's mark of the version that
+    /// processed it), with the record's numeric value: (value, stamp).
+    pub fn stamped(&self, topic: &str, partition: u32) -> Vec<(u64, u32)> {
+        self.read_all(topic, partition)
+            .iter()
+            .map(|r| {
+                let value = r["value"].as_u64().expect("numeric value");
+                let stamp = r["headers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|h| h["name"] == "stamp")
+                    .and_then(|h| h["value"].as_str())
+                    .and_then(|v| v.parse().ok())
+                    .expect("stamped");
+                (value, stamp)
+            })
+            .collect()
+    }
+
     /// Records in a topic: the sum of its partitions' end offsets (0 when it
     /// does not exist).
     pub fn total_records(&self, topic: &str) -> u64 {

@@ -138,7 +138,7 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let (event_log, embedded) = open_log(&config, repair).await?;
+    let (event_log, embedded, jetstream) = open_log(&config, repair).await?;
     let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         ..crate::runtime::RuntimeConfig::default()
@@ -149,8 +149,20 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         ..crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync)
     };
     let engine_log = event_log.clone();
-    let processors = tokio::task::spawn_blocking(move || {
-        crate::processor::Engine::open(engine_config, engine_log, runtime)
+    let processors = tokio::task::spawn_blocking(move || match jetstream {
+        Some(log) => {
+            // Unique among live hosts; a restarted host is a new member.
+            let host = format!("h{}", uuid::Uuid::new_v4().simple());
+            tracing::info!(%host, "joining the cluster");
+            crate::processor::Engine::open_cluster(
+                engine_config,
+                log,
+                runtime,
+                &host,
+                crate::processor::DEFAULT_LEASE_TTL,
+            )
+        }
+        None => crate::processor::Engine::open(engine_config, engine_log, runtime),
     })
     .await
     .map_err(|e| ServeError::Engine(e.to_string()))?
@@ -187,13 +199,17 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
     result
 }
 
+/// The log as `serve` opened it, and which backend it is.
+type OpenedLog = (
+    Arc<dyn EventLog>,
+    Option<Arc<crate::log::Log>>,
+    Option<Arc<JetStreamLog>>,
+);
+
 /// Open the configured log backend: the embedded log under
 /// `data_dir/log` (also returned, to be closed at the end), or a connection
-/// to the JetStream cluster.
-async fn open_log(
-    config: &ServeConfig,
-    repair: bool,
-) -> Result<(Arc<dyn EventLog>, Option<Arc<crate::log::Log>>), ServeError> {
+/// to the JetStream cluster (also returned, for the cluster's processors).
+async fn open_log(config: &ServeConfig, repair: bool) -> Result<OpenedLog, ServeError> {
     let (servers, replicas, namespace) = match &config.backend {
         Backend::Embedded => {
             let mut log_config = crate::log::LogConfig::new(config.data_dir.join("log"));
@@ -212,7 +228,7 @@ async fn open_log(
                     ServeError::Log(format!("{}: {e}{hint}", dir.display()))
                 })?;
             let log = Arc::new(log);
-            return Ok((log.clone(), Some(log)));
+            return Ok((log.clone(), Some(log), None));
         }
         Backend::JetStream {
             servers,
@@ -240,7 +256,7 @@ async fn open_log(
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot sweep orphan partition streams: {e}"),
     });
-    Ok((log, None))
+    Ok((log.clone(), None, Some(log)))
 }
 
 /// How old a partition stream without a topic must be to be deleted.

@@ -9,10 +9,13 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::batch::Record;
+use crate::cluster::registry::{Change, RegistryError};
+use crate::log::jetstream::JetStreamLog;
 use crate::log::{EventLog, LogError};
 use crate::runtime::{Plugin, PluginKind, Runtime};
 use crate::store::{PartitionPos, PluginRecord, Store, VersionRecord};
 
+use super::cluster::{self, Cluster};
 use super::command::CommandOutcome;
 use super::command::StoredResult;
 use super::commands::{CommandRequest, result_for, stored_result, submit_command};
@@ -24,7 +27,7 @@ use super::error::{EngineError, Missing, Result};
 use super::manifest::{Manifest, StartFrom};
 use super::ownership::{self, Ownership};
 use super::projection;
-use super::registry::{Active, Loaded, Processor, consumer_id};
+use super::registry::{Active, Loaded, Processor, consumer_id, parse_kind};
 use super::shared::{self, Shared, create_topic, now_ms};
 use super::status::{self, ProcessorStatus};
 use super::{recovery, supervisor};
@@ -40,16 +43,42 @@ impl Drop for Engine {
     }
 }
 
-/// Why a log backend without processor commits (JetStream) refuses deploys.
-const PROCESSORS_NEED_COMMITS: &str = "processors cannot run on this log backend yet: \
-     on JetStream they need cluster-wide checkpoints, state and partition leases (issue #11); \
-     topics, produce, reads and tails work.";
+/// Why a log without processor commits (JetStream) refuses deploys unless
+/// the engine runs as a cluster host (`Engine::open_cluster`).
+const PROCESSORS_NEED_COMMITS: &str = "processors need commits this log backend does not have: \
+     on JetStream they run on engines opened as cluster hosts (`weir serve --backend jetstream`).";
 
 impl Engine {
     /// Open the store under `config.data_dir`, restore every deployed
     /// processor, cut owned outputs back to their committed ends, then start
     /// the tasks of processors that are not paused or stopped.
     pub fn open(config: EngineConfig, log: Arc<dyn EventLog>, runtime: Runtime) -> Result<Engine> {
+        Engine::open_with(config, log, runtime, None)
+    }
+
+    /// Open a host of a cluster on JetStream (`log`) as `host` (unique
+    /// among live hosts): processors come from the shared registry and run
+    /// on the partitions whose leases (living `lease_ttl`) this host holds;
+    /// see `cluster`. `config.data_dir` keeps only a cache of components.
+    pub fn open_cluster(
+        config: EngineConfig,
+        log: Arc<JetStreamLog>,
+        runtime: Runtime,
+        host: &str,
+        lease_ttl: Duration,
+    ) -> Result<Engine> {
+        let cluster = Cluster::join(log.nats().clone(), log.clone(), host, lease_ttl)?;
+        let engine = Engine::open_with(config, log, runtime, Some(Arc::new(cluster)))?;
+        Cluster::start(&engine.shared)?;
+        Ok(engine)
+    }
+
+    fn open_with(
+        config: EngineConfig,
+        log: Arc<dyn EventLog>,
+        runtime: Runtime,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Engine> {
         let commits = log.supports_processor_commits();
         let store = Arc::new(Store::open(
             config.data_dir.join("store.redb"),
@@ -69,13 +98,15 @@ impl Engine {
             #[cfg(test)]
             failpoints: Failpoints::default(),
             admin: Mutex::new(()),
+            cluster,
         });
         let engine = Engine { shared };
         let records = engine.shared.store.plugins()?;
         if !commits && let Some(first) = records.first() {
             return Err(LogError::Unsupported(format!(
-                "{PROCESSORS_NEED_COMMITS} The data directory holds processors (e.g. {:?}): \
-                 serve it with the embedded backend, or point this host at an empty data directory",
+                "the data directory holds processors of the embedded backend (e.g. {:?}), \
+                 which a JetStream host cannot run: serve it with the embedded backend, \
+                 or point this host at an empty data directory",
                 first.name
             ))
             .into());
@@ -145,33 +176,34 @@ impl Engine {
     }
 
     pub fn deploy(&self, manifest: serde_json::Value, component: &[u8]) -> Result<ProcessorStatus> {
-        if !self.shared.log.supports_processor_commits() {
+        let cluster = self.shared.cluster.clone();
+        if !self.shared.log.supports_processor_commits() && cluster.is_none() {
             return Err(LogError::Unsupported(PROCESSORS_NEED_COMMITS.into()).into());
         }
         let raw_manifest = manifest;
         let manifest = Manifest::parse(raw_manifest.clone())?;
+        if cluster.is_some() && manifest.kind != PluginKind::Enricher {
+            return Err(LogError::Unsupported(format!(
+                "{} is a {}: in cluster mode rivers run; ponds and services do not yet (issue #11)",
+                manifest.name,
+                manifest.kind.world()
+            ))
+            .into());
+        }
         // Compile and check the component off the data path (before any lock).
         let plugin = self.shared.runtime.load(manifest.kind, component)?;
         self.check_init(&plugin, &manifest)?;
         let _admin = self.shared.admin.lock();
         let existing = self.shared.processors.read().get(&manifest.name).cloned();
         if let Some(p) = &existing {
-            if p.kind != manifest.kind {
-                return Err(EngineError::Conflict(format!(
-                    "{} is deployed as {}; delete it before deploying a {}",
-                    p.name,
-                    p.kind.world(),
-                    manifest.kind.world()
-                )));
-            }
-            if let Some(a) = p.active()
-                && (a.manifest.inputs != manifest.inputs || a.manifest.outputs != manifest.outputs)
-            {
-                return Err(EngineError::Conflict(format!(
-                    "a new version of {} must keep its inputs and outputs; delete and redeploy to change them",
-                    p.name
-                )));
-            }
+            let active = p.active();
+            check_redeploy(
+                &p.name,
+                p.kind,
+                active.as_ref().map(|a| &*a.manifest),
+                &manifest,
+            )
+            .map_err(EngineError::Conflict)?;
         }
         if let Some(p) = &existing
             && is_active_already(p, &manifest, component)
@@ -184,9 +216,12 @@ impl Engine {
         // Claim the topics first: from here on no client append lands in them.
         let previous = self.shared.ownership.claim(manifest.clone())?;
         let mut created = Vec::new();
-        let deployed = self.ensure_topics(&manifest, &mut created).and_then(|()| {
-            self.activate_deployed(existing, manifest, plugin, component, raw_manifest)
-        });
+        let deployed = self
+            .ensure_topics(&manifest, &mut created)
+            .and_then(|()| match &cluster {
+                Some(cluster) => self.publish_version(cluster, manifest, component, raw_manifest),
+                None => self.activate_deployed(existing, manifest, plugin, component, raw_manifest),
+            });
         if deployed.is_err() {
             // A refused deploy changes nothing: drop the topics it made and
             // give back its claims.
@@ -308,6 +343,102 @@ impl Engine {
         Ok(proc)
     }
 
+    /// Cluster mode's part of a deploy after its claims and topics: store
+    /// the component, give a new processor its starting checkpoints, then
+    /// add the version to the shared registry (a compare-and-set, so
+    /// deploys through several hosts at once get distinct versions), and
+    /// load it here; every other host loads it as it follows the registry.
+    fn publish_version(
+        &self,
+        cluster: &Cluster,
+        manifest: Arc<Manifest>,
+        component: &[u8],
+        raw_manifest: serde_json::Value,
+    ) -> Result<Arc<Processor>> {
+        let sha = cluster.registry.put_component(component)?;
+        self.shared.components.save(component)?;
+        let stored_manifest = serde_json::to_value(&*manifest).unwrap_or(raw_manifest);
+        if cluster.registry.get(&manifest.name)?.is_none() {
+            cluster.init_checkpoints(&self.shared, &manifest.name, &manifest)?;
+        }
+        let record = cluster.registry.update(&manifest.name, |current| {
+            let Some(mut record) = current else {
+                return Ok(Some(cluster::first_record(
+                    &manifest,
+                    sha.clone(),
+                    stored_manifest.clone(),
+                )));
+            };
+            let kind = parse_kind(&record.kind).ok_or_else(|| {
+                RegistryError::Rejected(format!("{} has an unknown kind", record.name))
+            })?;
+            let active = record
+                .active()
+                .map(|v| Manifest::parse(v.manifest.clone()))
+                .transpose()
+                .map_err(|e| RegistryError::Rejected(e.to_string()))?;
+            check_redeploy(&record.name, kind, active.as_ref(), &manifest)
+                .map_err(RegistryError::Rejected)?;
+            let version = record.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+            record.versions.push(VersionRecord {
+                version,
+                sha256: sha.clone(),
+                manifest: stored_manifest.clone(),
+                deployed_at_ms: now_ms(),
+            });
+            record.active_version = version;
+            record.stopped = None;
+            Ok(Some(record))
+        })?;
+        let Some(record) = record else {
+            return Err(EngineError::Conflict(format!(
+                "{} vanished from the registry during the deploy",
+                manifest.name
+            )));
+        };
+        cluster::apply(&self.shared, Change::Put(record));
+        self.shared.processor(&manifest.name)
+    }
+
+    /// Cluster mode: change `name`'s record in the shared registry with
+    /// `change` (every host follows it), apply it here and restart this
+    /// host's partitions of it with what is active now. Other hosts stop or
+    /// start theirs at their next lease round (a third of the lease TTL).
+    fn change_in_cluster(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        mut change: impl FnMut(&mut PluginRecord) -> Result<(), RegistryError>,
+    ) -> Result<ProcessorStatus> {
+        let proc = self.shared.processor(name)?;
+        let record = cluster.registry.update(name, |current| {
+            let Some(mut record) = current else {
+                return Err(RegistryError::Rejected(format!(
+                    "{name} was deleted meanwhile"
+                )));
+            };
+            change(&mut record)?;
+            Ok(Some(record))
+        })?;
+        if let Some(record) = record {
+            cluster::apply(&self.shared, Change::Put(record));
+        }
+        cluster.stop_units_of(name);
+        proc.set_crashed(false);
+        status::status_of(&self.shared, &proc)
+    }
+
+    /// Operations that do not act across hosts yet refuse in cluster mode.
+    fn refuse_in_cluster(&self, what: &str) -> Result<()> {
+        if self.shared.cluster.is_some() {
+            return Err(LogError::Unsupported(format!(
+                "{what} does not work in cluster mode yet (issue #11)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Create missing outputs / DLQ (and a service's commands topic),
     /// naming each in `created`; inputs must exist.
     fn ensure_topics(&self, manifest: &Manifest, created: &mut Vec<String>) -> Result<()> {
@@ -365,6 +496,12 @@ impl Engine {
     /// Stop a processor's tasks (at a batch boundary) until `resume`.
     pub fn pause(&self, name: &str) -> Result<ProcessorStatus> {
         let _admin = self.shared.admin.lock();
+        if let Some(cluster) = &self.shared.cluster {
+            return self.change_in_cluster(cluster, name, |r| {
+                r.paused = true;
+                Ok(())
+            });
+        }
         let proc = self.shared.processor(name)?;
         proc.stop_tasks();
         let record = {
@@ -379,6 +516,13 @@ impl Engine {
     /// Run a paused or stopped processor again.
     pub fn resume(&self, name: &str) -> Result<ProcessorStatus> {
         let _admin = self.shared.admin.lock();
+        if let Some(cluster) = &self.shared.cluster {
+            return self.change_in_cluster(cluster, name, |r| {
+                r.paused = false;
+                r.stopped = None;
+                Ok(())
+            });
+        }
         let proc = self.shared.processor(name)?;
         proc.stop_tasks();
         let record = {
@@ -402,6 +546,7 @@ impl Engine {
     /// commands by id. ([`Engine::rebuild`] rebuilds a pond beside the
     /// current state instead, switching reads when it has caught up.)
     pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<ProcessorStatus> {
+        self.refuse_in_cluster("reset")?;
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         let active = proc
@@ -458,6 +603,20 @@ impl Engine {
         }
         .clone();
         let manifest = Arc::new(Manifest::parse(target.manifest.clone())?);
+        if let Some(cluster) = &self.shared.cluster {
+            self.shared.ownership.claim(manifest)?;
+            return self.change_in_cluster(cluster, name, |r| {
+                if r.version(target.version).is_none() {
+                    return Err(RegistryError::Rejected(format!(
+                        "{name} no longer has version {}",
+                        target.version
+                    )));
+                }
+                r.active_version = target.version;
+                r.stopped = None;
+                Ok(())
+            });
+        }
         let bytes = self.shared.components.load(&target.sha256)?;
         let plugin = self.shared.runtime.load(manifest.kind, &bytes)?;
         // The older version's topics are claimed like a deploy's.
@@ -482,6 +641,7 @@ impl Engine {
     /// Rebuild a pond from offset 0 into a new generation beside the
     /// current one; reads switch to it once it has caught up on every partition.
     pub fn rebuild(&self, name: &str) -> Result<ProcessorStatus> {
+        self.refuse_in_cluster("rebuild")?;
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         if proc.kind != PluginKind::Projection {
@@ -530,6 +690,7 @@ impl Engine {
     /// Stop and forget a processor (its checkpoints, state, aggregates and
     /// results). Its topics and their records stay.
     pub fn delete(&self, name: &str) -> Result<()> {
+        self.refuse_in_cluster("deleting a processor")?;
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         proc.stop_tasks();
@@ -689,6 +850,9 @@ impl Engine {
     /// Stop every task at a batch boundary (committing pending work) and
     /// make the store durable. Idempotent; also run on drop.
     pub fn shutdown(&self) {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.shutdown();
+        }
         let procs: Vec<Arc<Processor>> = self.shared.processors.read().values().cloned().collect();
         for p in procs {
             p.stop_tasks();
@@ -750,6 +914,31 @@ impl Engine {
             .ownership
             .delete_topic(name, || Ok(self.shared.log.delete_topic(name)?))
     }
+}
+
+/// Whether `manifest` may become a new version of `name`, deployed as
+/// `kind` and running `active` (why not, if not).
+fn check_redeploy(
+    name: &str,
+    kind: PluginKind,
+    active: Option<&Manifest>,
+    manifest: &Manifest,
+) -> std::result::Result<(), String> {
+    if kind != manifest.kind {
+        return Err(format!(
+            "{name} is deployed as {}; delete it before deploying a {}",
+            kind.world(),
+            manifest.kind.world()
+        ));
+    }
+    if let Some(a) = active
+        && (a.inputs != manifest.inputs || a.outputs != manifest.outputs)
+    {
+        return Err(format!(
+            "a new version of {name} must keep its inputs and outputs; delete and redeploy to change them"
+        ));
+    }
+    Ok(())
 }
 
 /// Is `component` with `manifest` what `proc` runs already (loaded, the

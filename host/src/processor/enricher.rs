@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use crate::batch::{Record, RecordBatch};
-use crate::runtime::{Emitted, EnricherInstance};
+use crate::runtime::{CallError, Emitted, EnricherInstance};
 use crate::store::{CommitSet, PartitionPos};
 
+use super::cluster::MAX_STEP_OUTPUTS;
 use super::error::EngineError;
 use super::shared::PondLookupImpl;
 use super::task::{
-    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, check_output_sizes, commit_step,
+    Outputs, TaskCtx, TaskError, Worker, add_dead_letters, check_output_sizes, commit_step, slice,
     with_policy,
 };
 
@@ -73,6 +74,14 @@ impl Worker for EnricherWorker {
             let emitted = instance.process(&ctx.topic, ctx.partition, sub)?;
             let records = records_of(&emitted, sub);
             check_output_sizes(ctx, records.iter().map(|(_, r)| r))?;
+            if ctx.cluster.is_some() && sub.len() == 1 && records.len() > MAX_STEP_OUTPUTS {
+                return Err(CallError::InvalidOutput {
+                    message: format!(
+                        "one event emitted {} records; in cluster mode a step commits at most {MAX_STEP_OUTPUTS}",
+                        records.len()
+                    ),
+                });
+            }
             Ok(records)
         })?;
         let next = outcome.next(next);
@@ -90,6 +99,17 @@ impl Worker for EnricherWorker {
                 .push(record);
         }
         add_dead_letters(ctx, &outcome.failed, &mut outputs);
+        let count: usize = outputs.values().map(Vec::len).sum();
+        if ctx.cluster.is_some() && count > MAX_STEP_OUTPUTS && batch.len() > 1 {
+            // One commit holds a bounded number of messages: redo the batch
+            // as two steps (nothing of it is committed yet; rivers keep no state).
+            let half = batch.len() / 2;
+            let first = self.handle(ctx, &slice(batch, 0..half))?;
+            if first != batch.offsets[half] {
+                return Ok(first); // cut short (a budget or a stop): go on from there
+            }
+            return self.handle(ctx, &slice(batch, half..batch.len()));
+        }
         let mut set = CommitSet::new(ctx.consumer.clone());
         set.checkpoints.push(PartitionPos {
             topic: ctx.topic.clone(),

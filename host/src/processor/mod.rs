@@ -59,6 +59,7 @@
 //! - `ownership`: who may write which topic; `manifest`, `components`,
 //!   `metrics`: what was deployed, where components are kept, counters
 
+mod cluster;
 mod command;
 mod commands;
 mod components;
@@ -82,6 +83,7 @@ mod crash;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::DEFAULT_LEASE_TTL;
 pub use command::{CommandOutcome, decode_command, encode_command};
 pub use commands::CommandRequest;
 pub use config::{EngineConfig, ResetTo};

@@ -24,10 +24,7 @@ pub(crate) fn restore(shared: &Shared, record: PluginRecord) -> Arc<Processor> {
             .active()
             .ok_or("the active version is missing from the registry")?;
         let manifest = Manifest::parse(version.manifest.clone()).map_err(|e| e.to_string())?;
-        let bytes = shared
-            .components
-            .load(&version.sha256)
-            .map_err(|e| e.to_string())?;
+        let bytes = shared.component(&version.sha256)?;
         let plugin = shared
             .runtime
             .load(kind, &bytes)

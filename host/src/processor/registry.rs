@@ -117,7 +117,21 @@ impl Processor {
             r.stopped = Some(reason);
             r.clone()
         };
-        if let Err(e) = shared.store.put_plugin(&record) {
+        let persisted = match &shared.cluster {
+            // Every host stops its partitions of it as it follows the registry.
+            Some(cluster) => cluster
+                .registry
+                .update(&self.name, |current| {
+                    Ok(current.map(|mut r| {
+                        r.stopped = record.stopped.clone();
+                        r
+                    }))
+                })
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => shared.store.put_plugin(&record).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = persisted {
             tracing::error!(processor = %self.name, "cannot persist stop: {e}");
         }
         let state = self.state.lock();

@@ -46,9 +46,32 @@ pub(crate) struct Shared {
     pub(crate) failpoints: Failpoints,
     /// Serialises admin operations (deploy, pause, reset…).
     pub(crate) admin: Mutex<()>,
+    /// Cluster mode: the registry, leases and commit streams this host
+    /// shares with the others (`None` on the embedded log).
+    pub(crate) cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl Shared {
+    /// A deployed component: this host's copy, else (cluster mode) the
+    /// registry's, kept here for the next load.
+    pub(crate) fn component(&self, sha256: &str) -> std::result::Result<Vec<u8>, String> {
+        let local = self.components.load(sha256);
+        let Some(cluster) = &self.cluster else {
+            return local.map_err(|e| e.to_string());
+        };
+        if let Ok(bytes) = local {
+            return Ok(bytes);
+        }
+        let bytes = cluster
+            .registry
+            .component(sha256)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.components.save(&bytes) {
+            tracing::warn!("cannot keep component {sha256} on this host: {e}");
+        }
+        Ok(bytes)
+    }
+
     pub(crate) fn processor(&self, name: &str) -> Result<Arc<Processor>> {
         self.processors
             .read()

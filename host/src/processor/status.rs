@@ -173,12 +173,23 @@ pub(crate) fn status_of(shared: &Shared, proc: &Processor) -> Result<ProcessorSt
     let mut partitions = Vec::new();
     if let Some(a) = &active {
         let consumer = proc.consumer(record.read_generation);
-        let committed: HashMap<(String, u32), u64> = shared
-            .store
-            .checkpoints(&consumer)?
-            .into_iter()
-            .map(|p| ((p.topic, p.partition), p.offset))
-            .collect();
+        let committed: HashMap<(String, u32), u64> = match &shared.cluster {
+            Some(cluster) => cluster
+                .positions(&proc.name, shared, &a.manifest)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(processor = %proc.name, "cannot read its checkpoints: {e}");
+                    Vec::new()
+                })
+                .into_iter()
+                .map(|(topic, partition, offset)| ((topic, partition), offset))
+                .collect(),
+            None => shared
+                .store
+                .checkpoints(&consumer)?
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), p.offset))
+                .collect(),
+        };
         for t in &a.manifest.inputs {
             let Ok(info) = shared.log.topic(t) else {
                 continue;

@@ -33,6 +33,9 @@ pub(crate) fn start_if_runnable(shared: &Arc<Shared>, proc: &Arc<Processor>) {
     if paused || stopped || proc.crashed() {
         return;
     }
+    if shared.cluster.is_some() {
+        return; // the lease loop starts the partitions this host owns
+    }
     let Some(active) = proc.active() else { return };
     let set = spawn_tasks(shared, proc, &active, generation, false);
     proc.state.lock().main = Some(set);
@@ -69,20 +72,8 @@ pub(crate) fn spawn_tasks(
             }
         };
         for partition in 0..partitions {
-            let flag = Arc::new(AtomicBool::new(false));
-            caught_up.push(flag.clone());
-            let ctx = TaskCtx {
-                shared: shared.clone(),
-                proc: proc.clone(),
-                manifest: active.manifest.clone(),
-                plugin: active.plugin.clone(),
-                version: active.version,
-                consumer: proc.consumer(generation),
-                topic: topic.clone(),
-                partition,
-                stop: stop.clone(),
-                caught_up: flag,
-            };
+            let ctx = TaskCtx::new(shared, proc, active, generation, topic, partition, &stop);
+            caught_up.push(ctx.caught_up.clone());
             let pending = pending.clone();
             let name = format!("weir-{}-{partition}", proc.name);
             let spawned = std::thread::Builder::new()

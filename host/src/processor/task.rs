@@ -54,6 +54,10 @@ pub enum TaskError {
     /// the committed checkpoint.
     #[error("rewinding to the committed checkpoint")]
     Rewind,
+    /// Cluster mode: another host took the partition over; this task ends
+    /// without committing anything more.
+    #[error("another host took this partition over")]
+    Fenced,
 }
 
 impl From<LogError> for TaskError {
@@ -82,9 +86,38 @@ pub struct TaskCtx {
     pub stop: Arc<AtomicBool>,
     /// Set while this task has nothing left to read (for rebuild switching).
     pub caught_up: Arc<AtomicBool>,
+    /// Cluster mode: the claimed partition this task commits to (instead
+    /// of the store).
+    pub cluster: Option<Arc<super::cluster::Slot>>,
 }
 
 impl TaskCtx {
+    /// The context of `active`'s task over `topic`/`partition` for
+    /// `generation`, stopping with `stop` (not caught up, on the store).
+    pub fn new(
+        shared: &Arc<Shared>,
+        proc: &Arc<super::registry::Processor>,
+        active: &super::registry::Active,
+        generation: u32,
+        topic: &str,
+        partition: u32,
+        stop: &Arc<AtomicBool>,
+    ) -> TaskCtx {
+        TaskCtx {
+            shared: shared.clone(),
+            proc: proc.clone(),
+            manifest: active.manifest.clone(),
+            plugin: active.plugin.clone(),
+            version: active.version,
+            consumer: proc.consumer(generation),
+            topic: topic.to_string(),
+            partition,
+            stop: stop.clone(),
+            caught_up: Arc::new(AtomicBool::new(false)),
+            cluster: None,
+        }
+    }
+
     pub fn log(&self) -> &dyn EventLog {
         &*self.shared.log
     }
@@ -257,16 +290,23 @@ fn handle_task_error(ctx: &TaskCtx, e: TaskError, backoff: &mut Duration) -> boo
             false
         }
         TaskError::Rewind => false,
+        TaskError::Fenced => {
+            tracing::info!(processor = %ctx.proc.name, topic = %ctx.topic, partition = ctx.partition, "partition taken over by another host; stopping here");
+            true
+        }
     }
 }
 
 /// Where a task starts: its committed checkpoint (or the input's start).
 pub fn committed_position(ctx: &TaskCtx) -> Result<u64, TaskError> {
-    match ctx
-        .shared
-        .store
-        .checkpoint(&ctx.consumer, &ctx.topic, ctx.partition)?
-    {
+    let committed = match &ctx.cluster {
+        Some(slot) => slot.position(&ctx.topic, ctx.partition)?,
+        None => ctx
+            .shared
+            .store
+            .checkpoint(&ctx.consumer, &ctx.topic, ctx.partition)?,
+    };
+    match committed {
         Some(o) => Ok(o),
         None => Ok(ctx.log().start_offset(&ctx.topic, ctx.partition)?),
     }
@@ -557,6 +597,8 @@ pub(crate) fn check_output_sizes<'a>(
 /// transaction, then publish. Serialised per processor, so the processor's
 /// output partitions never hold another step's unpublished records. Any
 /// failure before the store commit cuts the appended records off again.
+/// In cluster mode the step commits to the partition's commit stream
+/// instead (see `cluster`).
 pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Result<(), TaskError> {
     // A processor writes only what it owns (see `ownership`); anything else
     // is a bug in a worker, refused before a single record is appended.
@@ -568,6 +610,11 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Res
             "{} tried to write {topic:?}, which it does not own",
             ctx.proc.name
         )));
+    }
+    if let Some(slot) = &ctx.cluster {
+        slot.commit(ctx, outputs, set)?;
+        count_commit(ctx, outputs);
+        return Ok(());
     }
     let log = ctx.log();
     let _serial = ctx.proc.commit_lock.lock();
@@ -612,13 +659,7 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Res
                     ctx.note_error(format!("publish {topic}/{partition} failed: {e}"), None);
                 }
             }
-            ProcessorMetrics::add(&ctx.metrics().commits, 1);
-            let out: usize = outputs
-                .iter()
-                .filter(|((t, _), _)| *t != ctx.manifest.dlq_topic())
-                .map(|(_, r)| r.len())
-                .sum();
-            ProcessorMetrics::add(&ctx.metrics().events_out, out as u64);
+            count_commit(ctx, outputs);
             Ok(())
         }
         Err(TaskError::Crash) => Err(TaskError::Crash), // a crash leaves the tail for recovery
@@ -636,4 +677,15 @@ pub fn commit_step(ctx: &TaskCtx, outputs: &Outputs, set: &mut CommitSet) -> Res
             Err(e)
         }
     }
+}
+
+/// Count a committed step and its outputs (dead letters are not outputs).
+fn count_commit(ctx: &TaskCtx, outputs: &Outputs) {
+    ProcessorMetrics::add(&ctx.metrics().commits, 1);
+    let out: usize = outputs
+        .iter()
+        .filter(|((t, _), _)| *t != ctx.manifest.dlq_topic())
+        .map(|(_, r)| r.len())
+        .sum();
+    ProcessorMetrics::add(&ctx.metrics().events_out, out as u64);
 }

@@ -401,8 +401,22 @@ impl CommitStream {
         }
     }
 
+    /// The partition's committed checkpoint, as the leader has it (`None`
+    /// before the first commit).
+    pub fn checkpoint(&self, partition: u32) -> Result<Option<Vec<u8>>, CommitError> {
+        Ok(self
+            .last_checkpoint(partition)?
+            .map(|(_, payload)| payload)
+            .filter(|p| !p.is_empty()))
+    }
+
     /// Sequence of the partition's checkpoint message, as the leader has it.
     fn checkpoint_sequence(&self, partition: u32) -> Result<Option<u64>, CommitError> {
+        Ok(self.last_checkpoint(partition)?.map(|(seq, _)| seq))
+    }
+
+    /// The partition's checkpoint message (sequence, payload), from the leader.
+    fn last_checkpoint(&self, partition: u32) -> Result<Option<(u64, Vec<u8>)>, CommitError> {
         let js = self.nats.js().clone();
         let stream_name = self.stream.clone();
         let ckpt = self.subject(partition, "ckpt");
@@ -412,7 +426,7 @@ impl CommitStream {
                 .await
                 .map_err(|e| request("opening the commit stream", e))?;
             match stream.get_last_raw_message_by_subject(&ckpt).await {
-                Ok(m) => Ok(Some(m.sequence)),
+                Ok(m) => Ok(Some((m.sequence, m.payload.to_vec()))),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
                 Err(e) => Err(request("reading the checkpoint", e)),
             }

@@ -169,6 +169,11 @@ impl JetStreamLog {
         })
     }
 
+    /// The connection this log uses (shared with cluster coordination).
+    pub fn nats(&self) -> &Arc<Nats> {
+        &self.nats
+    }
+
     /// Run `fut` on the client's runtime and wait for it.
     fn run<T: Send + 'static>(
         &self,

@@ -1,0 +1,691 @@
+//! Processors in cluster mode (see `docs/cluster.md`): how one host's
+//! engine runs its share of every processor over NATS JetStream, with no
+//! processor state on its own disk.
+//!
+//! - **Registry.** A deploy stores the component and the new version in the
+//!   shared registry (`cluster::registry`). Every host follows the registry
+//!   and loads what it names ([`apply`]), so a deploy through any host runs
+//!   on all of them; a host that starts later loads everything at start.
+//! - **Leases.** A loop ([`Cluster::tick`], every third of the lease TTL)
+//!   takes the processor partitions this host should run
+//!   (`cluster::leases`). For each it *claims* the partition in the
+//!   processor's commit stream (fencing any previous owner), forwards what
+//!   that owner committed but had not forwarded yet, and runs the ordinary
+//!   drive loop (`task::run`) from the committed checkpoint. A lease lost or
+//!   given back stops the task at a batch boundary.
+//! - **Commits.** A step commits through [`Slot::commit`]: its outputs and
+//!   input checkpoint as one atomic batch in the commit stream, then the
+//!   outputs are forwarded to their topics under message ids
+//!   (`cluster::forward`). A fenced owner's commit changes nothing and ends
+//!   its task; the partition's new owner redoes the step.
+//!
+//! A *unit* (what a lease is for) is one input partition of a processor,
+//! numbered in manifest order: input 0's partitions first, then input 1's.
+//!
+//! Rivers run in cluster mode. Ponds and services, whose state the commit
+//! streams are built to hold, are refused at deploy (`501`) until their
+//! workers commit it there, as are pause, resume, reset, rollback, rebuild
+//! and delete until they act through the registry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::commits::{
+    CommitError, CommitStream, MAX_COMMIT_MESSAGES, Output, Owner, Step,
+};
+use crate::cluster::forward::{self, ForwardError};
+use crate::cluster::leases::{Leases, Unit};
+use crate::cluster::registry::{Change, Registry, RegistryError};
+use crate::log::LogError;
+use crate::log::jetstream::JetStreamLog;
+use crate::nats::{Nats, NatsError};
+use crate::store::{CommitSet, PluginRecord};
+
+use super::error::{EngineError, Result};
+use super::manifest::Manifest;
+use super::projection::PondPending;
+use super::registry::{Active, Loaded, Processor, parse_kind};
+use super::shared::Shared;
+use super::task::{Outputs, TaskCtx, TaskError};
+use super::{recovery, supervisor};
+
+/// How long a lease lives without renewal: a dead host's partitions move
+/// to the others within it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+
+impl From<RegistryError> for EngineError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Rejected(m) => EngineError::Conflict(m),
+            other => EngineError::Log(LogError::Backend(other.to_string())),
+        }
+    }
+}
+
+impl From<CommitError> for EngineError {
+    fn from(e: CommitError) -> Self {
+        EngineError::Log(LogError::Backend(e.to_string()))
+    }
+}
+
+impl From<NatsError> for EngineError {
+    fn from(e: NatsError) -> Self {
+        EngineError::Log(LogError::Backend(e.to_string()))
+    }
+}
+
+impl From<CommitError> for TaskError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Fenced { .. } => TaskError::Fenced,
+            other => TaskError::Infra(format!("commit: {other}")),
+        }
+    }
+}
+
+impl From<ForwardError> for TaskError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::Commit(c) => c.into(),
+            other => TaskError::Infra(format!("forward: {other}")),
+        }
+    }
+}
+
+/// A unit's input position as its commit stream keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+impl Checkpoint {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The offset stored for `topic`/`partition` (an error if the stored
+    /// position is another input's: the processor's inputs changed).
+    fn decode(bytes: &[u8], topic: &str, partition: u32) -> Result<u64, TaskError> {
+        let c: Checkpoint = serde_json::from_slice(bytes)
+            .map_err(|e| TaskError::Infra(format!("unreadable checkpoint: {e}")))?;
+        if c.topic != topic || c.partition != partition {
+            return Err(TaskError::Infra(format!(
+                "the checkpoint is for {}/{}, not {topic}/{partition}",
+                c.topic, c.partition
+            )));
+        }
+        Ok(c.offset)
+    }
+}
+
+/// One claimed unit: its commit stream and what its owner committed.
+pub(crate) struct Slot {
+    stream: Arc<CommitStream>,
+    log: Arc<JetStreamLog>,
+    owner: Mutex<Owner>,
+}
+
+impl Slot {
+    /// The committed position of `topic`/`partition`, if any.
+    pub(crate) fn position(&self, topic: &str, partition: u32) -> Result<Option<u64>, TaskError> {
+        match &self.owner.lock().checkpoint {
+            Some(bytes) => Checkpoint::decode(bytes, topic, partition).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The exactly-once step in cluster mode: outputs and the input
+    /// checkpoint in one atomic commit, then forwarded. A forward that fails
+    /// after the commit is retried by the next step or the lease loop.
+    pub(crate) fn commit(
+        &self,
+        ctx: &TaskCtx,
+        outputs: &Outputs,
+        set: &CommitSet,
+    ) -> Result<(), TaskError> {
+        if set.pond.is_some() || !set.aggregates.is_empty() || !set.command_results.is_empty() {
+            return Err(TaskError::Infra(
+                "state does not commit in cluster mode yet".into(),
+            ));
+        }
+        let Some(position) = set
+            .checkpoints
+            .iter()
+            .find(|p| p.topic == ctx.topic && p.partition == ctx.partition)
+        else {
+            return Err(TaskError::Infra("a step without its checkpoint".into()));
+        };
+        let step = Step {
+            outputs: outputs
+                .iter()
+                .flat_map(|((topic, partition), records)| {
+                    records.iter().map(|record| Output {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        record: record.clone(),
+                    })
+                })
+                .collect(),
+            state: Vec::new(),
+            checkpoint: Checkpoint {
+                topic: ctx.topic.clone(),
+                partition: ctx.partition,
+                offset: position.offset,
+            }
+            .encode(),
+        };
+        let mut owner = self.owner.lock();
+        self.stream.commit(&mut owner, step)?;
+        if let Err(e) = forward::forward(&self.log, &self.stream, &mut owner) {
+            match TaskError::from(e) {
+                TaskError::Fenced => return Err(TaskError::Fenced),
+                other => ctx.note_error(format!("committed; forwarding later: {other}"), None),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward what is committed and not yet forwarded (unless a step is
+    /// committing right now: it forwards itself).
+    fn forward_pending(&self) -> Result<(), ForwardError> {
+        let Some(mut owner) = self.owner.try_lock() else {
+            return Ok(());
+        };
+        if owner.outbox.is_empty() {
+            return Ok(());
+        }
+        forward::forward(&self.log, &self.stream, &mut owner).map(drop)
+    }
+}
+
+/// The most outputs one step may commit in cluster mode (one message is the
+/// checkpoint).
+pub(crate) const MAX_STEP_OUTPUTS: usize = MAX_COMMIT_MESSAGES - 1;
+
+/// A unit this host runs.
+struct UnitTask {
+    version: u32,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+    slot: Arc<Slot>,
+}
+
+impl UnitTask {
+    fn stop_and_join(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.handle.join().is_err() {
+            tracing::error!("a processor task panicked");
+        }
+    }
+}
+
+/// This host's part of the cluster.
+pub(crate) struct Cluster {
+    pub(crate) log: Arc<JetStreamLog>,
+    pub(crate) registry: Registry,
+    leases: Leases,
+    ttl: Duration,
+    streams: Mutex<HashMap<String, Arc<CommitStream>>>,
+    running: Mutex<BTreeMap<Unit, UnitTask>>,
+    /// Held by a lease round and by a version switch, so a round never
+    /// starts a unit with a version being replaced.
+    switching: Mutex<()>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Join the cluster as `host` (unique among live hosts).
+    pub(crate) fn join(
+        nats: Arc<Nats>,
+        log: Arc<JetStreamLog>,
+        host: &str,
+        ttl: Duration,
+    ) -> Result<Cluster> {
+        let registry = Registry::open(nats.clone())?;
+        let leases = Leases::join(nats, host, ttl)?;
+        Ok(Cluster {
+            log,
+            registry,
+            leases,
+            ttl,
+            streams: Mutex::new(HashMap::new()),
+            running: Mutex::new(BTreeMap::new()),
+            switching: Mutex::new(()),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The commit stream of `processor` (opened once per host).
+    pub(crate) fn stream(&self, processor: &str) -> Result<Arc<CommitStream>, CommitError> {
+        if let Some(s) = self.streams.lock().get(processor) {
+            return Ok(s.clone());
+        }
+        let stream = Arc::new(CommitStream::open(self.nats(), processor)?);
+        self.streams
+            .lock()
+            .insert(processor.to_string(), stream.clone());
+        Ok(stream)
+    }
+
+    fn nats(&self) -> Arc<Nats> {
+        self.log.nats().clone()
+    }
+
+    /// Load every deployed processor, then follow the registry and run the
+    /// lease loop on their own threads.
+    pub(crate) fn start(shared: &Arc<Shared>) -> Result<()> {
+        let Some(cluster) = &shared.cluster else {
+            return Ok(());
+        };
+        for record in cluster.registry.list()? {
+            apply(shared, Change::Put(record));
+        }
+        let weak = Arc::downgrade(shared);
+        let follower = std::thread::Builder::new()
+            .name("weir-registry".into())
+            .spawn(move || follow(weak))?;
+        let weak = Arc::downgrade(shared);
+        let leases = std::thread::Builder::new()
+            .name("weir-leases".into())
+            .spawn(move || lease_loop(weak))?;
+        cluster.threads.lock().extend([follower, leases]);
+        Ok(())
+    }
+
+    /// Stop the loops and every unit at a batch boundary (committing), and
+    /// give the leases back so other hosts take over at once.
+    pub(crate) fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        let running: Vec<(Unit, UnitTask)> = std::mem::take(&mut *self.running.lock())
+            .into_iter()
+            .collect();
+        for (unit, task) in running {
+            task.stop_and_join();
+            if let Err(e) = self.leases.release(&unit) {
+                tracing::warn!(processor = %unit.processor, partition = unit.partition, "cannot give back a lease: {e}");
+            }
+        }
+    }
+
+    /// Stop the units of `processor` this host runs (the lease loop starts
+    /// them again with what is active then).
+    pub(crate) fn stop_units_of(&self, processor: &str) {
+        let stopping: Vec<UnitTask> = {
+            let mut running = self.running.lock();
+            let units: Vec<Unit> = running
+                .keys()
+                .filter(|u| u.processor == processor)
+                .cloned()
+                .collect();
+            units.iter().filter_map(|u| running.remove(u)).collect()
+        };
+        for task in stopping {
+            task.stop_and_join();
+        }
+    }
+
+    fn stop_unit(&self, unit: &Unit) {
+        let task = self.running.lock().remove(unit);
+        if let Some(task) = task {
+            task.stop_and_join();
+        }
+    }
+
+    /// One round of the lease loop: renew, take and give back leases, and
+    /// make the running units match the leases held.
+    fn tick(&self, shared: &Arc<Shared>) -> Result<()> {
+        let _round = self.switching.lock();
+        let wanted = wanted_units(shared);
+        let units: Vec<Unit> = wanted.keys().cloned().collect();
+        let changes = self.leases.tick(&units)?;
+        for unit in &changes.lost {
+            tracing::info!(processor = %unit.processor, partition = unit.partition, "lease lost");
+            self.stop_unit(unit);
+        }
+        for unit in &changes.to_release {
+            self.stop_unit(unit);
+            self.leases.release(unit)?;
+        }
+        for (unit, _) in self.leases.held() {
+            let Some((proc, active)) = wanted.get(&unit) else {
+                continue;
+            };
+            let stale = self
+                .running
+                .lock()
+                .get(&unit)
+                .map(|t| t.handle.is_finished() || t.version != active.version);
+            match stale {
+                Some(false) => continue,
+                Some(true) => self.stop_unit(&unit),
+                None => {}
+            }
+            match self.start_unit(shared, proc, active, &unit) {
+                Ok(task) => {
+                    self.running.lock().insert(unit, task);
+                }
+                Err(e) => {
+                    proc.metrics.record_error(super::metrics::LastError {
+                        message: format!("cannot take over partition {}: {e}", unit.partition),
+                        at_ms: super::shared::now_ms(),
+                        topic: None,
+                        partition: None,
+                        offset: None,
+                    });
+                }
+            }
+        }
+        let slots: Vec<Arc<Slot>> = self
+            .running
+            .lock()
+            .values()
+            .map(|t| t.slot.clone())
+            .collect();
+        for slot in slots {
+            if let Err(e) = slot.forward_pending() {
+                tracing::warn!("forwarding committed outputs: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Claim `unit`, forward what its previous owner left, start its task.
+    fn start_unit(
+        &self,
+        shared: &Arc<Shared>,
+        proc: &Arc<Processor>,
+        active: &Active,
+        unit: &Unit,
+    ) -> Result<UnitTask> {
+        let inputs = input_partitions(shared, &active.manifest)?;
+        let Some((topic, partition)) = inputs.get(unit.partition as usize).cloned() else {
+            return Err(EngineError::Invalid(format!(
+                "{} has no input partition {}",
+                proc.name, unit.partition
+            )));
+        };
+        let stream = self.stream(&proc.name)?;
+        let mut owner = stream.claim(unit.partition)?;
+        if let Err(e) = forward::forward(&self.log, &stream, &mut owner) {
+            // Left in the outbox: the task's first step (or the next tick) forwards it.
+            tracing::warn!(processor = %proc.name, partition = unit.partition, "forwarding a previous owner's outputs: {e}");
+        }
+        let slot = Arc::new(Slot {
+            stream,
+            log: self.log.clone(),
+            owner: Mutex::new(owner),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut ctx = TaskCtx::new(shared, proc, active, 0, &topic, partition, &stop);
+        ctx.cluster = Some(slot.clone());
+        let name = format!("weir-{}-{}", proc.name, unit.partition);
+        let handle = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || supervisor::task_main(ctx, PondPending::new(), 0))?;
+        tracing::info!(processor = %proc.name, partition = unit.partition, version = active.version, "running partition");
+        Ok(UnitTask {
+            version: active.version,
+            stop,
+            handle,
+            slot,
+        })
+    }
+
+    /// Write each unit's starting position unless it has one (a new
+    /// processor's `start_from`), before its record names it: no host runs
+    /// a unit without a checkpoint.
+    pub(crate) fn init_checkpoints(
+        &self,
+        shared: &Shared,
+        name: &str,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        let stream = self.stream(name)?;
+        for (i, (topic, partition)) in input_partitions(shared, manifest)?.into_iter().enumerate() {
+            let mut owner = stream.claim(i as u32)?;
+            if owner.checkpoint.is_some() {
+                continue;
+            }
+            let offset = match manifest.start_from {
+                super::manifest::StartFrom::Earliest => {
+                    shared.log.start_offset(&topic, partition)?
+                }
+                super::manifest::StartFrom::Latest => shared.log.end_offset(&topic, partition)?,
+            };
+            let checkpoint = Checkpoint {
+                topic,
+                partition,
+                offset,
+            }
+            .encode();
+            stream.commit(
+                &mut owner,
+                Step {
+                    checkpoint,
+                    ..Step::default()
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Committed positions of `processor`'s units (for its status).
+    pub(crate) fn positions(
+        &self,
+        processor: &str,
+        shared: &Shared,
+        manifest: &Manifest,
+    ) -> Result<Vec<(String, u32, u64)>> {
+        let stream = self.stream(processor)?;
+        let mut out = Vec::new();
+        for (i, (topic, partition)) in input_partitions(shared, manifest)?.into_iter().enumerate() {
+            if let Some(bytes) = stream.checkpoint(i as u32)?
+                && let Ok(offset) = Checkpoint::decode(&bytes, &topic, partition)
+            {
+                out.push((topic, partition, offset));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `manifest`'s input partitions in unit order.
+fn input_partitions(shared: &Shared, manifest: &Manifest) -> Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for topic in &manifest.inputs {
+        let info = shared.log.topic(topic)?;
+        for p in info.partitions {
+            out.push((topic.clone(), p.partition));
+        }
+    }
+    Ok(out)
+}
+
+/// The units of every processor that should run now, with what runs them.
+fn wanted_units(shared: &Shared) -> BTreeMap<Unit, (Arc<Processor>, Active)> {
+    let procs: Vec<Arc<Processor>> = shared.processors.read().values().cloned().collect();
+    let mut out = BTreeMap::new();
+    for proc in procs {
+        let (paused, stopped) = {
+            let r = proc.record.lock();
+            (r.paused, r.stopped.is_some())
+        };
+        if paused || stopped || proc.crashed() {
+            continue;
+        }
+        let Some(active) = proc.active() else {
+            continue;
+        };
+        let Ok(inputs) = input_partitions(shared, &active.manifest) else {
+            continue;
+        };
+        for i in 0..inputs.len() {
+            out.insert(
+                Unit::new(proc.name.clone(), i as u32),
+                (proc.clone(), active.clone()),
+            );
+        }
+    }
+    out
+}
+
+/// Make this host's processors match a registry change.
+pub(crate) fn apply(shared: &Arc<Shared>, change: Change) {
+    let record = match change {
+        Change::Put(record) => record,
+        Change::Deleted(name) => {
+            let removed = shared.processors.write().remove(&name);
+            if let Some(cluster) = &shared.cluster {
+                cluster.stop_units_of(&name);
+            }
+            if removed.is_some() {
+                shared.ownership.restore(&name, None);
+                tracing::info!(processor = %name, "deleted (registry)");
+            }
+            return;
+        }
+    };
+    let existing = shared.processors.read().get(&record.name).cloned();
+    if let Some(proc) = &existing
+        && proc.active().map(|a| a.version) == Some(record.active_version)
+    {
+        *proc.record.lock() = record;
+        return;
+    }
+    let name = record.name.clone();
+    let kind = record.kind.clone();
+    let fresh = recovery::restore(shared, record.clone());
+    let loaded = fresh.active();
+    let manifest = loaded.as_ref().map(|a| a.manifest.clone());
+    match existing {
+        Some(proc) => {
+            // The old version's units stop before the record says the new
+            // one is active; the next lease round starts the new one.
+            let _switch = shared.cluster.as_ref().map(|c| c.switching.lock());
+            proc.state.lock().loaded = match loaded {
+                Some(a) => Loaded::Active(a),
+                None => Loaded::Failed(fresh.load_error().unwrap_or_default()),
+            };
+            if let Some(cluster) = &shared.cluster {
+                cluster.stop_units_of(&name);
+            }
+            *proc.query.lock() = None;
+            *proc.record.lock() = record;
+        }
+        None => {
+            shared.processors.write().insert(name.clone(), fresh);
+        }
+    }
+    if manifest.is_some() {
+        shared.ownership.restore(&name, manifest);
+    }
+    tracing::info!(processor = %name, kind = ?parse_kind(&kind), "loaded from the registry");
+}
+
+/// Follow the registry until the engine stops, re-following if the watch ends.
+fn follow(shared: Weak<Shared>) {
+    loop {
+        let Some(cluster) = shared.upgrade().and_then(|s| s.cluster.clone()) else {
+            return;
+        };
+        let changes = match cluster.registry.follow() {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!("cannot follow the registry: {e}");
+                if sleep_unless_stopped(&cluster.stop, Duration::from_secs(1)) {
+                    return;
+                }
+                continue;
+            }
+        };
+        drop(cluster);
+        loop {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let Some(cluster) = shared.cluster.clone() else {
+                return;
+            };
+            if cluster.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match changes.recv_timeout(Duration::from_millis(200)) {
+                Ok(change) => apply(&shared, change),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+}
+
+/// Run [`Cluster::tick`] every third of the lease TTL until the engine stops.
+fn lease_loop(shared: Weak<Shared>) {
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let Some(cluster) = strong.cluster.clone() else {
+            return;
+        };
+        if cluster.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = cluster.tick(&strong) {
+            tracing::warn!("lease round failed: {e}");
+        }
+        drop(strong);
+        if sleep_unless_stopped(&cluster.stop, cluster.ttl / 3) {
+            return;
+        }
+    }
+}
+
+/// Sleep up to `d`, waking early when `stop` is set. True if stopping.
+fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
+    let end = std::time::Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = std::time::Instant::now();
+        if now >= end {
+            return false;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+    true
+}
+
+/// The record of a processor's first version, as a deploy writes it.
+pub(crate) fn first_record(
+    manifest: &Manifest,
+    sha256: String,
+    stored: serde_json::Value,
+) -> PluginRecord {
+    PluginRecord {
+        name: manifest.name.clone(),
+        kind: manifest.kind.world().to_string(),
+        versions: vec![crate::store::VersionRecord {
+            version: 1,
+            sha256,
+            manifest: stored,
+            deployed_at_ms: super::shared::now_ms(),
+        }],
+        active_version: 1,
+        paused: false,
+        stopped: None,
+        read_generation: 0,
+        rebuilding_generation: None,
+    }
+}
