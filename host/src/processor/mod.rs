@@ -56,6 +56,8 @@
 //!   drive loop, the failure policy and the exactly-once commit
 //! - `enricher`, `projection`, `command`: the workers per plugin kind;
 //!   `commands`: submitting commands and reading their results
+//! - `cluster`: the same processors on a JetStream cluster (registry
+//!   followed by every host, partition leases, commits to commit streams)
 //! - `ownership`: who may write which topic; `manifest`, `components`,
 //!   `metrics`: what was deployed, where components are kept, counters
 
