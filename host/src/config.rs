@@ -70,6 +70,9 @@ pub struct ServeOptions {
     /// Prefix of weir's buckets, streams and subjects on NATS (keeps several weir clusters apart) [default: weir]
     #[arg(long, env = "WEIR_NATS_NAMESPACE", hide_env_values = true)]
     pub nats_namespace: Option<String>,
+    /// How long a host's leases on processor partitions live without renewal: a dead host's partitions move to the others within it, at least 500 [default: 3000]
+    #[arg(long, env = "WEIR_LEASE_TTL_MS", hide_env_values = true)]
+    pub lease_ttl_ms: Option<u64>,
 }
 
 impl ServeOptions {
@@ -107,6 +110,7 @@ impl ServeOptions {
             nats: self.nats.or(lower.nats),
             nats_replicas: self.nats_replicas.or(lower.nats_replicas),
             nats_namespace: self.nats_namespace.or(lower.nats_namespace),
+            lease_ttl_ms: self.lease_ttl_ms.or(lower.lease_ttl_ms),
         }
     }
 }
@@ -142,6 +146,8 @@ pub enum Backend {
         servers: Vec<String>,
         replicas: usize,
         namespace: String,
+        /// Lifetime of this host's partition leases.
+        lease_ttl: Duration,
     },
 }
 
@@ -191,7 +197,13 @@ impl ServeConfig {
             }
         };
         let admin_token = admin_token(o.admin_token, o.admin_token_file)?;
-        let backend = backend(o.backend, o.nats, o.nats_replicas, o.nats_namespace)?;
+        let backend = backend(BackendOptions {
+            name: o.backend,
+            nats: o.nats,
+            replicas: o.nats_replicas,
+            namespace: o.nats_namespace,
+            lease_ttl_ms: o.lease_ttl_ms,
+        })?;
         Ok(ServeConfig {
             listen: o
                 .listen
@@ -217,19 +229,32 @@ impl ServeConfig {
     }
 }
 
-/// The log backend and its settings; NATS settings without the jetstream
-/// backend are an error (they would be silently ignored).
-fn backend(
+/// The backend settings as given.
+struct BackendOptions {
     name: Option<String>,
     nats: Option<String>,
     replicas: Option<usize>,
     namespace: Option<String>,
-) -> Result<Backend, ConfigError> {
+    lease_ttl_ms: Option<u64>,
+}
+
+/// The log backend and its settings; NATS settings without the jetstream
+/// backend are an error (they would be silently ignored).
+fn backend(o: BackendOptions) -> Result<Backend, ConfigError> {
+    let BackendOptions {
+        name,
+        nats,
+        replicas,
+        namespace,
+        lease_ttl_ms,
+    } = o;
     match name.as_deref().map(str::trim) {
         None | Some("embedded") => {
-            if nats.is_some() || replicas.is_some() || namespace.is_some() {
+            if nats.is_some() || replicas.is_some() || namespace.is_some() || lease_ttl_ms.is_some()
+            {
                 return Err(ConfigError::Invalid(
-                    "nats, nats_replicas and nats_namespace need backend = \"jetstream\"".into(),
+                    "nats, nats_replicas, nats_namespace and lease_ttl_ms need backend = \"jetstream\""
+                        .into(),
                 ));
             }
             Ok(Backend::Embedded)
@@ -258,10 +283,19 @@ fn backend(
             let namespace = namespace.unwrap_or_else(|| "weir".into());
             crate::nats::validate_namespace(&namespace)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let lease_ttl =
+                lease_ttl_ms.map_or(crate::processor::DEFAULT_LEASE_TTL, Duration::from_millis);
+            if lease_ttl < Duration::from_millis(500) {
+                return Err(ConfigError::Invalid(format!(
+                    "lease_ttl_ms must be at least 500, not {}",
+                    lease_ttl.as_millis()
+                )));
+            }
             Ok(Backend::JetStream {
                 servers,
                 replicas,
                 namespace,
+                lease_ttl,
             })
         }
         Some(other) => Err(ConfigError::Invalid(format!(
@@ -504,6 +538,7 @@ idempotency_cache_mib = 8
                 servers: vec!["nats://a:4222".into(), "nats://b:4222".into()],
                 replicas: 1,
                 namespace: "weir".into(),
+                lease_ttl: Duration::from_secs(3),
             }
         );
         let refused = [
@@ -529,6 +564,16 @@ idempotency_cache_mib = 8
                 backend: Some("jetstream".into()),
                 nats: Some("nats://a:4222".into()),
                 nats_namespace: Some("a.b".into()),
+                ..Default::default()
+            },
+            ServeOptions {
+                backend: Some("jetstream".into()),
+                nats: Some("nats://a:4222".into()),
+                lease_ttl_ms: Some(100),
+                ..Default::default()
+            },
+            ServeOptions {
+                lease_ttl_ms: Some(1000),
                 ..Default::default()
             },
         ];

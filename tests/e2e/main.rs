@@ -6,6 +6,7 @@
 mod auth;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod crash;
 mod disk;
 mod errors;

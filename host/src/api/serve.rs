@@ -149,18 +149,16 @@ pub async fn run(config: ServeConfig, repair: bool) -> Result<(), ServeError> {
         ..crate::processor::EngineConfig::new(config.data_dir.clone(), config.fsync)
     };
     let engine_log = event_log.clone();
+    let lease_ttl = match &config.backend {
+        Backend::JetStream { lease_ttl, .. } => *lease_ttl,
+        Backend::Embedded => crate::processor::DEFAULT_LEASE_TTL,
+    };
     let processors = tokio::task::spawn_blocking(move || match jetstream {
         Some(log) => {
             // Unique among live hosts; a restarted host is a new member.
             let host = format!("h{}", uuid::Uuid::new_v4().simple());
             tracing::info!(%host, "joining the cluster");
-            crate::processor::Engine::open_cluster(
-                engine_config,
-                log,
-                runtime,
-                &host,
-                crate::processor::DEFAULT_LEASE_TTL,
-            )
+            crate::processor::Engine::open_cluster(engine_config, log, runtime, &host, lease_ttl)
         }
         None => crate::processor::Engine::open(engine_config, engine_log, runtime),
     })
@@ -234,6 +232,7 @@ async fn open_log(config: &ServeConfig, repair: bool) -> Result<OpenedLog, Serve
             servers,
             replicas,
             namespace,
+            ..
         } => (servers.clone(), *replicas, namespace.clone()),
     };
     let nats_config = NatsConfig {

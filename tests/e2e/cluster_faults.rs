@@ -1,0 +1,281 @@
+//! Cluster mode under faults (issue #11): weir hosts killed with kill -9 at
+//! random moments while a river runs across them and clients keep
+//! producing through whichever host answers. Checked like the single-host
+//! crash harness: every acknowledged input is in the input topic once, and
+//! every input has exactly one output. Each kill also measures the failover:
+//! from the kill until every input partition has processed a record
+//! produced after it.
+//!
+//! CI runs 20 kills; a soak:
+//!
+//!   WEIR_CLUSTER_CYCLES=300 cargo test -p weir-host --test e2e hosts_killed -- --nocapture
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+use weir_testkit::nats::NatsCluster;
+use weir_testkit::plugins::plugin_bytes;
+use weir_testkit::server::Server;
+
+use crate::start;
+
+const PARTITIONS: u32 = 4;
+/// Short leases, so a dead host's partitions move quickly.
+const LEASE_TTL_MS: &str = "1000";
+
+/// What the producer learned: values acknowledged, requests that failed.
+#[derive(Default)]
+struct Produced {
+    acked: Vec<u64>,
+    failed: usize,
+}
+
+/// Produce `values` (keyed over 16 keys) through `url`; the placement of
+/// each record, or `None` if the request failed (then they may or may not be
+/// stored: never retried, so each value is at most once in the input).
+fn produce(agent: &ureq::Agent, url: &str, values: &[u64]) -> Option<Vec<(u64, u32)>> {
+    let records: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"key": format!("k{}", v % 16), "value": v}))
+        .collect();
+    let mut resp = agent
+        .post(format!("{url}/topics/in/records"))
+        .header("content-type", "application/json")
+        .send(json!({ "records": records }).to_string())
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    let body: Value = resp.body_mut().read_json().ok()?;
+    let placed = body["records"].as_array()?;
+    Some(
+        values
+            .iter()
+            .zip(placed)
+            .filter_map(|(v, at)| Some((*v, at["partition"].as_u64()? as u32)))
+            .collect(),
+    )
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// The committed input offset of each partition of the river, as `host` reports it.
+fn committed(host: &Server) -> BTreeMap<u32, u64> {
+    let status = host.get("/plugins/stamp").json;
+    status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p["partition"].as_u64()? as u32,
+                p["committed_offset"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
+    let cycles: usize = std::env::var("WEIR_CLUSTER_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let started = Instant::now();
+    let cluster = NatsCluster::start(3);
+    let urls = cluster.urls();
+    let args = [
+        "--backend",
+        "jetstream",
+        "--nats",
+        &urls,
+        "--lease-ttl-ms",
+        LEASE_TTL_MS,
+    ];
+    let mut hosts = [start(&args), start(&args)];
+    hosts[0].create_topic("in", PARTITIONS);
+    let r = hosts[0].deploy(
+        &json!({"name": "stamp", "kind": "enricher", "inputs": ["in"], "outputs": ["out"],
+                "config": {"stamp": "1"}, "max_batch": 8}),
+        &plugin_bytes("stamp_enricher"),
+    );
+    assert_eq!(r.status, 201, "{}", r.json);
+
+    // One key per partition, for the markers that time each failover.
+    let next = Arc::new(AtomicU64::new(0));
+    let produced = Arc::new(Mutex::new(Produced::default()));
+    let take = |n: u64| -> Vec<u64> {
+        let first = next.fetch_add(n, Ordering::Relaxed);
+        (first..first + n).collect()
+    };
+    let first = take(16);
+    let placed = produce(&agent(), &hosts[0].url, &first).expect("first produce");
+    produced.lock().unwrap().acked.extend(&first);
+    let mut key_of: BTreeMap<u32, u64> = BTreeMap::new();
+    for (v, p) in placed {
+        key_of.entry(p).or_insert(v % 16);
+    }
+    assert_eq!(
+        key_of.len(),
+        PARTITIONS as usize,
+        "16 keys cover every partition"
+    );
+
+    // Clients produce through both hosts, whichever answers.
+    let live: Arc<RwLock<Vec<String>>> =
+        Arc::new(RwLock::new(hosts.iter().map(|h| h.url.clone()).collect()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (live, stop, next, produced) =
+            (live.clone(), stop.clone(), next.clone(), produced.clone());
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut rng = rand::rng();
+            while !stop.load(Ordering::Relaxed) {
+                let url = {
+                    let live = live.read().unwrap();
+                    live[rng.random_range(0..live.len())].clone()
+                };
+                let n = rng.random_range(1..=10u64);
+                let first = next.fetch_add(n, Ordering::Relaxed);
+                let values: Vec<u64> = (first..first + n).collect();
+                let ok = produce(&agent, &url, &values).is_some();
+                let mut p = produced.lock().unwrap();
+                if ok {
+                    p.acked.extend(values);
+                } else {
+                    p.failed += 1;
+                }
+                drop(p);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+
+    let mut rng = rand::rng();
+    let mut failovers = Vec::with_capacity(cycles);
+    for cycle in 0..cycles {
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
+        let victim = rng.random_range(0..2);
+        let survivor = 1 - victim;
+        live.write().unwrap().retain(|u| *u != hosts[victim].url);
+        hosts[victim].kill();
+        let killed = Instant::now();
+        // A marker per partition through the survivor; the failover is over
+        // when every partition committed past its marker.
+        let mut markers = BTreeMap::new();
+        for (p, key) in &key_of {
+            // A value of the key's class within a range reserved for it.
+            let v = (next.fetch_add(32, Ordering::Relaxed) / 16 + 1) * 16 + key;
+            let placed = produce(&agent(), &hosts[survivor].url, &[v]).unwrap_or_else(|| {
+                panic!(
+                    "marker through the survivor; log:\n{}",
+                    hosts[survivor].logs()
+                )
+            });
+            assert_eq!(placed[0].1, *p, "key {key} is partition {p}");
+            produced.lock().unwrap().acked.push(v);
+            let end =
+                hosts[survivor].get("/topics/in").json["partitions"][*p as usize]["end_offset"]
+                    .as_u64()
+                    .expect("end offset");
+            markers.insert(*p, end);
+        }
+        hosts[survivor].wait_until(
+            &format!("cycle {cycle}: every partition processing again after the kill"),
+            Duration::from_secs(30),
+            |s| {
+                let done = committed(s);
+                markers
+                    .iter()
+                    .all(|(p, end)| done.get(p).is_some_and(|c| c >= end))
+            },
+        );
+        failovers.push(killed.elapsed());
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
+        hosts[victim].restart();
+        live.write().unwrap().push(hosts[victim].url.clone());
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer.join().expect("producer");
+
+    // Everything acknowledged is processed once the hosts settle.
+    let input_ends: BTreeMap<u32, u64> = (0..PARTITIONS)
+        .map(|p| {
+            let end = hosts[0].get("/topics/in").json["partitions"][p as usize]["end_offset"]
+                .as_u64()
+                .expect("end offset");
+            (p, end)
+        })
+        .collect();
+    hosts[0].wait_until("the river to catch up", Duration::from_secs(60), |s| {
+        let done = committed(s);
+        input_ends
+            .iter()
+            .all(|(p, end)| done.get(p).is_some_and(|c| c >= end))
+    });
+    let mut inputs = HashSet::new();
+    for p in 0..PARTITIONS {
+        for r in hosts[1].read_all("in", p) {
+            let v = r["value"].as_u64().expect("numeric input");
+            assert!(inputs.insert(v), "input {v} stored twice");
+        }
+    }
+    let produced = produced.lock().unwrap();
+    let lost: Vec<&u64> = produced
+        .acked
+        .iter()
+        .filter(|v| !inputs.contains(v))
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not in the input: {lost:?}"
+    );
+    let mut outputs: HashMap<u64, u32> = HashMap::new();
+    for p in 0..PARTITIONS {
+        for (v, stamp) in hosts[0].stamped("out", p) {
+            assert!(
+                outputs.insert(v, stamp).is_none(),
+                "input {v} has two outputs"
+            );
+        }
+    }
+    let missing: Vec<&u64> = inputs
+        .iter()
+        .filter(|v| !outputs.contains_key(v))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "inputs without output: {missing:?}");
+    let extra: Vec<&u64> = outputs
+        .keys()
+        .filter(|v| !inputs.contains(v))
+        .take(10)
+        .collect();
+    assert!(extra.is_empty(), "outputs without input: {extra:?}");
+
+    failovers.sort();
+    let at = |q: f64| failovers[((failovers.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "{cycles} kills of a host in {:?}: {} inputs ({} acknowledged, {} requests failed), \
+         each with one output; failover (kill -9 to every partition processing again, \
+         lease TTL {LEASE_TTL_MS} ms): p50 {:?}, p99 {:?}, max {:?}",
+        started.elapsed(),
+        inputs.len(),
+        produced.acked.len(),
+        produced.failed,
+        at(0.5),
+        at(0.99),
+        failovers.last().copied().unwrap_or_default(),
+    );
+}
