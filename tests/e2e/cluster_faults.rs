@@ -1,10 +1,15 @@
 //! Cluster mode under faults (issue #11): weir hosts killed with kill -9 at
 //! random moments while a river runs across them and clients keep
-//! producing through whichever host answers. Checked like the single-host
-//! crash harness: every acknowledged input is in the input topic once, and
-//! every input has exactly one output. Each kill also measures the failover:
-//! from the kill until every input partition has processed a record
-//! produced after it.
+//! producing through whichever host answers; new versions deployed and
+//! rolled back through the host about to die or during the takeover; every
+//! fifth kill also takes one NATS node of three down; at the end every NATS
+//! node and every host is killed and restarted. Checked like the
+//! single-host crash harness: every acknowledged input is in the input
+//! topic once, and every input has exactly one output, by a version that
+//! was deployed. Each kill also measures the failover: from the kill until
+//! every input partition has processed a record produced after it (kills
+//! with a NATS node down or a deploy during the takeover are left out of
+//! those figures).
 //!
 //! CI runs 20 kills; a soak:
 //!
@@ -34,10 +39,11 @@ struct Produced {
     failed: usize,
 }
 
-/// Produce `values` (keyed over 16 keys) through `url`; the placement of
-/// each record, or `None` if the request failed (then they may or may not be
-/// stored: never retried, so each value is at most once in the input).
-fn produce(agent: &ureq::Agent, url: &str, values: &[u64]) -> Option<Vec<(u64, u32)>> {
+/// Produce `values` (keyed over 16 keys) through `url`; the placement
+/// (partition, offset) of each record, or `None` if the request failed (then
+/// they may or may not be stored: never retried, so each value is at most
+/// once in the input).
+fn produce(agent: &ureq::Agent, url: &str, values: &[u64]) -> Option<Vec<(u32, u64)>> {
     let records: Vec<Value> = values
         .iter()
         .map(|v| json!({"key": format!("k{}", v % 16), "value": v}))
@@ -56,7 +62,7 @@ fn produce(agent: &ureq::Agent, url: &str, values: &[u64]) -> Option<Vec<(u64, u
         values
             .iter()
             .zip(placed)
-            .filter_map(|(v, at)| Some((*v, at["partition"].as_u64()? as u32)))
+            .filter_map(|(_, at)| Some((at["partition"].as_u64()? as u32, at["offset"].as_u64()?)))
             .collect(),
     )
 }
@@ -85,6 +91,55 @@ fn committed(host: &Server) -> BTreeMap<u32, u64> {
         .collect()
 }
 
+/// The river's versions: deployed (new versions) and rolled back, through
+/// whichever host the test names.
+#[derive(Default)]
+struct Versions {
+    deployed: HashSet<u32>,
+    rollbacks: usize,
+}
+
+impl Versions {
+    /// Deploy the next version through `host`, retrying while it answers 503
+    /// (a NATS node is down).
+    fn deploy(&mut self, host: &Server) {
+        let version = self.deployed.len() as u32 + 1;
+        let manifest = json!({"name": "stamp", "kind": "enricher", "inputs": ["in"],
+            "outputs": ["out"], "config": {"stamp": version.to_string()}, "max_batch": 8});
+        let r = retry_unavailable(|| host.deploy(&manifest, &plugin_bytes("stamp_enricher")));
+        assert_eq!(r.status, 201, "{}", r.json);
+        // A retry after a lost answer may have added the version twice.
+        let active = r.json["active_version"].as_u64().unwrap_or(0) as u32;
+        assert!(active >= version, "deployed {version}, active {active}");
+        self.deployed.extend(version..=active);
+    }
+
+    /// A new version, or (one time in four) a rollback to the one before.
+    fn change(&mut self, host: &Server, rng: &mut impl Rng) {
+        if self.deployed.len() > 1 && rng.random_range(0..4) == 0 {
+            let r = retry_unavailable(|| host.post_json("/plugins/stamp/rollback", &json!({})));
+            assert_eq!(r.status, 200, "{}", r.json);
+            self.rollbacks += 1;
+        } else {
+            self.deploy(host);
+        }
+    }
+}
+
+/// `request` until it answers something else than 503 (for 30 s at most).
+fn retry_unavailable(
+    mut request: impl FnMut() -> weir_testkit::server::Resp,
+) -> weir_testkit::server::Resp {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = request();
+        if r.status != 503 || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     let cycles: usize = std::env::var("WEIR_CLUSTER_CYCLES")
@@ -102,14 +157,11 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
         "--lease-ttl-ms",
         LEASE_TTL_MS,
     ];
+    let mut cluster = cluster;
     let mut hosts = [start(&args), start(&args)];
     hosts[0].create_topic("in", PARTITIONS);
-    let r = hosts[0].deploy(
-        &json!({"name": "stamp", "kind": "enricher", "inputs": ["in"], "outputs": ["out"],
-                "config": {"stamp": "1"}, "max_batch": 8}),
-        &plugin_bytes("stamp_enricher"),
-    );
-    assert_eq!(r.status, 201, "{}", r.json);
+    let mut versions = Versions::default();
+    versions.deploy(&hosts[0]);
 
     // One key per partition, for the markers that time each failover.
     let next = Arc::new(AtomicU64::new(0));
@@ -122,7 +174,7 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     let placed = produce(&agent(), &hosts[0].url, &first).expect("first produce");
     produced.lock().unwrap().acked.extend(&first);
     let mut key_of: BTreeMap<u32, u64> = BTreeMap::new();
-    for (v, p) in placed {
+    for (v, (p, _)) in first.iter().zip(placed) {
         key_of.entry(p).or_insert(v % 16);
     }
     assert_eq!(
@@ -168,40 +220,69 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
         let victim = rng.random_range(0..2);
         let survivor = 1 - victim;
+        // A version change through the host about to die (or, below,
+        // through the survivor while it takes over).
+        let change = rng.random_range(0..3);
+        if change == 1 {
+            versions.change(&hosts[victim], &mut rng);
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        }
+        let nats_down = (cycle % 5 == 4).then(|| rng.random_range(0..3));
+        if let Some(node) = nats_down {
+            cluster.kill(node);
+        }
         live.write().unwrap().retain(|u| *u != hosts[victim].url);
         hosts[victim].kill();
         let killed = Instant::now();
+        if change == 2 {
+            versions.change(&hosts[survivor], &mut rng);
+        }
         // A marker per partition through the survivor; the failover is over
         // when every partition committed past its marker.
         let mut markers = BTreeMap::new();
         for (p, key) in &key_of {
-            // A value of the key's class within a range reserved for it.
-            let v = (next.fetch_add(32, Ordering::Relaxed) / 16 + 1) * 16 + key;
-            let placed = produce(&agent(), &hosts[survivor].url, &[v]).unwrap_or_else(|| {
-                panic!(
-                    "marker through the survivor; log:\n{}",
+            // A value of the key's class within a range reserved for it;
+            // retried with a new one while a NATS node is down.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let offset = loop {
+                let v = (next.fetch_add(32, Ordering::Relaxed) / 16 + 1) * 16 + key;
+                if let Some(placed) = produce(&agent(), &hosts[survivor].url, &[v]) {
+                    assert_eq!(placed[0].0, *p, "key {key} is partition {p}");
+                    produced.lock().unwrap().acked.push(v);
+                    break placed[0].1;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cycle {cycle}: no marker through the survivor; log:\n{}",
                     hosts[survivor].logs()
-                )
-            });
-            assert_eq!(placed[0].1, *p, "key {key} is partition {p}");
-            produced.lock().unwrap().acked.push(v);
-            let end =
-                hosts[survivor].get("/topics/in").json["partitions"][*p as usize]["end_offset"]
-                    .as_u64()
-                    .expect("end offset");
-            markers.insert(*p, end);
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            markers.insert(*p, offset + 1);
         }
-        hosts[survivor].wait_until(
-            &format!("cycle {cycle}: every partition processing again after the kill"),
-            Duration::from_secs(30),
-            |s| {
-                let done = committed(s);
-                markers
-                    .iter()
-                    .all(|(p, end)| done.get(p).is_some_and(|c| c >= end))
-            },
-        );
-        failovers.push(killed.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = committed(&hosts[survivor]);
+            if markers
+                .iter()
+                .all(|(p, end)| done.get(p).is_some_and(|c| c >= end))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: partitions not processing again 30 s after the kill: \
+                 committed {done:?}, markers at {markers:?}\nsurvivor:\n{}\nkilled host:\n{}",
+                hosts[survivor].logs(),
+                hosts[victim].logs()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        if let Some(node) = nats_down {
+            cluster.restart(node);
+        } else if change != 2 {
+            failovers.push(killed.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
         hosts[victim].restart();
         live.write().unwrap().push(hosts[victim].url.clone());
@@ -209,15 +290,27 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     stop.store(true, Ordering::Relaxed);
     producer.join().expect("producer");
 
+    // Restart everything: every host and every NATS node killed at once.
+    for host in &mut hosts {
+        host.kill();
+    }
+    cluster.restart_all();
+    for host in &mut hosts {
+        host.restart();
+    }
+
     // Everything acknowledged is processed once the hosts settle.
-    let input_ends: BTreeMap<u32, u64> = (0..PARTITIONS)
-        .map(|p| {
-            let end = hosts[0].get("/topics/in").json["partitions"][p as usize]["end_offset"]
-                .as_u64()
-                .expect("end offset");
-            (p, end)
-        })
-        .collect();
+    let mut input_ends: BTreeMap<u32, u64> = BTreeMap::new();
+    hosts[0].wait_until("the input's ends", Duration::from_secs(30), |s| {
+        let topic = s.get("/topics/in").json;
+        for p in 0..PARTITIONS {
+            match topic["partitions"][p as usize]["end_offset"].as_u64() {
+                Some(end) => input_ends.insert(p, end),
+                None => return false,
+            };
+        }
+        true
+    });
     hosts[0].wait_until("the river to catch up", Duration::from_secs(60), |s| {
         let done = committed(s);
         input_ends
@@ -249,6 +342,10 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
                 outputs.insert(v, stamp).is_none(),
                 "input {v} has two outputs"
             );
+            assert!(
+                versions.deployed.contains(&stamp),
+                "input {v} stamped by version {stamp}, never deployed"
+            );
         }
     }
     let missing: Vec<&u64> = inputs
@@ -265,15 +362,22 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     assert!(extra.is_empty(), "outputs without input: {extra:?}");
 
     failovers.sort();
-    let at = |q: f64| failovers[((failovers.len() - 1) as f64 * q).round() as usize];
+    let at = |q: f64| {
+        let i = (failovers.len().saturating_sub(1) as f64 * q).round() as usize;
+        failovers.get(i).copied().unwrap_or_default()
+    };
     eprintln!(
         "{cycles} kills of a host in {:?}: {} inputs ({} acknowledged, {} requests failed), \
-         each with one output; failover (kill -9 to every partition processing again, \
-         lease TTL {LEASE_TTL_MS} ms): p50 {:?}, p99 {:?}, max {:?}",
+         each with one output; {} versions deployed, {} rollbacks; failover over {} kills \
+         (kill -9 to every partition processing again, lease TTL {LEASE_TTL_MS} ms): \
+         p50 {:?}, p99 {:?}, max {:?}",
         started.elapsed(),
         inputs.len(),
         produced.acked.len(),
         produced.failed,
+        versions.deployed.len(),
+        versions.rollbacks,
+        failovers.len(),
         at(0.5),
         at(0.99),
         failovers.last().copied().unwrap_or_default(),

@@ -167,6 +167,29 @@ impl NatsCluster {
         }
     }
 
+    /// kill -9 every node, start them all again on their ports and stores,
+    /// and wait until each sees a meta leader (the cluster formed again).
+    pub fn restart_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        for i in 0..self.nodes.len() {
+            let child = self.spawn(i);
+            self.nodes[i].child = Some(child);
+        }
+        let deadline = Instant::now() + FORMING;
+        for i in 0..self.nodes.len() {
+            while self.meta_leader(i).is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {i} did not rejoin:\n{}",
+                    self.logs(i)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// Start node `i` again on its ports and store, and wait until it sees a
     /// meta leader again (it rejoined the cluster).
     pub fn restart(&mut self, i: usize) {

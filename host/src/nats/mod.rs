@@ -91,6 +91,10 @@ impl NatsError {
     }
 }
 
+/// The longest one blocking call through [`Nats::run`] may take: far above
+/// any single request's timeout, so only a stalled operation reaches it.
+pub const OPERATION_LIMIT: Duration = Duration::from_secs(60);
+
 /// A live connection. Share it as `Arc<Nats>`.
 pub struct Nats {
     runtime: Option<tokio::runtime::Runtime>,
@@ -159,12 +163,22 @@ impl Nats {
 
     /// Run `fut` on the connection's runtime and block until it is done.
     /// Works from any thread, also inside another runtime (it parks the
-    /// caller); fails only if the task panicked.
+    /// caller); fails if the task panicked or took longer than
+    /// [`OPERATION_LIMIT`] — a stalled subscription or lost reply then
+    /// becomes an error its caller retries, never a thread stuck for good.
     pub fn run<T: Send + 'static>(
         &self,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, NatsError> {
-        block_on(&self.handle, fut)
+        block_on(&self.handle, async move {
+            tokio::time::timeout(OPERATION_LIMIT, fut).await
+        })?
+        .map_err(|_| {
+            NatsError::request(
+                "a NATS operation",
+                format!("no answer within {OPERATION_LIMIT:?}"),
+            )
+        })
     }
 
     /// Start `fut` on the connection's runtime without waiting for it.

@@ -693,6 +693,11 @@ impl EventLog for JetStreamLog {
         let key = names::topic_key(name);
         let topic = name.to_string();
         let revision = self.run(async move {
+            // An existing name needs no streams made and dropped again (and a
+            // deploy re-checking its outputs then needs only this read).
+            if let Ok(Some(_)) = directory.get(&key).await {
+                return Err(LogError::TopicExists(topic.clone()));
+            }
             let made =
                 futures::future::join_all(configs.iter().map(|c| js.create_stream(c.clone())))
                     .await;
@@ -930,6 +935,15 @@ impl EventLog for JetStreamLog {
                 None => cursor::open(&js, &opened, from).await?,
             };
             let messages = cursor::read(&mut cursor, wanted, max_bytes, end).await?;
+            if messages.is_empty() {
+                // Records exist past `from` (`wanted` > 0), yet the consumer
+                // delivered none in its wait: it stalled (e.g. the server
+                // holding it died). Drop it and read them directly; the next
+                // sequential read opens a fresh one.
+                tracing::warn!(stream = %opened, from, "a stalled reader's consumer was replaced");
+                let messages = cursor::direct(&js, &opened, from, wanted, max_bytes, end).await?;
+                return Ok((None, messages));
+            }
             Ok((Some(cursor), messages))
         })?;
         let mut batch = RecordBatch::default();
