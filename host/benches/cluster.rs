@@ -18,6 +18,7 @@ use jetstream_extra::batch_publish::BatchPublishExt;
 use weir::batch::Record;
 use weir::log::jetstream::{JetStreamLog, NatsConfig};
 use weir::log::{EventLog, FsyncPolicy, Log, LogConfig, TopicConfig};
+use weir_testkit::cpu;
 use weir_testkit::nats::NatsCluster;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -36,50 +37,6 @@ fn record(i: u64) -> Record {
     }
 }
 
-/// CPU seconds (user + system) of this process.
-fn own_cpu() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage the call may fill.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-/// CPU seconds of every `nats-server` process (from /proc).
-fn nats_cpu() -> f64 {
-    let ticks = 100.0; // USER_HZ on Linux
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let mut total = 0.0;
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
-            continue;
-        };
-        if comm.trim() != "nats-server" {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: utime is 14th, stime 15th overall.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        total += (field(11) + field(12)) / ticks;
-    }
-    total
-}
-
 struct Measured {
     records_per_s: f64,
     host_cpu_us: f64,
@@ -94,7 +51,7 @@ fn measure(
 ) -> BenchResult<Measured> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let (cpu0, nats0) = (own_cpu(), nats_cpu());
+    let (cpu0, nats0) = (cpu::own(), cpu::of_command("nats-server"));
     let t0 = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -119,8 +76,8 @@ fn measure(
     let n = done.load(Ordering::Relaxed).max(1) as f64;
     Ok(Measured {
         records_per_s: n / elapsed,
-        host_cpu_us: (own_cpu() - cpu0) / n * 1e6,
-        nats_cpu_us: (nats_cpu() - nats0) / n * 1e6,
+        host_cpu_us: (cpu::own() - cpu0) / n * 1e6,
+        nats_cpu_us: (cpu::of_command("nats-server") - nats0) / n * 1e6,
     })
 }
 

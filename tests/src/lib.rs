@@ -2,6 +2,7 @@
 //! per test run by this crate's build script) and helpers that start the
 //! real server for end-to-end tests.
 
+pub mod cpu;
 pub mod languages;
 pub mod nats;
 pub mod plugins;

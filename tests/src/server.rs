@@ -5,6 +5,7 @@
 //! parallel. The server's log goes to `server.log` next to its data dir and
 //! is printed when a helper fails.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -319,6 +320,26 @@ impl Server {
                     .and_then(|v| v.parse().ok())
                     .expect("stamped");
                 (value, stamp)
+            })
+            .collect()
+    }
+
+    /// The committed input offsets of `processor`, by (topic, partition),
+    /// as its status reports them (empty while the status does not answer).
+    pub fn committed_offsets(&self, processor: &str) -> BTreeMap<(String, u32), u64> {
+        let status = self.get(&format!("/plugins/{processor}")).json;
+        status["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    (
+                        p["topic"].as_str()?.to_string(),
+                        p["partition"].as_u64()? as u32,
+                    ),
+                    p["committed_offset"].as_u64()?,
+                ))
             })
             .collect()
     }

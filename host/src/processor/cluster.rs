@@ -456,7 +456,7 @@ impl Cluster {
     ) -> Result<()> {
         let stream = self.stream(name)?;
         for (i, (topic, partition)) in input_partitions(shared, manifest)?.into_iter().enumerate() {
-            let mut owner = stream.claim(i as u32)?;
+            let mut owner = stream.start(i as u32)?;
             if owner.checkpoint.is_some() {
                 continue;
             }

@@ -583,40 +583,32 @@ impl Engine {
     pub fn rollback(&self, name: &str, version: Option<u32>) -> Result<ProcessorStatus> {
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
-        let record = proc.record.lock().clone();
-        let target = match version {
-            Some(v) => record.version(v).ok_or_else(|| Missing::Version {
-                plugin: name.to_string(),
-                version: v,
-            })?,
-            None => record
-                .versions
-                .iter()
-                .filter(|v| v.version < record.active_version)
-                .max_by_key(|v| v.version)
-                .ok_or_else(|| {
-                    EngineError::Conflict(format!(
-                        "{name} has no version older than {}",
-                        record.active_version
-                    ))
-                })?,
-        }
-        .clone();
-        let manifest = Arc::new(Manifest::parse(target.manifest.clone())?);
         if let Some(cluster) = &self.shared.cluster {
-            self.shared.ownership.claim(manifest)?;
-            return self.change_in_cluster(cluster, name, |r| {
-                if r.version(target.version).is_none() {
-                    return Err(RegistryError::Rejected(format!(
-                        "{name} no longer has version {}",
-                        target.version
-                    )));
+            // The shared record, not this host's copy of it, names the versions
+            // (a deploy through another host may not have reached this one).
+            let mut refused = None;
+            let changed = self.change_in_cluster(cluster, name, |r| {
+                match rollback_target(r, name, version) {
+                    Ok(target) => {
+                        r.active_version = target.version;
+                        r.stopped = None;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        refused = Some(e);
+                        Err(RegistryError::Rejected(message))
+                    }
                 }
-                r.active_version = target.version;
-                r.stopped = None;
-                Ok(())
             });
+            return match (changed, refused) {
+                (Err(_), Some(e)) => Err(e),
+                (changed, _) => changed,
+            };
         }
+        let record = proc.record.lock().clone();
+        let target = rollback_target(&record, name, version)?;
+        let manifest = Arc::new(Manifest::parse(target.manifest.clone())?);
         let bytes = self.shared.components.load(&target.sha256)?;
         let plugin = self.shared.runtime.load(manifest.kind, &bytes)?;
         // The older version's topics are claimed like a deploy's.
@@ -914,6 +906,33 @@ impl Engine {
             .ownership
             .delete_topic(name, || Ok(self.shared.log.delete_topic(name)?))
     }
+}
+
+/// The version a rollback of `name` (whose record is `record`) activates:
+/// `version`, or the newest one older than the active one.
+fn rollback_target(
+    record: &PluginRecord,
+    name: &str,
+    version: Option<u32>,
+) -> Result<VersionRecord> {
+    let target = match version {
+        Some(v) => record.version(v).ok_or_else(|| Missing::Version {
+            plugin: name.to_string(),
+            version: v,
+        })?,
+        None => record
+            .versions
+            .iter()
+            .filter(|v| v.version < record.active_version)
+            .max_by_key(|v| v.version)
+            .ok_or_else(|| {
+                EngineError::Conflict(format!(
+                    "{name} has no version older than {}",
+                    record.active_version
+                ))
+            })?,
+    };
+    Ok(target.clone())
 }
 
 /// Whether `manifest` may become a new version of `name`, deployed as

@@ -55,6 +55,11 @@ pub enum CommitError {
     Fenced { processor: String, partition: u32 },
     #[error("a commit of {0} messages exceeds the limit of {MAX_COMMIT_MESSAGES}")]
     TooLarge(usize),
+    /// A takeover found no checkpoint where one must be (never trusted as
+    /// "start afresh": a stream recovering from a failover may answer so
+    /// for a moment). Nothing was written; retry.
+    #[error("partition {partition} of {processor} shows no checkpoint yet; retrying")]
+    NoCheckpoint { processor: String, partition: u32 },
     /// A stored message is not what this module writes.
     #[error("commit stream {stream}: {reason}")]
     Corrupt { stream: String, reason: String },
@@ -164,10 +169,21 @@ impl CommitStream {
         format!("{}.{partition}.{rest}", self.prefix)
     }
 
-    /// Take over `partition`: fence every previous owner out, then read what
-    /// it committed. Fails with `Fenced` if another host claims it at the
-    /// same moment.
+    /// Take over `partition`, which has committed before: fence every
+    /// previous owner out, then read what it committed. Fails with `Fenced`
+    /// if another host claims it at the same moment, and with
+    /// `NoCheckpoint` (writing nothing) if no checkpoint shows.
     pub fn claim(&self, partition: u32) -> Result<Owner, CommitError> {
+        self.take(partition, false)
+    }
+
+    /// Claim `partition` of a new processor, which may never have committed
+    /// (its owner then starts without a checkpoint).
+    pub fn start(&self, partition: u32) -> Result<Owner, CommitError> {
+        self.take(partition, true)
+    }
+
+    fn take(&self, partition: u32, fresh: bool) -> Result<Owner, CommitError> {
         let js = self.nats.js().clone();
         let stream_name = self.stream.clone();
         let ckpt = self.subject(partition, "ckpt");
@@ -177,26 +193,35 @@ impl CommitStream {
             processor: self.processor.clone(),
             partition,
         };
+        let no_checkpoint = CommitError::NoCheckpoint {
+            processor: self.processor.clone(),
+            partition,
+        };
         let loaded = self.nats.run(async move {
             let stream = js
                 .get_stream_no_info(&stream_name)
                 .await
                 .map_err(|e| request("opening the commit stream", e))?;
             // The leader's view (a raw get), not a replica's.
-            let (last_seq, checkpoint, next_out) =
-                match stream.get_last_raw_message_by_subject(&ckpt).await {
-                    Ok(m) => {
-                        let next = m
-                            .headers
-                            .get(NEXT_OUT)
-                            .and_then(|v| v.as_str().parse().ok());
-                        (m.sequence, Some(m.payload.to_vec()), next.unwrap_or(0u64))
-                    }
-                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                        (0, None, 0)
-                    }
-                    Err(e) => return Err(request("reading the checkpoint", e)),
-                };
+            let (last_seq, checkpoint, next_out) = match stream
+                .get_last_raw_message_by_subject(&ckpt)
+                .await
+            {
+                Ok(m) => {
+                    let next = m
+                        .headers
+                        .get(NEXT_OUT)
+                        .and_then(|v| v.as_str().parse().ok());
+                    (m.sequence, Some(m.payload.to_vec()), next.unwrap_or(0u64))
+                }
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound && fresh => {
+                    (0, None, 0)
+                }
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Err(no_checkpoint);
+                }
+                Err(e) => return Err(request("reading the checkpoint", e)),
+            };
             let mut headers = HeaderMap::new();
             headers.insert(EXPECTED_SUBJECT_SEQ, last_seq.to_string().as_str());
             headers.insert(NEXT_OUT, next_out.to_string().as_str());

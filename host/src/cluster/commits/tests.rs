@@ -52,7 +52,13 @@ fn steps_commit_whole_survive_a_takeover_and_fence_the_old_owner() {
     let host_a = CommitStream::open(connect(cluster), "orders.enrich").expect("open");
     let host_b = CommitStream::open(connect(cluster), "orders.enrich").expect("open");
 
-    let mut a = host_a.claim(0).expect("claim a fresh partition");
+    // A takeover never reads "no checkpoint" as "start afresh": it writes
+    // nothing and asks to retry. A new processor's first claim may.
+    assert!(matches!(
+        host_a.claim(0),
+        Err(CommitError::NoCheckpoint { partition: 0, .. })
+    ));
+    let mut a = host_a.start(0).expect("claim a fresh partition");
     assert_eq!(
         (a.checkpoint.clone(), a.state.len(), a.outbox.len()),
         (None, 0, 0)
@@ -85,7 +91,7 @@ fn steps_commit_whole_survive_a_takeover_and_fence_the_old_owner() {
     assert_eq!(values(&a.outbox), ["o2", "o3"]);
 
     // Another partition is independent.
-    let mut other = host_b.claim(1).expect("claim partition 1");
+    let mut other = host_b.start(1).expect("claim partition 1");
     host_b
         .commit(&mut other, step(vec![], &[("x", Some("p1"))], "5"))
         .expect("commit");
@@ -125,7 +131,7 @@ fn steps_commit_whole_survive_a_takeover_and_fence_the_old_owner() {
         matches!(zombie, Err(CommitError::Fenced { partition: 0, .. })),
         "{zombie:?}"
     );
-    let again = host_a.claim(0).expect("a claims back");
+    let again = host_a.start(0).expect("a claims back");
     assert_eq!(
         again.checkpoint.as_deref(),
         Some(&b"13"[..]),

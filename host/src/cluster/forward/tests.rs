@@ -69,7 +69,7 @@ fn committed_outputs_land_once_across_a_host_dying_mid_forward() {
         .create_topic("enriched", TopicConfig::with_partitions(2))
         .expect("create");
 
-    let mut owner = a.commits.claim(0).expect("claim");
+    let mut owner = a.commits.start(0).expect("claim");
     a.commits
         .commit(
             &mut owner,
