@@ -235,10 +235,27 @@ impl NatsCluster {
         (!leader.is_empty()).then(|| leader.to_owned())
     }
 
+    /// Node `i` leads the meta group and sees every other peer current.
+    fn peers_current(&self, i: usize) -> bool {
+        let Some(jsz) = self.monitor(i, "/jsz") else {
+            return false;
+        };
+        let replicas = jsz["meta_cluster"]["replicas"].as_array();
+        replicas.is_some_and(|r| {
+            r.len() + 1 == self.nodes.len()
+                && r.iter()
+                    .all(|p| p["current"] == true && p["offline"] != true)
+        })
+    }
+
     fn wait_formed(&self) {
         let deadline = Instant::now() + FORMING;
         while Instant::now() < deadline {
-            if (0..self.nodes.len()).all(|i| self.meta_leader(i).is_some()) {
+            // A leader, and on it every other peer current: until then a
+            // replicated stream may find "no suitable peers for placement".
+            if (0..self.nodes.len()).all(|i| self.meta_leader(i).is_some())
+                && (0..self.nodes.len()).any(|i| self.peers_current(i))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

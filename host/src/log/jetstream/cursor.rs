@@ -35,6 +35,8 @@ pub(super) struct Cursor {
     /// Whether the stream held nothing more after the last message read.
     drained: bool,
     used: Instant,
+    /// It delivered out of order: never to be used again.
+    pub broken: bool,
 }
 
 /// The idle cursors. A cursor holds a NATS subscription, whose drop must
@@ -169,14 +171,21 @@ pub(super) async fn open(
         peeked: None,
         drained: false,
         used: Instant::now(),
+        broken: false,
     })
 }
 
 /// Up to `wanted` messages (at least one) of at most `max_bytes` payload
 /// bytes (past it only for the first), none beyond sequence `end`:
-/// `(sequence, payload)` in order.
+/// `(sequence, payload)` in order, each after sequence `from` (offset
+/// `from` is the next to read) and after the one before. A consumer that
+/// delivers anything else is broken (seen: an ordered consumer starting
+/// over at its first sequence after 1,000 deliveries): what came before it
+/// is returned and the cursor marked [`Cursor::broken`], so the caller
+/// drops it instead of handing a reader records it has read already.
 pub(super) async fn read(
     cursor: &mut Cursor,
+    from: u64,
     wanted: usize,
     max_bytes: usize,
     end: u64,
@@ -206,6 +215,16 @@ pub(super) async fn read(
             let info = message.info()?;
             (info.stream_sequence, info.pending)
         };
+        let after = out.last().map_or(from, |(s, _)| *s);
+        if sequence <= after {
+            tracing::warn!(
+                sequence,
+                after,
+                "a reader's consumer went back; replacing it"
+            );
+            cursor.broken = true;
+            return Ok(out);
+        }
         let size = message.payload.len();
         if sequence > end || (!out.is_empty() && bytes + size > max_bytes) {
             cursor.peeked = Some(message);

@@ -934,13 +934,18 @@ impl EventLog for JetStreamLog {
                 Some(c) => c,
                 None => cursor::open(&js, &opened, from).await?,
             };
-            let messages = cursor::read(&mut cursor, wanted, max_bytes, end).await?;
+            let messages = cursor::read(&mut cursor, from, wanted, max_bytes, end).await?;
+            if cursor.broken && !messages.is_empty() {
+                return Ok((None, messages));
+            }
             if messages.is_empty() {
                 // Records exist past `from` (`wanted` > 0), yet the consumer
                 // delivered none in its wait: it stalled (e.g. the server
                 // holding it died). Drop it and read them directly; the next
                 // sequential read opens a fresh one.
-                tracing::warn!(stream = %opened, from, "a stalled reader's consumer was replaced");
+                if !cursor.broken {
+                    tracing::warn!(stream = %opened, from, "a stalled reader's consumer was replaced");
+                }
                 let messages = cursor::direct(&js, &opened, from, wanted, max_bytes, end).await?;
                 return Ok((None, messages));
             }
