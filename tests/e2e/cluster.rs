@@ -140,10 +140,10 @@ fn two_hosts_share_topics_on_jetstream() {
         "woken by the produce: {took:?}"
     );
 
-    // Ponds do not run in cluster mode yet: refused, clearly.
+    // Services do not run in cluster mode yet: refused, clearly.
     let r = a.deploy(
-        &json!({"name": "totals", "kind": "projection", "inputs": ["orders"]}),
-        &plugin_bytes("projection_totals"),
+        &json!({"name": "bank", "kind": "command-handler"}),
+        &plugin_bytes("command_bank"),
     );
     assert_eq!(r.status, 501, "{}", r.json);
     assert!(
@@ -443,4 +443,114 @@ fn a_river_deployed_through_one_host_runs_on_both_and_survives_one_dying() {
     let seen = wait_for_outputs(&b, 400, Duration::from_secs(30));
     assert_eq!(seen.len(), 400);
     assert_eq!(b.get("/plugins/stamp").json["active_version"], 2);
+}
+
+/// Produce orders `range` through `host` (customer `c<i % 10>`, amount `i`),
+/// folding them into `expected` (customer → {count, sum}).
+fn produce_orders(
+    host: &Server,
+    range: std::ops::Range<u64>,
+    expected: &mut HashMap<String, (u64, u64)>,
+) {
+    let records: Vec<Value> = range
+        .map(|i| {
+            let customer = format!("c{}", i % 10);
+            let e = expected.entry(customer.clone()).or_default();
+            e.0 += 1;
+            e.1 += i;
+            json!({"key": customer, "value": {"customer": customer, "amount": i}})
+        })
+        .collect();
+    for chunk in records.chunks(50) {
+        let r = host.post_json("/topics/orders/records", &json!({"records": chunk}));
+        assert_eq!(r.status, 200, "{}", r.json);
+    }
+}
+
+/// Wait until the pond's state read through `host` is exactly `expected`
+/// (by a query and by a scan).
+fn wait_for_totals(host: &Server, expected: &HashMap<String, (u64, u64)>) {
+    let want: serde_json::Map<String, Value> = expected
+        .iter()
+        .map(|(c, (count, sum))| (c.clone(), json!({"count": count, "sum": sum})))
+        .collect();
+    let want = Value::Object(want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = host.post_bytes("/ponds/totals/query", "text/plain", b"");
+        if r.status == 200 && r.json == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pond through {}: {} (want {want}); log:\n{}",
+            host.url,
+            r.json,
+            host.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = host.get("/ponds/totals/keys?prefix=c&limit=100");
+    assert_eq!(
+        r.json["entries"].as_array().map(Vec::len),
+        Some(expected.len()),
+        "{}",
+        r.json
+    );
+}
+
+#[test]
+fn a_pond_runs_on_one_host_reads_through_both_and_moves_when_that_host_dies() {
+    let cluster = NatsCluster::start(3);
+    let (a, b) = two_hosts(&cluster);
+    a.create_topic("orders", 4);
+    let pond =
+        json!({"name": "totals", "kind": "projection", "inputs": ["orders"], "max_batch": 16});
+    let component = plugin_bytes("projection_totals");
+    let r = a.deploy(&pond, &component);
+    assert_eq!(r.status, 201, "{}", r.json);
+    b.wait_until("b to load the pond", Duration::from_secs(10), |b| {
+        b.get("/plugins/totals").json["active_version"] == 1
+    });
+
+    let mut expected = HashMap::new();
+    produce_orders(&b, 0..400, &mut expected);
+    // Folded once, whichever host runs it; read the same through both.
+    wait_for_totals(&a, &expected);
+    wait_for_totals(&b, &expected);
+    let ran = |s: &Server| {
+        s.get("/plugins/totals").json["events_in"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(ran(&a) + ran(&b), 400, "each order folded once");
+    assert!(ran(&a) == 0 || ran(&b) == 0, "one host runs the pond");
+    let r = b.get("/ponds/totals/keys/c3");
+    assert_eq!(
+        r.json["value"],
+        json!({"count": 40, "sum": (0..400).filter(|i| i % 10 == 3).sum::<u64>()})
+    );
+
+    // A new version through the host that does not run it: the state stays.
+    let (mut owner, other) = if ran(&a) > 0 { (a, b) } else { (b, a) };
+    let r = other.deploy(
+        &json!({"name": "totals", "kind": "projection", "inputs": ["orders"], "max_batch": 8}),
+        &component,
+    );
+    assert_eq!(
+        (r.status, r.json["active_version"].clone()),
+        (201, json!(2)),
+        "{}",
+        r.json
+    );
+    produce_orders(&other, 400..500, &mut expected);
+    wait_for_totals(&owner, &expected);
+    wait_for_totals(&other, &expected);
+
+    // kill -9 the host running it: the other takes the pond over from its
+    // commit stream, and every order is still folded exactly once.
+    owner.kill();
+    produce_orders(&other, 500..700, &mut expected);
+    wait_for_totals(&other, &expected);
+    assert!(ran(&other) > 0, "the survivor runs the pond now");
 }

@@ -13,19 +13,25 @@
 //!   that owner committed but had not forwarded yet, and runs the ordinary
 //!   drive loop (`task::run`) from the committed checkpoint. A lease lost or
 //!   given back stops the task at a batch boundary.
-//! - **Commits.** A step commits through [`Slot::commit`]: its outputs and
-//!   input checkpoint as one atomic batch in the commit stream, then the
-//!   outputs are forwarded to their topics under message ids
-//!   (`cluster::forward`). A fenced owner's commit changes nothing and ends
-//!   its task; the partition's new owner redoes the step.
+//! - **Commits.** A step commits through [`Slot::commit`]: its outputs,
+//!   state changes and input checkpoint as one atomic batch in the commit
+//!   stream, then the outputs are forwarded to their topics under message
+//!   ids (`cluster::forward`). A fenced owner's commit changes nothing and
+//!   ends its task; the unit's new owner redoes the step.
+//! - **Pond state** lives in the pond's commit stream; every host keeps a
+//!   copy for reads, owned by the host running the pond and followed by the
+//!   others (`pond_copies`).
 //!
-//! A *unit* (what a lease is for) is one input partition of a processor,
-//! numbered in manifest order: input 0's partitions first, then input 1's.
+//! A *unit* (what a lease is for) is one input partition of a river,
+//! numbered in manifest order (input 0's partitions first, then input
+//! 1's), or a whole pond: any partition of a pond may write any key of its
+//! state, so one host runs all of them (see `docs/cluster.md` for what that
+//! costs). A unit's checkpoint lists the positions of the partitions it covers.
 //!
-//! Rivers run in cluster mode. Ponds and services, whose state the commit
-//! streams are built to hold, are refused at deploy (`501`) until their
-//! workers commit it there, as are pause, resume, reset, rollback, rebuild
-//! and delete until they act through the registry.
+//! Rivers and ponds run in cluster mode. Services, whose aggregates the
+//! commit streams are built to hold, are refused at deploy (`501`) until
+//! their workers commit there, as are reset, rebuild and delete until they
+//! act through the registry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,10 +51,12 @@ use crate::cluster::registry::{Change, Registry, RegistryError};
 use crate::log::LogError;
 use crate::log::jetstream::JetStreamLog;
 use crate::nats::{Nats, NatsError};
+use crate::runtime::PluginKind;
 use crate::store::{CommitSet, PluginRecord};
 
 use super::error::{EngineError, Result};
 use super::manifest::Manifest;
+use super::pond_copies::PondCopies;
 use super::projection::PondPending;
 use super::registry::{Active, Loaded, Processor, parse_kind};
 use super::shared::Shared;
@@ -98,7 +106,8 @@ impl From<ForwardError> for TaskError {
     }
 }
 
-/// A unit's input position as its commit stream keeps it.
+/// One input position of a unit, as its commit stream keeps it: a unit's
+/// checkpoint is the list of the positions of the input partitions it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
     topic: String,
@@ -107,22 +116,27 @@ struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    fn encode(positions: &[Checkpoint]) -> Vec<u8> {
+        serde_json::to_vec(positions).unwrap_or_default()
     }
 
-    /// The offset stored for `topic`/`partition` (an error if the stored
-    /// position is another input's: the processor's inputs changed).
-    fn decode(bytes: &[u8], topic: &str, partition: u32) -> Result<u64, TaskError> {
-        let c: Checkpoint = serde_json::from_slice(bytes)
-            .map_err(|e| TaskError::Infra(format!("unreadable checkpoint: {e}")))?;
-        if c.topic != topic || c.partition != partition {
-            return Err(TaskError::Infra(format!(
-                "the checkpoint is for {}/{}, not {topic}/{partition}",
-                c.topic, c.partition
-            )));
-        }
-        Ok(c.offset)
+    fn decode(bytes: &[u8]) -> Result<Vec<Checkpoint>, TaskError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| TaskError::Infra(format!("unreadable checkpoint: {e}")))
+    }
+
+    /// The offset stored for `topic`/`partition` (an error if the unit's
+    /// checkpoint has none: the processor's inputs changed).
+    fn offset_of(bytes: &[u8], topic: &str, partition: u32) -> Result<u64, TaskError> {
+        Checkpoint::decode(bytes)?
+            .iter()
+            .find(|c| c.topic == topic && c.partition == partition)
+            .map(|c| c.offset)
+            .ok_or_else(|| {
+                TaskError::Infra(format!(
+                    "the checkpoint has no position for {topic}/{partition}"
+                ))
+            })
     }
 }
 
@@ -131,19 +145,23 @@ pub(crate) struct Slot {
     stream: Arc<CommitStream>,
     log: Arc<JetStreamLog>,
     owner: Mutex<Owner>,
+    /// A pond's local copy missed a commit: nothing more commits through
+    /// this slot (its tasks end, and the unit is claimed afresh).
+    broken: AtomicBool,
 }
 
 impl Slot {
     /// The committed position of `topic`/`partition`, if any.
     pub(crate) fn position(&self, topic: &str, partition: u32) -> Result<Option<u64>, TaskError> {
         match &self.owner.lock().checkpoint {
-            Some(bytes) => Checkpoint::decode(bytes, topic, partition).map(Some),
+            Some(bytes) => Checkpoint::offset_of(bytes, topic, partition).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The exactly-once step in cluster mode: outputs and the input
-    /// checkpoint in one atomic commit, then forwarded. A forward that fails
+    /// The exactly-once step in cluster mode: outputs, state changes and
+    /// the input checkpoint in one atomic commit, then forwarded (a pond's
+    /// changes are also written to this host's copy). A forward that fails
     /// after the commit is retried by the next step or the lease loop.
     pub(crate) fn commit(
         &self,
@@ -151,18 +169,35 @@ impl Slot {
         outputs: &Outputs,
         set: &CommitSet,
     ) -> Result<(), TaskError> {
-        if set.pond.is_some() || !set.aggregates.is_empty() || !set.command_results.is_empty() {
+        if !set.aggregates.is_empty() || !set.command_results.is_empty() {
             return Err(TaskError::Infra(
-                "state does not commit in cluster mode yet".into(),
+                "service state does not commit in cluster mode yet".into(),
             ));
         }
-        let Some(position) = set
-            .checkpoints
-            .iter()
-            .find(|p| p.topic == ctx.topic && p.partition == ctx.partition)
-        else {
+        if set.checkpoints.is_empty() {
             return Err(TaskError::Infra("a step without its checkpoint".into()));
+        }
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(TaskError::Fenced);
+        }
+        let mut owner = self.owner.lock();
+        let mut positions = match &owner.checkpoint {
+            Some(bytes) => Checkpoint::decode(bytes)?,
+            None => Vec::new(),
         };
+        for p in &set.checkpoints {
+            match positions
+                .iter_mut()
+                .find(|c| c.topic == p.topic && c.partition == p.partition)
+            {
+                Some(c) => c.offset = p.offset,
+                None => positions.push(Checkpoint {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset: p.offset,
+                }),
+            }
+        }
         let step = Step {
             outputs: outputs
                 .iter()
@@ -174,16 +209,24 @@ impl Slot {
                     })
                 })
                 .collect(),
-            state: Vec::new(),
-            checkpoint: Checkpoint {
-                topic: ctx.topic.clone(),
-                partition: ctx.partition,
-                offset: position.offset,
-            }
-            .encode(),
+            state: set.pond.as_ref().map_or_else(Vec::new, |delta| {
+                delta
+                    .writes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+            checkpoint: Checkpoint::encode(&positions),
         };
-        let mut owner = self.owner.lock();
         self.stream.commit(&mut owner, step)?;
+        if let Some(delta) = &set.pond
+            && let Err(e) = ctx.shared.store.write_pond(delta)
+        {
+            // Committed, but the copy the pond's tasks read lacks it.
+            self.broken.store(true, Ordering::Relaxed);
+            tracing::error!(processor = %ctx.proc.name, "the local copy of the pond missed a commit ({e}); taking it over afresh");
+            return Err(TaskError::Fenced);
+        }
         if let Err(e) = forward::forward(&self.log, &self.stream, &mut owner) {
             match TaskError::from(e) {
                 TaskError::Fenced => return Err(TaskError::Fenced),
@@ -210,19 +253,31 @@ impl Slot {
 /// checkpoint).
 pub(crate) const MAX_STEP_OUTPUTS: usize = MAX_COMMIT_MESSAGES - 1;
 
-/// A unit this host runs.
+/// A unit this host runs: one task per input partition it covers.
 struct UnitTask {
     version: u32,
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<()>,
+    handles: Vec<JoinHandle<()>>,
     slot: Arc<Slot>,
+    /// The pond whose local copy this unit owns.
+    pond: Option<String>,
 }
 
 impl UnitTask {
-    fn stop_and_join(self) {
+    /// Whether a task ended (the unit is to be claimed and started again).
+    fn ended(&self) -> bool {
+        self.handles.iter().any(JoinHandle::is_finished)
+    }
+
+    fn stop_and_join(self, copies: &PondCopies) {
         self.stop.store(true, Ordering::Relaxed);
-        if self.handle.join().is_err() {
-            tracing::error!("a processor task panicked");
+        for handle in self.handles {
+            if handle.join().is_err() {
+                tracing::error!("a processor task panicked");
+            }
+        }
+        if let Some(pond) = &self.pond {
+            copies.disown(pond);
         }
     }
 }
@@ -235,6 +290,7 @@ pub(crate) struct Cluster {
     ttl: Duration,
     streams: Mutex<HashMap<String, Arc<CommitStream>>>,
     running: Mutex<BTreeMap<Unit, UnitTask>>,
+    ponds: PondCopies,
     /// Held by a lease round and by a version switch, so a round never
     /// starts a unit with a version being replaced.
     switching: Mutex<()>,
@@ -259,6 +315,7 @@ impl Cluster {
             ttl,
             streams: Mutex::new(HashMap::new()),
             running: Mutex::new(BTreeMap::new()),
+            ponds: PondCopies::default(),
             switching: Mutex::new(()),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
@@ -294,11 +351,37 @@ impl Cluster {
         let follower = std::thread::Builder::new()
             .name("weir-registry".into())
             .spawn(move || follow(weak))?;
+        // Leases: every third of their TTL.
         let weak = Arc::downgrade(shared);
         let leases = std::thread::Builder::new()
             .name("weir-leases".into())
-            .spawn(move || lease_loop(weak))?;
-        cluster.threads.lock().extend([follower, leases]);
+            .spawn(move || {
+                rounds(
+                    weak,
+                    |cluster| cluster.ttl / 3,
+                    |shared, cluster| {
+                        if let Err(e) = cluster.tick(shared) {
+                            tracing::warn!("lease round failed: {e}");
+                        }
+                    },
+                )
+            })?;
+        // This host's copies of the ponds it does not run.
+        let weak = Arc::downgrade(shared);
+        let ponds = std::thread::Builder::new()
+            .name("weir-pond-copies".into())
+            .spawn(move || {
+                rounds(
+                    weak,
+                    |_| Duration::from_millis(50),
+                    |shared, cluster| {
+                        cluster
+                            .ponds
+                            .follow_round(shared, |pond| Ok(cluster.stream(pond)?))
+                    },
+                )
+            })?;
+        cluster.threads.lock().extend([follower, leases, ponds]);
         Ok(())
     }
 
@@ -314,7 +397,7 @@ impl Cluster {
             .into_iter()
             .collect();
         for (unit, task) in running {
-            task.stop_and_join();
+            task.stop_and_join(&self.ponds);
             if let Err(e) = self.leases.release(&unit) {
                 tracing::warn!(processor = %unit.processor, partition = unit.partition, "cannot give back a lease: {e}");
             }
@@ -334,14 +417,14 @@ impl Cluster {
             units.iter().filter_map(|u| running.remove(u)).collect()
         };
         for task in stopping {
-            task.stop_and_join();
+            task.stop_and_join(&self.ponds);
         }
     }
 
     fn stop_unit(&self, unit: &Unit) {
         let task = self.running.lock().remove(unit);
         if let Some(task) = task {
-            task.stop_and_join();
+            task.stop_and_join(&self.ponds);
         }
     }
 
@@ -368,7 +451,7 @@ impl Cluster {
                 .running
                 .lock()
                 .get(&unit)
-                .map(|t| t.handle.is_finished() || t.version != active.version);
+                .map(|t| t.ended() || t.version != active.version);
             match stale {
                 Some(false) => continue,
                 Some(true) => self.stop_unit(&unit),
@@ -403,7 +486,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Claim `unit`, forward what its previous owner left, start its task.
+    /// Claim `unit`, forward what its previous owner left (and own a
+    /// pond's local copy), start its tasks.
     fn start_unit(
         &self,
         shared: &Arc<Shared>,
@@ -411,15 +495,25 @@ impl Cluster {
         active: &Active,
         unit: &Unit,
     ) -> Result<UnitTask> {
-        let inputs = input_partitions(shared, &active.manifest)?;
-        let Some((topic, partition)) = inputs.get(unit.partition as usize).cloned() else {
+        let units = unit_inputs(shared, proc.kind, &active.manifest)?;
+        let Some(inputs) = units.get(unit.partition as usize).cloned() else {
             return Err(EngineError::Invalid(format!(
-                "{} has no input partition {}",
+                "{} has no unit {}",
                 proc.name, unit.partition
             )));
         };
         let stream = self.stream(&proc.name)?;
         let mut owner = stream.claim(unit.partition)?;
+        let generation = proc.record.lock().read_generation;
+        let pond = (proc.kind == PluginKind::Projection).then(|| proc.name.clone());
+        if pond.is_some() {
+            let state = owner
+                .state
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()));
+            self.ponds
+                .own(&shared.store, &proc.name, generation, state)?;
+        }
         if let Err(e) = forward::forward(&self.log, &stream, &mut owner) {
             // Left in the outbox: the task's first step (or the next tick) forwards it.
             tracing::warn!(processor = %proc.name, partition = unit.partition, "forwarding a previous owner's outputs: {e}");
@@ -428,54 +522,80 @@ impl Cluster {
             stream,
             log: self.log.clone(),
             owner: Mutex::new(owner),
+            broken: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let mut ctx = TaskCtx::new(shared, proc, active, 0, &topic, partition, &stop);
-        ctx.cluster = Some(slot.clone());
-        let name = format!("weir-{}-{}", proc.name, unit.partition);
-        let handle = std::thread::Builder::new()
-            .name(name.chars().take(15).collect())
-            .spawn(move || supervisor::task_main(ctx, PondPending::new(), 0))?;
-        tracing::info!(processor = %proc.name, partition = unit.partition, version = active.version, "running partition");
+        let pending = PondPending::new();
+        let mut handles = Vec::with_capacity(inputs.len());
+        for (topic, partition) in inputs {
+            let mut ctx = TaskCtx::new(shared, proc, active, generation, &topic, partition, &stop);
+            ctx.cluster = Some(slot.clone());
+            let name = format!("weir-{}-{partition}", proc.name);
+            let pending = pending.clone();
+            let spawned = std::thread::Builder::new()
+                .name(name.chars().take(15).collect())
+                .spawn(move || supervisor::task_main(ctx, pending, generation));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // Those started stop again; the next round retries.
+                    stop.store(true, Ordering::Relaxed);
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    if let Some(pond) = &pond {
+                        self.ponds.disown(pond);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        tracing::info!(processor = %proc.name, unit = unit.partition, version = active.version, "running unit");
         Ok(UnitTask {
             version: active.version,
             stop,
-            handle,
+            handles,
             slot,
+            pond,
         })
     }
 
-    /// Write each unit's starting position unless it has one (a new
+    /// Write each unit's starting positions unless it has them (a new
     /// processor's `start_from`), before its record names it: no host runs
     /// a unit without a checkpoint.
     pub(crate) fn init_checkpoints(
         &self,
         shared: &Shared,
         name: &str,
+        kind: PluginKind,
         manifest: &Manifest,
     ) -> Result<()> {
         let stream = self.stream(name)?;
-        for (i, (topic, partition)) in input_partitions(shared, manifest)?.into_iter().enumerate() {
+        for (i, inputs) in unit_inputs(shared, kind, manifest)?.into_iter().enumerate() {
             let mut owner = stream.start(i as u32)?;
             if owner.checkpoint.is_some() {
                 continue;
             }
-            let offset = match manifest.start_from {
-                super::manifest::StartFrom::Earliest => {
-                    shared.log.start_offset(&topic, partition)?
-                }
-                super::manifest::StartFrom::Latest => shared.log.end_offset(&topic, partition)?,
-            };
-            let checkpoint = Checkpoint {
-                topic,
-                partition,
-                offset,
+            let mut positions = Vec::with_capacity(inputs.len());
+            for (topic, partition) in inputs {
+                let offset = match manifest.start_from {
+                    super::manifest::StartFrom::Earliest => {
+                        shared.log.start_offset(&topic, partition)?
+                    }
+                    super::manifest::StartFrom::Latest => {
+                        shared.log.end_offset(&topic, partition)?
+                    }
+                };
+                positions.push(Checkpoint {
+                    topic,
+                    partition,
+                    offset,
+                });
             }
-            .encode();
             stream.commit(
                 &mut owner,
                 Step {
-                    checkpoint,
+                    checkpoint: Checkpoint::encode(&positions),
                     ..Step::default()
                 },
             )?;
@@ -488,31 +608,45 @@ impl Cluster {
         &self,
         processor: &str,
         shared: &Shared,
+        kind: PluginKind,
         manifest: &Manifest,
     ) -> Result<Vec<(String, u32, u64)>> {
         let stream = self.stream(processor)?;
         let mut out = Vec::new();
-        for (i, (topic, partition)) in input_partitions(shared, manifest)?.into_iter().enumerate() {
-            if let Some(bytes) = stream.checkpoint(i as u32)?
-                && let Ok(offset) = Checkpoint::decode(&bytes, &topic, partition)
-            {
-                out.push((topic, partition, offset));
+        for (i, inputs) in unit_inputs(shared, kind, manifest)?.into_iter().enumerate() {
+            let Some(bytes) = stream.checkpoint(i as u32)? else {
+                continue;
+            };
+            for (topic, partition) in inputs {
+                if let Ok(offset) = Checkpoint::offset_of(&bytes, &topic, partition) {
+                    out.push((topic, partition, offset));
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// `manifest`'s input partitions in unit order.
-fn input_partitions(shared: &Shared, manifest: &Manifest) -> Result<Vec<(String, u32)>> {
-    let mut out = Vec::new();
+/// The input partitions each unit of a processor covers, in unit order: a
+/// river's unit is one input partition (input 0's partitions first, then
+/// input 1's); a pond is one unit covering them all, because any of its
+/// partitions may write any key of its state.
+fn unit_inputs(
+    shared: &Shared,
+    kind: PluginKind,
+    manifest: &Manifest,
+) -> Result<Vec<Vec<(String, u32)>>> {
+    let mut all = Vec::new();
     for topic in &manifest.inputs {
         let info = shared.log.topic(topic)?;
         for p in info.partitions {
-            out.push((topic.clone(), p.partition));
+            all.push((topic.clone(), p.partition));
         }
     }
-    Ok(out)
+    Ok(match kind {
+        PluginKind::Projection => vec![all],
+        _ => all.into_iter().map(|input| vec![input]).collect(),
+    })
 }
 
 /// The units of every processor that should run now, with what runs them.
@@ -530,10 +664,10 @@ fn wanted_units(shared: &Shared) -> BTreeMap<Unit, (Arc<Processor>, Active)> {
         let Some(active) = proc.active() else {
             continue;
         };
-        let Ok(inputs) = input_partitions(shared, &active.manifest) else {
+        let Ok(units) = unit_inputs(shared, proc.kind, &active.manifest) else {
             continue;
         };
-        for i in 0..inputs.len() {
+        for i in 0..units.len() {
             out.insert(
                 Unit::new(proc.name.clone(), i as u32),
                 (proc.clone(), active.clone()),
@@ -632,8 +766,12 @@ fn follow(shared: Weak<Shared>) {
     }
 }
 
-/// Run [`Cluster::tick`] every third of the lease TTL until the engine stops.
-fn lease_loop(shared: Weak<Shared>) {
+/// Run `round` until the engine stops, pausing `pause` between rounds.
+fn rounds(
+    shared: Weak<Shared>,
+    pause: fn(&Cluster) -> Duration,
+    round: fn(&Arc<Shared>, &Cluster),
+) {
     loop {
         let Some(strong) = shared.upgrade() else {
             return;
@@ -644,11 +782,9 @@ fn lease_loop(shared: Weak<Shared>) {
         if cluster.stop.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = cluster.tick(&strong) {
-            tracing::warn!("lease round failed: {e}");
-        }
+        round(&strong, &cluster);
         drop(strong);
-        if sleep_unless_stopped(&cluster.stop, cluster.ttl / 3) {
+        if sleep_unless_stopped(&cluster.stop, pause(&cluster)) {
             return;
         }
     }

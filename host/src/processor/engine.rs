@@ -182,9 +182,9 @@ impl Engine {
         }
         let raw_manifest = manifest;
         let manifest = Manifest::parse(raw_manifest.clone())?;
-        if cluster.is_some() && manifest.kind != PluginKind::Enricher {
+        if cluster.is_some() && manifest.kind == PluginKind::CommandHandler {
             return Err(LogError::Unsupported(format!(
-                "{} is a {}: in cluster mode rivers run; ponds and services do not yet (issue #11)",
+                "{} is a {}: in cluster mode rivers and ponds run; services do not yet (issue #11)",
                 manifest.name,
                 manifest.kind.world()
             ))
@@ -359,7 +359,7 @@ impl Engine {
         self.shared.components.save(component)?;
         let stored_manifest = serde_json::to_value(&*manifest).unwrap_or(raw_manifest);
         if cluster.registry.get(&manifest.name)?.is_none() {
-            cluster.init_checkpoints(&self.shared, &manifest.name, &manifest)?;
+            cluster.init_checkpoints(&self.shared, &manifest.name, manifest.kind, &manifest)?;
         }
         let record = cluster.registry.update(&manifest.name, |current| {
             let Some(mut record) = current else {

@@ -72,6 +72,7 @@ mod error;
 mod manifest;
 mod metrics;
 mod ownership;
+mod pond_copies;
 mod projection;
 mod recovery;
 mod registry;

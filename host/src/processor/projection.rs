@@ -29,11 +29,12 @@ use crate::batch::RecordBatch;
 use crate::runtime::{ProjectionInstance, StateAccess};
 use crate::store::{CommitSet, PartitionPos, PondDelta, PondReader, Store, WriteSet, scan_merged};
 
+use super::cluster::MAX_STEP_OUTPUTS;
 use super::error::EngineError;
 use super::metrics::ProcessorMetrics;
 use super::task::{
     FailedEvent, Outputs, PolicyOutcome, TaskCtx, TaskError, Worker, add_dead_letters, commit_step,
-    with_policy,
+    slice, with_policy,
 };
 
 /// Uncommitted work of one pond generation, shared by its partition tasks.
@@ -439,6 +440,31 @@ impl Worker for ProjectionWorker {
         if let Some(e) = applied.read_error {
             let e = TaskError::Infra(format!("pond read failed: {e}"));
             return Err(self.abandon(&mut pending, e));
+        }
+        if ctx.cluster.is_some() {
+            // In cluster mode one commit holds a bounded number of messages.
+            let size = applied.writes.len() + applied.outcome.failed.len();
+            if size > MAX_STEP_OUTPUTS {
+                if batch.len() == 1 {
+                    return Err(TaskError::Infra(format!(
+                        "one event wrote {size} keys and dead letters; in cluster mode a commit holds at most {MAX_STEP_OUTPUTS}"
+                    )));
+                }
+                // Nothing of this batch is merged: apply it again as two.
+                drop(pending);
+                let half = batch.len() / 2;
+                let first = self.handle(ctx, &slice(batch, 0..half))?;
+                if first != batch.offsets[half] {
+                    return Ok(first); // cut short (a budget or a stop): go on from there
+                }
+                return self.handle(ctx, &slice(batch, half..batch.len()));
+            }
+            if pending.writes.len() + pending.failed.len() + size > MAX_STEP_OUTPUTS
+                && let Err(e) = self.commit(ctx, &mut pending)
+            {
+                self.epoch = pending.epoch;
+                return Err(e);
+            }
         }
         let cfg = &ctx.shared.config;
         pending.merge(applied.writes, cfg.commit_max_writes);

@@ -373,6 +373,36 @@ impl Store {
     }
 
     /// Drop a pond generation's state (after a rebuild replaced it, or on delete).
+    /// Write a pond's changes and nothing else (cluster mode keeps pond
+    /// state in the commit stream and a copy here; see `processor::pond_copies`).
+    pub fn write_pond(&self, delta: &PondDelta) -> Result<()> {
+        let txn = self.begin_write()?;
+        write_pond_delta(&txn, delta)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Make a pond generation hold exactly `entries`, in one transaction:
+    /// readers see the old content or the new, never a mix.
+    pub fn replace_pond<'a>(
+        &self,
+        pond: &str,
+        generation: u32,
+        entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<()> {
+        let txn = self.begin_write()?;
+        let name = pond_table_name(pond, generation);
+        txn.delete_table(pond_table(&name))?;
+        {
+            let mut table = txn.open_table(pond_table(&name))?;
+            for (k, v) in entries {
+                table.insert(k, v)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn drop_pond(&self, pond: &str, generation: u32) -> Result<()> {
         let txn = self.begin_write()?;
         let name = pond_table_name(pond, generation);
@@ -536,6 +566,22 @@ fn replace_checkpoints(
     Ok(())
 }
 
+fn write_pond_delta(txn: &redb::WriteTransaction, delta: &PondDelta) -> Result<()> {
+    let name = pond_table_name(&delta.pond, delta.generation);
+    let mut table = txn.open_table(pond_table(&name))?;
+    for (k, v) in delta.writes.iter() {
+        match v {
+            Some(v) => {
+                table.insert(k.as_slice(), v.as_slice())?;
+            }
+            None => {
+                table.remove(k.as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_commit_set(txn: &redb::WriteTransaction, set: &CommitSet) -> Result<()> {
     let consumer = set.consumer.as_str();
     let owner = set.owner.as_str();
@@ -552,18 +598,7 @@ fn write_commit_set(txn: &redb::WriteTransaction, set: &CommitSet) -> Result<()>
         }
     }
     if let Some(delta) = &set.pond {
-        let name = pond_table_name(&delta.pond, delta.generation);
-        let mut table = txn.open_table(pond_table(&name))?;
-        for (k, v) in delta.writes.iter() {
-            match v {
-                Some(v) => {
-                    table.insert(k.as_slice(), v.as_slice())?;
-                }
-                None => {
-                    table.remove(k.as_slice())?;
-                }
-            }
-        }
+        write_pond_delta(txn, delta)?;
     }
     if !set.aggregates.is_empty() {
         let mut table = txn.open_table(AGGREGATES)?;

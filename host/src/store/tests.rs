@@ -442,3 +442,54 @@ fn measure_commit_cost() {
         println!("{label}: committed get: {:?}/key", start.elapsed() / 10_000);
     }
 }
+
+#[test]
+fn a_pond_copy_is_replaced_whole_and_written_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.commit(&full_set()).expect("commit");
+    let keys = |store: &Store| {
+        let reader = store.pond_reader("proj", 1).expect("reader");
+        (
+            reader.get(b"a").expect("get"),
+            reader.get(b"b").expect("get"),
+            reader.get(b"c").expect("get"),
+        )
+    };
+    // Replaced: what is not in the new content is gone.
+    let entries = [(b"b".as_slice(), b"20".as_slice()), (b"c", b"30")];
+    store.replace_pond("proj", 1, entries).expect("replace");
+    assert_eq!(
+        keys(&store),
+        (None, Some(b"20".to_vec()), Some(b"30".to_vec()))
+    );
+    // A pond's changes alone: no checkpoint moves.
+    let mut writes = WriteSet::new();
+    writes.delete(b"c".to_vec());
+    writes.put(b"a".to_vec(), b"1".to_vec());
+    store
+        .write_pond(&PondDelta {
+            pond: "proj".into(),
+            generation: 1,
+            writes,
+        })
+        .expect("write");
+    assert_eq!(
+        keys(&store),
+        (Some(b"1".to_vec()), Some(b"20".to_vec()), None)
+    );
+    assert_eq!(
+        store.checkpoint("proj", "in", 0).expect("checkpoint"),
+        Some(10)
+    );
+    // Replacing a generation never written before works too.
+    store.replace_pond("other", 0, []).expect("replace empty");
+    assert_eq!(
+        store
+            .pond_reader("other", 0)
+            .expect("reader")
+            .get(b"a")
+            .expect("get"),
+        None
+    );
+}

@@ -459,6 +459,153 @@ impl CommitStream {
     }
 }
 
+/// What a [`StateFollower`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateUpdate {
+    /// The whole state as committed: it replaces any copy.
+    Replace(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// Changes committed since the last update, in commit order (`None` = deleted).
+    Changes(Vec<StateEntry>),
+}
+
+/// Follows one partition's state as committed, for a host that keeps a
+/// copy of it: first the whole state, then every change, in commit order.
+pub struct StateFollower {
+    nats: Arc<Nats>,
+    stream: String,
+    messages: Option<consumer::pull::Ordered>,
+    phase: Phase,
+    /// The last sequence read (an ordered consumer that starts over
+    /// delivers some again: they are skipped).
+    last: u64,
+}
+
+enum Phase {
+    /// Reading the whole state: `left` messages of it still to come.
+    Whole {
+        left: u64,
+        state: BTreeMap<Vec<u8>, Vec<u8>>,
+    },
+    /// The whole state was handed over; changes follow.
+    Changes,
+}
+
+impl Drop for StateFollower {
+    fn drop(&mut self) {
+        // The consumer's subscription is dropped inside the client's runtime.
+        let _inside = self.nats.handle().enter();
+        self.messages.take();
+    }
+}
+
+impl CommitStream {
+    /// Follow `partition`'s state from now on (see [`StateFollower`]).
+    pub fn follow_state(&self, partition: u32) -> Result<StateFollower, CommitError> {
+        let js = self.nats.js().clone();
+        let stream_name = self.stream.clone();
+        let filter = self.subject(partition, "s.>");
+        let (messages, left) = self.nats.run(async move {
+            let stream = js
+                .get_stream_no_info(&stream_name)
+                .await
+                .map_err(|e| request("opening the commit stream", e))?;
+            let mut c = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: filter,
+                    deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| request("following the commit stream", e))?;
+            let pending = c
+                .info()
+                .await
+                .map_err(|e| request("following the commit stream", e))?
+                .num_pending;
+            let messages = c
+                .messages()
+                .await
+                .map_err(|e| request("following the commit stream", e))?;
+            Ok::<_, CommitError>((messages, pending))
+        })??;
+        Ok(StateFollower {
+            nats: self.nats.clone(),
+            stream: self.stream.clone(),
+            messages: Some(messages),
+            phase: Phase::Whole {
+                left,
+                state: BTreeMap::new(),
+            },
+            last: 0,
+        })
+    }
+}
+
+impl StateFollower {
+    /// What arrived, waiting up to `wait` for it (at most `max` messages):
+    /// first one `Replace`, once the whole state is read, then `Changes`.
+    /// `None` if nothing new came (or the whole state is not read yet).
+    /// After an error the follower is of no further use.
+    pub fn poll(&mut self, wait: Duration, max: usize) -> Result<Option<StateUpdate>, CommitError> {
+        let Some(mut messages) = self.messages.take() else {
+            return Err(request(
+                "following the commit stream",
+                "an earlier read failed",
+            ));
+        };
+        let read_any = !matches!(self.phase, Phase::Whole { left: 0, .. });
+        let (messages, read) = self.nats.run(async move {
+            let mut read = Vec::new();
+            let mut wait = wait;
+            while read_any && read.len() < max {
+                match next_message(&mut messages, wait).await {
+                    Ok(Some(m)) => read.push(m),
+                    Ok(None) => break,
+                    Err(e) => return (messages, Err(e)),
+                }
+                // What follows is usually delivered already.
+                wait = Duration::from_millis(1);
+            }
+            (messages, Ok(read))
+        })?;
+        let read = read?;
+        let mut changes = Vec::new();
+        for m in read {
+            if m.sequence <= self.last {
+                continue;
+            }
+            self.last = m.sequence;
+            let Some((key, value)) = decode_state(&m.payload) else {
+                return Err(CommitError::Corrupt {
+                    stream: self.stream.clone(),
+                    reason: format!("state message {} is not a state entry", m.sequence),
+                });
+            };
+            match &mut self.phase {
+                Phase::Whole { left, state } => {
+                    *left = left.saturating_sub(1);
+                    match value {
+                        Some(v) => state.insert(key, v),
+                        None => state.remove(&key),
+                    };
+                }
+                Phase::Changes => changes.push((key, value)),
+            }
+        }
+        self.messages = Some(messages);
+        Ok(match &mut self.phase {
+            Phase::Whole { left: 0, state } => {
+                let state = std::mem::take(state);
+                self.phase = Phase::Changes;
+                Some(StateUpdate::Replace(state))
+            }
+            Phase::Whole { .. } => None,
+            Phase::Changes if changes.is_empty() => None,
+            Phase::Changes => Some(StateUpdate::Changes(changes)),
+        })
+    }
+}
+
 /// Every message matching `filter` as of now, through an ordered consumer.
 async fn read_all(
     stream: &stream::Stream<()>,
@@ -487,26 +634,42 @@ async fn read_all(
         .messages()
         .await
         .map_err(|e| request("reading the commit stream", e))?;
+    let mut last = 0;
     while (out.len() as u64) < pending {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-        let m = match next {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(request("reading the commit stream", e)),
-            Ok(None) | Err(_) => return Err(request("reading the commit stream", "stopped early")),
-        };
-        let info = m
-            .info()
-            .map_err(|e| request("reading the commit stream", e))?;
-        let sequence = info.stream_sequence;
-        out.push(jetstream::message::StreamMessage {
-            subject: m.subject.clone(),
-            sequence,
-            headers: m.headers.clone().unwrap_or_default(),
-            payload: m.payload.clone(),
-            time: info.published,
-        });
+        let m = next_message(&mut messages, Duration::from_secs(10))
+            .await?
+            .ok_or_else(|| request("reading the commit stream", "stopped early"))?;
+        // An ordered consumer may start over after a reset: what it
+        // delivered already is skipped, not counted twice.
+        if m.sequence > last {
+            last = m.sequence;
+            out.push(m);
+        }
     }
     Ok(out)
+}
+
+/// The next message of an ordered consumer, or `None` if none came within `wait`.
+async fn next_message(
+    messages: &mut consumer::pull::Ordered,
+    wait: Duration,
+) -> Result<Option<jetstream::message::StreamMessage>, CommitError> {
+    let m = match tokio::time::timeout(wait, messages.next()).await {
+        Ok(Some(Ok(m))) => m,
+        Ok(Some(Err(e))) => return Err(request("reading the commit stream", e)),
+        Ok(None) => return Err(request("reading the commit stream", "the consumer ended")),
+        Err(_) => return Ok(None),
+    };
+    let info = m
+        .info()
+        .map_err(|e| request("reading the commit stream", e))?;
+    Ok(Some(jetstream::message::StreamMessage {
+        subject: m.subject.clone(),
+        sequence: info.stream_sequence,
+        headers: m.headers.clone().unwrap_or_default(),
+        payload: m.payload.clone(),
+        time: info.published,
+    }))
 }
 
 /// Publish `messages` as one atomic batch; the sequence of the last one.
@@ -536,7 +699,8 @@ fn encode_state(key: &[u8], value: Option<&[u8]>) -> Bytes {
     out.freeze()
 }
 
-type StateEntry = (Vec<u8>, Option<Vec<u8>>);
+/// A state key and its value (`None`: deleted).
+pub type StateEntry = (Vec<u8>, Option<Vec<u8>>);
 
 fn decode_state(payload: &[u8]) -> Option<StateEntry> {
     let (&tag, rest) = payload.split_first()?;

@@ -200,3 +200,86 @@ fn state_entries_round_trip_and_foreign_payloads_are_refused() {
         assert_eq!(decode_state(bad), None, "{bad:?}");
     }
 }
+
+/// Poll `f` until it hands over an update (or fail after a few seconds).
+fn next_update(f: &mut StateFollower) -> StateUpdate {
+    for _ in 0..100 {
+        if let Some(u) = f.poll(Duration::from_millis(50), 100).expect("poll") {
+            return u;
+        }
+    }
+    panic!("no update");
+}
+
+fn owned(pairs: &[(&str, &str)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_follower_gets_the_whole_state_then_every_change_in_order() {
+    let cluster = NatsCluster::shared();
+    let stream = CommitStream::open(connect(cluster), "totals.follow").expect("open");
+    let mut owner = stream.start(0).expect("claim");
+    // More entries than one consumer batch, overwritten and deleted.
+    let keys: Vec<String> = (0..1500).map(|i| format!("k{i:04}")).collect();
+    for chunk in keys.chunks(500) {
+        let state: Vec<(&str, Option<&str>)> =
+            chunk.iter().map(|k| (k.as_str(), Some("1"))).collect();
+        stream
+            .commit(&mut owner, step(vec![], &state, "c"))
+            .expect("commit");
+    }
+    stream
+        .commit(
+            &mut owner,
+            step(vec![], &[("k0000", Some("2")), ("k0001", None)], "c"),
+        )
+        .expect("commit");
+
+    let mut f = stream.follow_state(0).expect("follow");
+    let StateUpdate::Replace(whole) = next_update(&mut f) else {
+        panic!("the whole state comes first");
+    };
+    assert_eq!(whole.len(), 1499, "k0001 was deleted");
+    assert_eq!(whole.get(b"k0000".as_slice()), Some(&b"2".to_vec()));
+    assert_eq!(
+        whole, owner.state,
+        "the follower sees what the owner committed"
+    );
+    assert_eq!(f.poll(Duration::from_millis(100), 100).expect("poll"), None);
+
+    // Later commits arrive as changes, in commit order.
+    stream
+        .commit(
+            &mut owner,
+            step(vec![], &[("k0000", Some("3")), ("new", Some("x"))], "c"),
+        )
+        .expect("commit");
+    stream
+        .commit(&mut owner, step(vec![], &[("new", None)], "c"))
+        .expect("commit");
+    let mut changes = Vec::new();
+    while changes.len() < 3 {
+        match next_update(&mut f) {
+            StateUpdate::Changes(c) => changes.extend(c),
+            StateUpdate::Replace(_) => panic!("only one whole state"),
+        }
+    }
+    let k = |s: &str| s.as_bytes().to_vec();
+    assert_eq!(
+        changes,
+        vec![
+            (k("k0000"), Some(k("3"))),
+            (k("new"), Some(k("x"))),
+            (k("new"), None)
+        ]
+    );
+
+    // An empty state is handed over at once.
+    let empty = CommitStream::open(connect(cluster), "totals.empty").expect("open");
+    let mut f = empty.follow_state(0).expect("follow");
+    assert_eq!(next_update(&mut f), StateUpdate::Replace(owned(&[])));
+}
