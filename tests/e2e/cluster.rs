@@ -140,21 +140,6 @@ fn two_hosts_share_topics_on_jetstream() {
         "woken by the produce: {took:?}"
     );
 
-    // Services do not run in cluster mode yet: refused, clearly.
-    let r = a.deploy(
-        &json!({"name": "bank", "kind": "command-handler"}),
-        &plugin_bytes("command_bank"),
-    );
-    assert_eq!(r.status, 501, "{}", r.json);
-    assert!(
-        r.json["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("cluster mode"),
-        "{}",
-        r.json
-    );
-
     // Deleted through b: gone for a, and a new incarnation starts afresh.
     assert_eq!(b.delete("/topics/orders").status, 200);
     assert_eq!(a.get("/topics/orders").status, 404);
@@ -553,4 +538,123 @@ fn a_pond_runs_on_one_host_reads_through_both_and_moves_when_that_host_dies() {
     produce_orders(&other, 500..700, &mut expected);
     wait_for_totals(&other, &expected);
     assert!(ran(&other) > 0, "the survivor runs the pond now");
+}
+
+#[test]
+fn the_readme_pipeline_deployed_through_one_host_runs_across_both() {
+    let cluster = NatsCluster::start(3);
+    let (mut a, b) = two_hosts(&cluster);
+    a.create_topic("orders", 2);
+    let deploys = [
+        (
+            json!({"name": "enrich", "kind": "enricher", "inputs": ["orders"], "outputs": ["orders.enriched"],
+                   "config": {"customers_pond": "totals"}}),
+            "enricher_orders",
+        ),
+        (
+            json!({"name": "totals", "kind": "projection", "inputs": ["orders.enriched"]}),
+            "projection_totals",
+        ),
+        (
+            json!({"name": "bank", "kind": "command-handler"}),
+            "command_bank",
+        ),
+    ];
+    for (manifest, plugin) in &deploys {
+        let r = a.deploy(manifest, &plugin_bytes(plugin));
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    b.wait_until("b to load all three", Duration::from_secs(10), |b| {
+        ["enrich", "totals", "bank"]
+            .iter()
+            .all(|p| b.get(&format!("/plugins/{p}")).json["active_version"] == 1)
+    });
+
+    // Orders through b: enriched and folded once, read through both.
+    let records: Vec<Value> = (0..20)
+        .map(|i| {
+            let customer = if i % 2 == 0 { "c1" } else { "c2" };
+            json!({"key": customer, "value": {"id": format!("o{i}"), "customer": customer, "amount": 10}})
+        })
+        .collect();
+    let r = b.post_json("/topics/orders/records", &json!({"records": records}));
+    assert_eq!(r.status, 200, "{}", r.json);
+    for host in [&a, &b] {
+        host.wait_until("the pond to fold 20 orders", Duration::from_secs(30), |h| {
+            h.get("/ponds/totals/keys/c1").json["value"] == json!({"count": 10, "sum": 100})
+                && h.get("/ponds/totals/keys/c2").json["value"] == json!({"count": 10, "sum": 100})
+        });
+        assert_eq!(host.total_records("orders.enriched"), 20);
+    }
+
+    // Commands through either host, answered wherever they are handled.
+    let command = |id: &str, name: &str, data: Value| json!({"id": id, "aggregate": "acc-1", "name": name, "data": data});
+    let r = b.post_json(
+        "/services/bank/commands?wait=true",
+        &command("open-1", "open", json!({"owner": "ada"})),
+    );
+    assert_eq!(
+        (r.status, r.json["version"].clone()),
+        (200, json!(1)),
+        "{}",
+        r.json
+    );
+    let deposit = command("dep-1", "deposit", json!({"amount": 100}));
+    let r = a.post_json("/services/bank/commands?wait=true", &deposit);
+    assert_eq!(
+        (r.status, r.json["version"].clone()),
+        (200, json!(2)),
+        "{}",
+        r.json
+    );
+    // A retry through the other host answers the first result, appends nothing.
+    let r = b.post_json("/services/bank/commands?wait=true", &deposit);
+    assert_eq!(
+        (r.status, r.json["version"].clone()),
+        (200, json!(2)),
+        "{}",
+        r.json
+    );
+    let r = a.post_json(
+        "/services/bank/commands",
+        &command("dep-2", "deposit", json!({"amount": 5})),
+    );
+    assert_eq!(r.status, 202, "{}", r.json);
+    b.wait_until("dep-2's result through b", Duration::from_secs(30), |b| {
+        b.get("/services/bank/commands/dep-2").json["version"] == 3
+    });
+    // Events are forwarded to their topic right after their commit.
+    for host in [&a, &b] {
+        host.wait_until(
+            "3 events, each command applied once",
+            Duration::from_secs(10),
+            |h| h.total_records("bank.events") == 3,
+        );
+    }
+
+    // kill -9 a: b runs everything; the account's state carried over.
+    a.kill();
+    let r = b.post_json(
+        "/services/bank/commands?wait=true",
+        &command("dep-3", "deposit", json!({"amount": 1})),
+    );
+    assert!(r.status == 200 || r.status == 202, "{}", r.json);
+    b.wait_until(
+        "dep-3 handled after the takeover",
+        Duration::from_secs(30),
+        |b| b.get("/services/bank/commands/dep-3").json["version"] == 4,
+    );
+    let r = b.post_json(
+        "/services/bank/commands?wait=true",
+        &command("wd-1", "withdraw", json!({"amount": 106})),
+    );
+    assert_eq!(
+        (r.status, r.json["version"].clone()),
+        (200, json!(5)),
+        "the balance is 106: {}",
+        r.json
+    );
+    b.wait_until("5 events", Duration::from_secs(10), |b| {
+        b.total_records("bank.events") == 5
+    });
 }

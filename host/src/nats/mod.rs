@@ -212,17 +212,37 @@ impl Nats {
     /// replicas) when it does not exist yet. Two hosts creating it at once
     /// both succeed: JetStream accepts an identical create.
     pub async fn key_value(&self, mut config: kv::Config) -> Result<kv::Store, NatsError> {
-        if let Ok(store) = self.js.get_key_value(&config.bucket).await {
-            return Ok(store);
-        }
-        config.num_replicas = self.replicas;
         let bucket = config.bucket.clone();
-        self.js
-            .create_key_value(config)
-            .await
-            .map_err(|e| NatsError::request(&format!("creating the bucket {bucket}"), e))
+        let store = match self.js.get_key_value(&config.bucket).await {
+            Ok(store) => store,
+            Err(_) => {
+                config.num_replicas = self.replicas;
+                self.js
+                    .create_key_value(config)
+                    .await
+                    .map_err(|e| NatsError::request(&format!("creating the bucket {bucket}"), e))?
+            }
+        };
+        // A bucket just made answers reads with "no responders" until its
+        // stream has a leader: hand it out once it answers.
+        let deadline = tokio::time::Instant::now() + BUCKET_READY;
+        loop {
+            match store.get("weir-ready-probe").await {
+                Ok(_) => return Ok(store),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(NatsError::request(
+                        &format!("the bucket {bucket} does not answer"),
+                        e,
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 }
+
+/// How long a bucket may take to answer after it was opened or made.
+const BUCKET_READY: Duration = Duration::from_secs(15);
 
 fn block_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,

@@ -18,9 +18,10 @@
 //!   stream, then the outputs are forwarded to their topics under message
 //!   ids (`cluster::forward`). A fenced owner's commit changes nothing and
 //!   ends its task; the unit's new owner redoes the step.
-//! - **Pond state** lives in the pond's commit stream; every host keeps a
-//!   copy for reads, owned by the host running the pond and followed by the
-//!   others (`pond_copies`).
+//! - **State** (a pond's keys, a service's aggregates and command results)
+//!   lives in the unit's commit stream; every host keeps a copy for reads,
+//!   owned by the host running the unit and followed by the others
+//!   (`state_copies`).
 //!
 //! A *unit* (what a lease is for) is one input partition of a river,
 //! numbered in manifest order (input 0's partitions first, then input
@@ -28,10 +29,10 @@
 //! state, so one host runs all of them (see `docs/cluster.md` for what that
 //! costs). A unit's checkpoint lists the positions of the partitions it covers.
 //!
-//! Rivers and ponds run in cluster mode. Services, whose aggregates the
-//! commit streams are built to hold, are refused at deploy (`501`) until
-//! their workers commit there, as are reset, rebuild and delete until they
-//! act through the registry.
+//! Rivers, ponds and services run in cluster mode (a service's unit is one
+//! partition of its commands topic, which is keyed by aggregate). Reset,
+//! rebuild and delete of a processor refuse (`501`) until they act through
+//! the registry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,14 +53,14 @@ use crate::log::LogError;
 use crate::log::jetstream::JetStreamLog;
 use crate::nats::{Nats, NatsError};
 use crate::runtime::PluginKind;
-use crate::store::{CommitSet, PluginRecord};
+use crate::store::{CommitSet, PluginRecord, Store, StoreError};
 
 use super::error::{EngineError, Result};
 use super::manifest::Manifest;
-use super::pond_copies::PondCopies;
 use super::projection::PondPending;
 use super::registry::{Active, Loaded, Processor, parse_kind};
 use super::shared::Shared;
+use super::state_copies::{StateCopies, StateUnit, service_entries};
 use super::task::{Outputs, TaskCtx, TaskError};
 use super::{recovery, supervisor};
 
@@ -169,11 +170,6 @@ impl Slot {
         outputs: &Outputs,
         set: &CommitSet,
     ) -> Result<(), TaskError> {
-        if !set.aggregates.is_empty() || !set.command_results.is_empty() {
-            return Err(TaskError::Infra(
-                "service state does not commit in cluster mode yet".into(),
-            ));
-        }
         if set.checkpoints.is_empty() {
             return Err(TaskError::Infra("a step without its checkpoint".into()));
         }
@@ -209,22 +205,21 @@ impl Slot {
                     })
                 })
                 .collect(),
-            state: set.pond.as_ref().map_or_else(Vec::new, |delta| {
-                delta
+            state: match &set.pond {
+                Some(delta) => delta
                     .writes
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }),
+                    .collect(),
+                None => service_entries(set),
+            },
             checkpoint: Checkpoint::encode(&positions),
         };
         self.stream.commit(&mut owner, step)?;
-        if let Some(delta) = &set.pond
-            && let Err(e) = ctx.shared.store.write_pond(delta)
-        {
-            // Committed, but the copy the pond's tasks read lacks it.
+        if let Err(e) = write_copy(&ctx.shared.store, set) {
+            // Committed, but the copy the unit's tasks read lacks it.
             self.broken.store(true, Ordering::Relaxed);
-            tracing::error!(processor = %ctx.proc.name, "the local copy of the pond missed a commit ({e}); taking it over afresh");
+            tracing::error!(processor = %ctx.proc.name, "the local copy of the state missed a commit ({e}); taking the unit over afresh");
             return Err(TaskError::Fenced);
         }
         if let Err(e) = forward::forward(&self.log, &self.stream, &mut owner) {
@@ -249,6 +244,20 @@ impl Slot {
     }
 }
 
+/// Write a committed step's state changes to this host's copy.
+fn write_copy(store: &Store, set: &CommitSet) -> Result<(), StoreError> {
+    if let Some(delta) = &set.pond {
+        return store.write_pond(delta);
+    }
+    if set.aggregates.is_empty() && set.command_results.is_empty() {
+        return Ok(());
+    }
+    let mut state = CommitSet::new(String::new());
+    state.aggregates = set.aggregates.clone();
+    state.command_results = set.command_results.clone();
+    store.commit(&state)
+}
+
 /// The most outputs one step may commit in cluster mode (one message is the
 /// checkpoint).
 pub(crate) const MAX_STEP_OUTPUTS: usize = MAX_COMMIT_MESSAGES - 1;
@@ -259,8 +268,8 @@ struct UnitTask {
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
     slot: Arc<Slot>,
-    /// The pond whose local copy this unit owns.
-    pond: Option<String>,
+    /// Owns its state's copy here (ponds and services).
+    owns_copy: Option<Unit>,
 }
 
 impl UnitTask {
@@ -269,15 +278,15 @@ impl UnitTask {
         self.handles.iter().any(JoinHandle::is_finished)
     }
 
-    fn stop_and_join(self, copies: &PondCopies) {
+    fn stop_and_join(self, copies: &StateCopies) {
         self.stop.store(true, Ordering::Relaxed);
         for handle in self.handles {
             if handle.join().is_err() {
                 tracing::error!("a processor task panicked");
             }
         }
-        if let Some(pond) = &self.pond {
-            copies.disown(pond);
+        if let Some(unit) = &self.owns_copy {
+            copies.disown(unit);
         }
     }
 }
@@ -290,7 +299,7 @@ pub(crate) struct Cluster {
     ttl: Duration,
     streams: Mutex<HashMap<String, Arc<CommitStream>>>,
     running: Mutex<BTreeMap<Unit, UnitTask>>,
-    ponds: PondCopies,
+    copies: StateCopies,
     /// Held by a lease round and by a version switch, so a round never
     /// starts a unit with a version being replaced.
     switching: Mutex<()>,
@@ -315,7 +324,7 @@ impl Cluster {
             ttl,
             streams: Mutex::new(HashMap::new()),
             running: Mutex::new(BTreeMap::new()),
-            ponds: PondCopies::default(),
+            copies: StateCopies::default(),
             switching: Mutex::new(()),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
@@ -366,22 +375,24 @@ impl Cluster {
                     },
                 )
             })?;
-        // This host's copies of the ponds it does not run.
+        // This host's copies of the state of units it does not run.
         let weak = Arc::downgrade(shared);
-        let ponds = std::thread::Builder::new()
-            .name("weir-pond-copies".into())
-            .spawn(move || {
-                rounds(
-                    weak,
-                    |_| Duration::from_millis(50),
-                    |shared, cluster| {
-                        cluster
-                            .ponds
-                            .follow_round(shared, |pond| Ok(cluster.stream(pond)?))
-                    },
-                )
-            })?;
-        cluster.threads.lock().extend([follower, leases, ponds]);
+        let copies =
+            std::thread::Builder::new()
+                .name("weir-copies".into())
+                .spawn(move || {
+                    rounds(
+                        weak,
+                        |_| Duration::from_millis(50),
+                        |shared, cluster| {
+                            let units = state_units(shared);
+                            cluster
+                                .copies
+                                .follow_round(shared, &units, |name| Ok(cluster.stream(name)?))
+                        },
+                    )
+                })?;
+        cluster.threads.lock().extend([follower, leases, copies]);
         Ok(())
     }
 
@@ -397,7 +408,7 @@ impl Cluster {
             .into_iter()
             .collect();
         for (unit, task) in running {
-            task.stop_and_join(&self.ponds);
+            task.stop_and_join(&self.copies);
             if let Err(e) = self.leases.release(&unit) {
                 tracing::warn!(processor = %unit.processor, partition = unit.partition, "cannot give back a lease: {e}");
             }
@@ -417,14 +428,14 @@ impl Cluster {
             units.iter().filter_map(|u| running.remove(u)).collect()
         };
         for task in stopping {
-            task.stop_and_join(&self.ponds);
+            task.stop_and_join(&self.copies);
         }
     }
 
     fn stop_unit(&self, unit: &Unit) {
         let task = self.running.lock().remove(unit);
         if let Some(task) = task {
-            task.stop_and_join(&self.ponds);
+            task.stop_and_join(&self.copies);
         }
     }
 
@@ -486,8 +497,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Claim `unit`, forward what its previous owner left (and own a
-    /// pond's local copy), start its tasks.
+    /// Claim `unit`, forward what its previous owner left (and own the
+    /// local copy of its state), start its tasks.
     fn start_unit(
         &self,
         shared: &Arc<Shared>,
@@ -505,14 +516,14 @@ impl Cluster {
         let stream = self.stream(&proc.name)?;
         let mut owner = stream.claim(unit.partition)?;
         let generation = proc.record.lock().read_generation;
-        let pond = (proc.kind == PluginKind::Projection).then(|| proc.name.clone());
-        if pond.is_some() {
-            let state = owner
-                .state
-                .iter()
-                .map(|(k, v)| (k.as_slice(), v.as_slice()));
-            self.ponds
-                .own(&shared.store, &proc.name, generation, state)?;
+        let owns_copy = (proc.kind != PluginKind::Enricher).then(|| unit.clone());
+        if owns_copy.is_some() {
+            let copy = StateUnit {
+                unit: unit.clone(),
+                kind: proc.kind,
+                generation,
+            };
+            self.copies.own(shared, &copy, &owner.state)?;
         }
         if let Err(e) = forward::forward(&self.log, &stream, &mut owner) {
             // Left in the outbox: the task's first step (or the next tick) forwards it.
@@ -543,8 +554,8 @@ impl Cluster {
                     for h in handles {
                         let _ = h.join();
                     }
-                    if let Some(pond) = &pond {
-                        self.ponds.disown(pond);
+                    if let Some(unit) = &owns_copy {
+                        self.copies.disown(unit);
                     }
                     return Err(e.into());
                 }
@@ -556,7 +567,7 @@ impl Cluster {
             stop,
             handles,
             slot,
-            pond,
+            owns_copy,
         })
     }
 
@@ -647,6 +658,30 @@ fn unit_inputs(
         PluginKind::Projection => vec![all],
         _ => all.into_iter().map(|input| vec![input]).collect(),
     })
+}
+
+/// The units of every pond and service, whose state every host keeps a copy of.
+fn state_units(shared: &Shared) -> Vec<StateUnit> {
+    let procs: Vec<Arc<Processor>> = shared.processors.read().values().cloned().collect();
+    let mut out = Vec::new();
+    for proc in procs {
+        if proc.kind == PluginKind::Enricher {
+            continue;
+        }
+        let Some(active) = proc.active() else {
+            continue;
+        };
+        let Ok(units) = unit_inputs(shared, proc.kind, &active.manifest) else {
+            continue;
+        };
+        let generation = proc.record.lock().read_generation;
+        out.extend((0..units.len()).map(|i| StateUnit {
+            unit: Unit::new(proc.name.clone(), i as u32),
+            kind: proc.kind,
+            generation,
+        }));
+    }
+    out
 }
 
 /// The units of every processor that should run now, with what runs them.

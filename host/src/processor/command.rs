@@ -24,6 +24,7 @@ use crate::log::LogError;
 use crate::runtime::{CallError, Command, CommandHandlerInstance, Event};
 use crate::store::{AggregateSnapshot, CommitSet, PartitionPos};
 
+use super::cluster::MAX_STEP_OUTPUTS;
 use super::error::EngineError;
 use super::ownership;
 use super::task::{
@@ -531,6 +532,25 @@ impl Worker for CommandWorker {
                     headers: vec![(headers::CORRELATION_ID.into(), id.as_bytes().to_vec())],
                     timestamp: super::shared::now_ms(),
                 });
+        }
+        let count = outputs.values().map(Vec::len).sum::<usize>()
+            + set.aggregates.len()
+            + set.command_results.len();
+        if ctx.cluster.is_some() && count > MAX_STEP_OUTPUTS {
+            // One commit holds a bounded number of messages. Nothing of this
+            // batch is committed, but the cache holds its states: forget them.
+            self.cache.clear();
+            if batch.len() == 1 {
+                return Err(TaskError::Infra(format!(
+                    "one command makes {count} events, replies and state entries; in cluster mode a commit holds at most {MAX_STEP_OUTPUTS}"
+                )));
+            }
+            let half = batch.len() / 2;
+            let first = self.handle(ctx, &slice(batch, 0..half))?;
+            if first != batch.offsets[half] {
+                return Ok(first); // cut short (a budget or a stop): go on from there
+            }
+            return self.handle(ctx, &slice(batch, half..batch.len()));
         }
         commit_step(ctx, &outputs, &mut set)?;
         for (id, result) in stored {

@@ -182,14 +182,6 @@ impl Engine {
         }
         let raw_manifest = manifest;
         let manifest = Manifest::parse(raw_manifest.clone())?;
-        if cluster.is_some() && manifest.kind == PluginKind::CommandHandler {
-            return Err(LogError::Unsupported(format!(
-                "{} is a {}: in cluster mode rivers and ponds run; services do not yet (issue #11)",
-                manifest.name,
-                manifest.kind.world()
-            ))
-            .into());
-        }
         // Compile and check the component off the data path (before any lock).
         let plugin = self.shared.runtime.load(manifest.kind, component)?;
         self.check_init(&plugin, &manifest)?;

@@ -123,7 +123,7 @@ pub struct AggregateSnapshot {
 }
 
 impl AggregateSnapshot {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let digest = self.plugin_sha256.as_bytes();
         let mut out = Vec::with_capacity(12 + digest.len() + self.state.len());
         out.extend_from_slice(&self.version.to_le_bytes());
@@ -133,7 +133,7 @@ impl AggregateSnapshot {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         let version = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
         let digest = bytes.get(12..12 + len)?;

@@ -16,6 +16,7 @@
 //!   change made through any host, in order per plugin.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{kv, object_store};
 use futures::StreamExt;
@@ -185,15 +186,19 @@ impl Registry {
     pub fn list(&self) -> Result<Vec<PluginRecord>, RegistryError> {
         let plugins = self.plugins.clone();
         let keys = self.nats.run(async move {
-            let mut keys = plugins
-                .keys()
-                .await
-                .map_err(|e| request("listing the registry", e))?;
-            let mut out = Vec::new();
-            while let Some(k) = keys.next().await {
-                out.push(k.map_err(|e| request("listing the registry", e))?);
+            // Listing makes a consumer, which a cluster busy making streams
+            // (hosts starting together) may not answer in time: try again.
+            let mut attempt = 1;
+            loop {
+                match list_keys(&plugins).await {
+                    Err(e) if attempt < LIST_ATTEMPTS => {
+                        tracing::debug!("listing the registry, attempt {attempt}: {e}");
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    done => return done,
+                }
             }
-            Ok::<_, RegistryError>(out)
         })??;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
@@ -278,6 +283,21 @@ impl Registry {
         });
         Ok(rx)
     }
+}
+
+const LIST_ATTEMPTS: u32 = 3;
+
+/// Every key of the registry bucket.
+async fn list_keys(plugins: &kv::Store) -> Result<Vec<String>, RegistryError> {
+    let mut keys = plugins
+        .keys()
+        .await
+        .map_err(|e| request("listing the registry", e))?;
+    let mut out = Vec::new();
+    while let Some(k) = keys.next().await {
+        out.push(k.map_err(|e| request("listing the registry", e))?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
