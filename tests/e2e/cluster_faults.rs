@@ -1,13 +1,16 @@
 //! Cluster mode under faults (issue #11): weir hosts killed with kill -9 at
-//! random moments while a river runs across them and clients keep
-//! producing through whichever host answers; new versions deployed and
+//! random moments while a river, a pond and a service run across them and
+//! clients keep producing and sending commands through whichever host
+//! answers; new versions deployed and
 //! rolled back through the host about to die or during the takeover; at
 //! the end both hosts are killed and restarted. With
 //! `WEIR_CLUSTER_NATS_FAULTS=1`, every fifth kill also takes one NATS node of
 //! three down and the end restarts every NATS node too. Checked like the
 //! single-host crash harness: every acknowledged input is in the input
-//! topic once, and every input has exactly one output, by a version that
-//! was deployed. Each kill also measures the failover: from the kill until
+//! topic once, every input has exactly one output, by a version that was
+//! deployed, the pond read through each host equals an independent fold of
+//! its input topic, and every command in the commands topic was applied
+//! exactly once. Each kill also measures the failover: from the kill until
 //! every input partition has processed a record produced after it (kills
 //! with a NATS node down or a deploy during the takeover are left out of
 //! those figures).
@@ -37,6 +40,8 @@ use weir_testkit::server::Server;
 use crate::start;
 
 const PARTITIONS: u32 = 4;
+/// The service's accounts (aggregates), opened at the start.
+const ACCOUNTS: u64 = 4;
 /// Short leases, so a dead host's partitions move quickly.
 const LEASE_TTL_MS: &str = "1000";
 /// How long the river may make no progress at all before the test fails.
@@ -75,6 +80,127 @@ fn produce(agent: &ureq::Agent, url: &str, values: &[u64]) -> Option<Vec<(u32, u
             .filter_map(|(_, at)| Some((at["partition"].as_u64()? as u32, at["offset"].as_u64()?)))
             .collect(),
     )
+}
+
+/// Send `values` through `url` as orders for the pond (customer by key,
+/// amount = value) and one deposit for the service (command id `d<first>`);
+/// whether each was acknowledged does not matter: the checks read what the
+/// topics hold.
+fn orders_and_command(agent: &ureq::Agent, url: &str, values: &[u64]) {
+    let orders: Vec<Value> = values
+        .iter()
+        .map(|v| {
+            let customer = format!("c{}", v % 16);
+            json!({"key": customer, "value": {"customer": customer, "amount": v}})
+        })
+        .collect();
+    let _ = agent
+        .post(format!("{url}/topics/orders/records"))
+        .header("content-type", "application/json")
+        .send(json!({ "records": orders }).to_string());
+    let first = values.first().copied().unwrap_or(0);
+    let command = json!({"id": format!("d{first}"), "aggregate": format!("acc-{}", first % ACCOUNTS),
+                         "name": "deposit", "data": {"amount": values.len()}});
+    let _ = agent
+        .post(format!("{url}/services/bank/commands"))
+        .header("content-type", "application/json")
+        .send(command.to_string());
+}
+
+/// The value of header `name` of record `r` as the API shows it.
+fn header<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
+    r["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h["name"] == name)?["value"]
+        .as_str()
+}
+
+/// Every record of `topic` read through `host`, all partitions.
+fn all_records(host: &Server, topic: &str) -> Vec<Value> {
+    let partitions = host.get(&format!("/topics/{topic}")).json["partitions"]
+        .as_array()
+        .map_or(0, Vec::len) as u32;
+    (0..partitions)
+        .flat_map(|p| host.read_all(topic, p))
+        .collect()
+}
+
+/// The pond read through each host equals an independent fold of its
+/// input topic (each order in the topic once).
+fn check_pond(hosts: &[Server]) {
+    let mut fold: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for r in all_records(&hosts[0], "orders") {
+        let amount = r["value"]["amount"].as_u64().expect("an order's amount");
+        assert!(seen.insert(amount), "order {amount} stored twice");
+        let customer = r["value"]["customer"].as_str().unwrap_or_default();
+        let e = fold.entry(customer.to_string()).or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    let want: serde_json::Map<String, Value> = fold
+        .iter()
+        .map(|(c, (count, sum))| (c.clone(), json!({"count": count, "sum": sum})))
+        .collect();
+    let want = Value::Object(want);
+    for host in hosts {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let r = host.post_bytes("/ponds/totals/query", "text/plain", b"");
+            if r.json == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pond through {} is {} ({} orders folded independently: {want})",
+                host.url,
+                r.json,
+                seen.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Every command in the service's commands topic was applied exactly once:
+/// one event each, none without a command, per account in version order.
+fn check_service(hosts: &[Server]) {
+    let mut commands: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids = HashSet::new();
+    for r in all_records(&hosts[0], "bank.commands") {
+        let id = header(&r, "weir-command-id")
+            .expect("a command id")
+            .to_string();
+        assert!(ids.insert(id.clone()), "command {id} stored twice");
+        let account = r["key"].as_str().unwrap_or_default().to_string();
+        *commands.entry(account).or_default() += 1;
+    }
+    let total: u64 = commands.values().sum();
+    hosts[0].wait_until(
+        "the service to apply every command",
+        Duration::from_secs(180),
+        |h| h.total_records("bank.events") >= total,
+    );
+    let mut events: BTreeMap<String, u64> = BTreeMap::new();
+    let mut applied = HashSet::new();
+    for r in all_records(&hosts[0], "bank.events") {
+        let id = header(&r, "weir-command-id").expect("an event's command id");
+        assert!(applied.insert(id.to_string()), "command {id} applied twice");
+        assert!(
+            ids.contains(id),
+            "an event of command {id}, which was never sent"
+        );
+        let account = r["key"].as_str().unwrap_or_default().to_string();
+        let n = events.entry(account.clone()).or_default();
+        *n += 1;
+        let version = header(&r, "weir-version").and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(version, Some(*n), "{account}'s events in version order");
+    }
+    assert_eq!(
+        events, commands,
+        "events per account = commands per account"
+    );
 }
 
 fn agent() -> ureq::Agent {
@@ -190,6 +316,28 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     hosts[0].create_topic("in", PARTITIONS);
     let mut versions = Versions::default();
     versions.deploy(&hosts[0]);
+    // A pond and a service beside the river.
+    hosts[0].create_topic("orders", PARTITIONS);
+    let deployed = [
+        (
+            json!({"name": "totals", "kind": "projection", "inputs": ["orders"], "max_batch": 16}),
+            "projection_totals",
+        ),
+        (
+            json!({"name": "bank", "kind": "command-handler"}),
+            "command_bank",
+        ),
+    ];
+    for (manifest, plugin) in &deployed {
+        let r = hosts[0].deploy(manifest, &plugin_bytes(plugin));
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    for account in 0..ACCOUNTS {
+        let open = json!({"id": format!("open-{account}"), "aggregate": format!("acc-{account}"),
+                          "name": "open", "data": {"owner": "ada"}});
+        let r = hosts[0].post_json("/services/bank/commands?wait=true", &open);
+        assert_eq!(r.status, 200, "{}", r.json);
+    }
 
     // One key per partition, for the markers that time each failover.
     let next = Arc::new(AtomicU64::new(0));
@@ -230,6 +378,7 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
                 let first = next.fetch_add(n, Ordering::Relaxed);
                 let values: Vec<u64> = (first..first + n).collect();
                 let ok = produce(&agent, &url, &values).is_some();
+                orders_and_command(&agent, &url, &values);
                 let mut p = produced.lock().unwrap();
                 if ok {
                     p.acked.extend(values);
@@ -433,6 +582,8 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
         .take(10)
         .collect();
     assert!(extra.is_empty(), "outputs without input: {extra:?}");
+    check_pond(&hosts);
+    check_service(&hosts);
 
     failovers.sort();
     let at = |q: f64| {
