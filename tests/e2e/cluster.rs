@@ -658,3 +658,38 @@ fn the_readme_pipeline_deployed_through_one_host_runs_across_both() {
         b.total_records("bank.events") == 5
     });
 }
+
+#[test]
+fn a_processor_deleted_through_one_host_is_gone_from_both_and_starts_afresh() {
+    let cluster = NatsCluster::start(3);
+    let (a, b) = two_hosts(&cluster);
+    a.create_topic("orders", 4);
+    let pond = json!({"name": "totals", "kind": "projection", "inputs": ["orders"]});
+    let component = plugin_bytes("projection_totals");
+    assert_eq!(a.deploy(&pond, &component).status, 201);
+    let mut expected = HashMap::new();
+    produce_orders(&b, 0..100, &mut expected);
+    wait_for_totals(&a, &expected);
+    wait_for_totals(&b, &expected);
+
+    let r = b.delete("/plugins/totals");
+    assert_eq!(r.status, 200, "{}", r.json);
+    for host in [&a, &b] {
+        host.wait_until("the pond to be gone", Duration::from_secs(10), |h| {
+            h.get("/plugins/totals").status == 404
+        });
+        assert_eq!(host.get("/ponds/totals/keys/c1").status, 404);
+    }
+    assert_eq!(a.delete("/plugins/totals").status, 404, "deleted once");
+    // Its input stays; a pond of the same name starts from scratch.
+    let r = a.deploy(&pond, &component);
+    assert_eq!(
+        (r.status, r.json["active_version"].clone()),
+        (201, json!(1)),
+        "{}",
+        r.json
+    );
+    produce_orders(&a, 100..150, &mut expected);
+    wait_for_totals(&a, &expected);
+    wait_for_totals(&b, &expected);
+}

@@ -213,16 +213,18 @@ impl Nats {
     /// both succeed: JetStream accepts an identical create.
     pub async fn key_value(&self, mut config: kv::Config) -> Result<kv::Store, NatsError> {
         let bucket = config.bucket.clone();
-        let store = match self.js.get_key_value(&config.bucket).await {
-            Ok(store) => store,
-            Err(_) => {
-                config.num_replicas = self.replicas;
-                self.js
-                    .create_key_value(config)
-                    .await
-                    .map_err(|e| NatsError::request(&format!("creating the bucket {bucket}"), e))?
+        config.num_replicas = self.replicas;
+        let js = self.js.clone();
+        let store = making(&format!("the bucket {bucket}"), || {
+            let (js, config) = (js.clone(), config.clone());
+            async move {
+                match js.get_key_value(&config.bucket).await {
+                    Ok(store) => Ok(store),
+                    Err(_) => js.create_key_value(config).await,
+                }
             }
-        };
+        })
+        .await?;
         // A bucket just made answers reads with "no responders" until its
         // stream has a leader: hand it out once it answers.
         let deadline = tokio::time::Instant::now() + BUCKET_READY;
@@ -243,6 +245,28 @@ impl Nats {
 
 /// How long a bucket may take to answer after it was opened or made.
 const BUCKET_READY: Duration = Duration::from_secs(15);
+
+/// Run `make` (open or create something replicated) until it succeeds or
+/// [`BUCKET_READY`] passes: a cluster busy creating streams (several hosts
+/// starting at once) may let a creation request time out.
+pub async fn making<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut make: impl FnMut() -> F,
+) -> Result<T, NatsError> {
+    let deadline = tokio::time::Instant::now() + BUCKET_READY;
+    loop {
+        match make().await {
+            Ok(made) => return Ok(made),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(NatsError::request(&format!("making {what}"), e));
+            }
+            Err(e) => {
+                tracing::debug!("making {what}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
 
 fn block_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,

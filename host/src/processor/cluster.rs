@@ -30,9 +30,10 @@
 //! costs). A unit's checkpoint lists the positions of the partitions it covers.
 //!
 //! Rivers, ponds and services run in cluster mode (a service's unit is one
-//! partition of its commands topic, which is keyed by aggregate). Reset,
-//! rebuild and delete of a processor refuse (`501`) until they act through
-//! the registry.
+//! partition of its commands topic, which is keyed by aggregate). Deploy,
+//! pause, resume, rollback and delete act through the registry
+//! ([`Cluster::remove_commits`] empties a deleted processor's stream);
+//! reset and rebuild refuse (`501`) until they do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -581,7 +582,10 @@ impl Cluster {
         kind: PluginKind,
         manifest: &Manifest,
     ) -> Result<()> {
-        let stream = self.stream(name)?;
+        // Opened afresh (made if missing): a processor of this name deleted
+        // a moment ago may still be cached with its removed stream.
+        let stream = Arc::new(CommitStream::open(self.nats(), name)?);
+        self.streams.lock().insert(name.to_string(), stream.clone());
         for (i, inputs) in unit_inputs(shared, kind, manifest)?.into_iter().enumerate() {
             let mut owner = stream.start(i as u32)?;
             if owner.checkpoint.is_some() {
@@ -611,6 +615,32 @@ impl Cluster {
                 },
             )?;
         }
+        Ok(())
+    }
+
+    /// Empty `processor`'s commit stream without losing a committed output:
+    /// claim each unit (fencing any host still running it), forward what
+    /// its outbox holds, then remove the stream.
+    pub(crate) fn remove_commits(&self, processor: &str) -> Result<()> {
+        let stream = self.stream(processor)?;
+        for partition in stream.partitions()? {
+            let mut attempt = 0;
+            let mut owner = loop {
+                match stream.claim(partition) {
+                    // A host that has not seen the stop yet claimed it back.
+                    Err(CommitError::Fenced { .. }) if attempt < 10 => {
+                        attempt += 1;
+                        std::thread::sleep(self.ttl / 3);
+                    }
+                    claimed => break claimed?,
+                }
+            };
+            forward::forward(&self.log, &stream, &mut owner)
+                .map_err(|e| EngineError::Log(LogError::Backend(e.to_string())))?;
+        }
+        // Still cached: dropped when the record goes (`apply`), so nothing
+        // here opens, and so makes, the stream again meanwhile.
+        stream.delete()?;
         Ok(())
     }
 
@@ -717,9 +747,15 @@ pub(crate) fn apply(shared: &Arc<Shared>, change: Change) {
     let record = match change {
         Change::Put(record) => record,
         Change::Deleted(name) => {
+            if let Some(cluster) = &shared.cluster {
+                cluster.streams.lock().remove(&name);
+            }
             let removed = shared.processors.write().remove(&name);
             if let Some(cluster) = &shared.cluster {
                 cluster.stop_units_of(&name);
+                if let Err(e) = cluster.copies.forget(shared, &name) {
+                    tracing::warn!(processor = %name, "cannot forget the deleted processor's state here: {e}");
+                }
             }
             if removed.is_some() {
                 shared.ownership.restore(&name, None);

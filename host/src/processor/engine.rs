@@ -420,6 +420,26 @@ impl Engine {
         status::status_of(&self.shared, &proc)
     }
 
+    /// Delete across the cluster: stop it on every host (a stopped record
+    /// every host follows), empty its commit stream without losing a
+    /// committed output (`Cluster::remove_commits`), then drop the record,
+    /// upon which every host forgets its copies. Interrupted, it leaves a
+    /// processor stopped "being deleted", and deleting it again finishes.
+    fn delete_in_cluster(&self, cluster: &Cluster, name: &str) -> Result<()> {
+        let _admin = self.shared.admin.lock();
+        if cluster.registry.get(name)?.is_none() {
+            return Err(Missing::Plugin(name.to_string()).into());
+        }
+        self.change_in_cluster(cluster, name, |r| {
+            r.stopped = Some("being deleted".into());
+            Ok(())
+        })?;
+        cluster.remove_commits(name)?;
+        cluster.registry.update(name, |_| Ok(None))?;
+        cluster::apply(&self.shared, Change::Deleted(name.to_string()));
+        Ok(())
+    }
+
     /// Operations that do not act across hosts yet refuse in cluster mode.
     fn refuse_in_cluster(&self, what: &str) -> Result<()> {
         if self.shared.cluster.is_some() {
@@ -674,7 +694,9 @@ impl Engine {
     /// Stop and forget a processor (its checkpoints, state, aggregates and
     /// results). Its topics and their records stay.
     pub fn delete(&self, name: &str) -> Result<()> {
-        self.refuse_in_cluster("deleting a processor")?;
+        if let Some(cluster) = &self.shared.cluster {
+            return self.delete_in_cluster(cluster, name);
+        }
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         proc.stop_tasks();

@@ -113,6 +113,18 @@ impl StateCopies {
         self.inner.lock().owned.remove(unit);
     }
 
+    /// Drop this host's copies of a deleted processor's state (its units
+    /// have stopped here).
+    pub(crate) fn forget(&self, shared: &Shared, processor: &str) -> Result<()> {
+        let mut copies = self.inner.lock();
+        copies
+            .following
+            .retain(|unit, _| unit.processor != processor);
+        copies.owned.retain(|unit| unit.processor != processor);
+        shared.store.delete_plugin(processor)?;
+        Ok(())
+    }
+
     /// Bring the copy of every unit in `units` this host does not own up
     /// to date with its commit stream (`stream` opens one); stop following
     /// units no longer listed.

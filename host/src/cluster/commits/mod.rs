@@ -145,11 +145,28 @@ impl CommitStream {
             ..Default::default()
         };
         let js = nats.js().clone();
+        let what = format!("the commit stream {stream}");
+        let probe = format!("{prefix}.probe");
         nats.run(async move {
-            js.get_or_create_stream(config)
-                .await
-                .map(drop)
-                .map_err(|e| request("opening the commit stream", e))
+            crate::nats::making(&what, || {
+                let (js, config, probe) = (js.clone(), config.clone(), probe.clone());
+                async move {
+                    let stream = js
+                        .get_or_create_stream(config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // A stream just made (or made again after a delete) does
+                    // not answer reads until it has a leader.
+                    match stream.get_last_raw_message_by_subject(&probe).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+            .await
         })??;
         Ok(CommitStream {
             nats,
@@ -381,6 +398,64 @@ impl CommitStream {
         owner.checkpoint = Some(step.checkpoint);
         owner.fence = last;
         Ok(())
+    }
+
+    /// The partitions that have a checkpoint, in order.
+    pub fn partitions(&self) -> Result<Vec<u32>, CommitError> {
+        let js = self.nats.js().clone();
+        let stream_name = self.stream.clone();
+        let filter = format!("{}.*.ckpt", self.prefix);
+        let subjects = self.nats.run(async move {
+            let stream = js
+                .get_stream_no_info(&stream_name)
+                .await
+                .map_err(|e| request("opening the commit stream", e))?;
+            let mut info = stream
+                .info_with_subjects(filter)
+                .await
+                .map_err(|e| request("listing the commit stream's partitions", e))?;
+            let mut out = Vec::new();
+            while let Some(subject) = info.next().await {
+                let (subject, _) =
+                    subject.map_err(|e| request("listing the commit stream's partitions", e))?;
+                out.push(subject);
+            }
+            Ok::<_, CommitError>(out)
+        })??;
+        let mut partitions: Vec<u32> = subjects
+            .iter()
+            .filter_map(|s| {
+                s.strip_prefix(self.prefix.as_str())?
+                    .strip_prefix('.')?
+                    .strip_suffix(".ckpt")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
+    /// Remove the stream and everything in it (a deleted processor's).
+    /// Removing one that is gone already is not an error.
+    pub fn delete(&self) -> Result<(), CommitError> {
+        let js = self.nats.js().clone();
+        let stream_name = self.stream.clone();
+        self.nats.run(async move {
+            match js.delete_stream(&stream_name).await {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::GetStreamErrorKind::JetStream(j)
+                            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                    ) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(request("removing the commit stream", e)),
+            }
+        })?
     }
 
     /// Forget the outbox up to and including output `n` (it was forwarded).

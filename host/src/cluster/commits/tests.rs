@@ -283,3 +283,24 @@ fn a_follower_gets_the_whole_state_then_every_change_in_order() {
     let mut f = empty.follow_state(0).expect("follow");
     assert_eq!(next_update(&mut f), StateUpdate::Replace(owned(&[])));
 }
+
+#[test]
+fn partitions_lists_the_checkpointed_ones_and_delete_removes_everything() {
+    let cluster = NatsCluster::shared();
+    let stream = CommitStream::open(connect(cluster), "gone.soon").expect("open");
+    for p in [11, 0, 2] {
+        let mut owner = stream.start(p).expect("claim");
+        stream
+            .commit(&mut owner, step(vec![], &[("k", Some("v"))], "c"))
+            .expect("commit");
+    }
+    assert_eq!(stream.partitions().expect("partitions"), vec![0, 2, 11]);
+    stream.delete().expect("delete");
+    stream.delete().expect("deleting what is gone is no error");
+    let again = CommitStream::open(connect(cluster), "gone.soon").expect("open again");
+    assert_eq!(again.partitions().expect("partitions"), Vec::<u32>::new());
+    assert!(matches!(
+        again.claim(0),
+        Err(CommitError::NoCheckpoint { partition: 0, .. })
+    ));
+}

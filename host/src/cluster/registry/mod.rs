@@ -89,19 +89,26 @@ impl Registry {
                 })
                 .await?;
             let bucket = format!("{ns}_components");
-            let js = opener.js();
-            let components = match js.get_object_store(&bucket).await {
-                Ok(store) => store,
-                Err(_) => js
-                    .create_object_store(object_store::Config {
-                        bucket: bucket.clone(),
-                        description: Some("weir: plugin components by sha256".into()),
-                        num_replicas: opener.replicas(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| NatsError::request(&format!("creating {bucket}"), e))?,
-            };
+            let js = opener.js().clone();
+            let replicas = opener.replicas();
+            let components = crate::nats::making(&bucket, || {
+                let (js, bucket) = (js.clone(), bucket.clone());
+                async move {
+                    match js.get_object_store(&bucket).await {
+                        Ok(store) => Ok(store),
+                        Err(_) => {
+                            js.create_object_store(object_store::Config {
+                                bucket,
+                                description: Some("weir: plugin components by sha256".into()),
+                                num_replicas: replicas,
+                                ..Default::default()
+                            })
+                            .await
+                        }
+                    }
+                }
+            })
+            .await?;
             Ok::<_, NatsError>((plugins, components))
         })??;
         Ok(Registry {
