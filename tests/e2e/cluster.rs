@@ -666,7 +666,8 @@ fn a_processor_deleted_through_one_host_is_gone_from_both_and_starts_afresh() {
     a.create_topic("orders", 4);
     let pond = json!({"name": "totals", "kind": "projection", "inputs": ["orders"]});
     let component = plugin_bytes("projection_totals");
-    assert_eq!(a.deploy(&pond, &component).status, 201);
+    let r = a.deploy(&pond, &component);
+    assert_eq!(r.status, 201, "{}", r.json);
     let mut expected = HashMap::new();
     produce_orders(&b, 0..100, &mut expected);
     wait_for_totals(&a, &expected);
@@ -690,6 +691,55 @@ fn a_processor_deleted_through_one_host_is_gone_from_both_and_starts_afresh() {
         r.json
     );
     produce_orders(&a, 100..150, &mut expected);
+    wait_for_totals(&a, &expected);
+    wait_for_totals(&b, &expected);
+}
+
+#[test]
+fn a_pond_reset_through_one_host_refolds_on_every_host() {
+    let cluster = NatsCluster::start(3);
+    let (a, b) = two_hosts(&cluster);
+    a.create_topic("orders", 4);
+    let pond = json!({"name": "totals", "kind": "projection", "inputs": ["orders"]});
+    let r = a.deploy(&pond, &plugin_bytes("projection_totals"));
+    assert_eq!(r.status, 201, "{}", r.json);
+    let mut expected = HashMap::new();
+    produce_orders(&b, 0..100, &mut expected);
+    wait_for_totals(&a, &expected);
+    wait_for_totals(&b, &expected);
+
+    // Back to the beginning without the state: folded again, not twice.
+    let r = b.post_json("/plugins/totals/reset", &json!({"to": "beginning"}));
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["state"], "running", "{}", r.json);
+    wait_for_totals(&a, &expected);
+    wait_for_totals(&b, &expected);
+
+    // A paused pond stays paused; to the end keeping the state, it folds
+    // only what comes after.
+    assert_eq!(a.post_json("/plugins/totals/pause", &json!({})).status, 200);
+    let r = a.post_json(
+        "/plugins/totals/reset",
+        &json!({"to": "end", "keep_state": true}),
+    );
+    assert_eq!(
+        (r.status, r.json["state"].clone()),
+        (200, json!("paused")),
+        "{}",
+        r.json
+    );
+    // Produced while paused, then skipped by a second reset to the end.
+    produce_orders(&b, 100..120, &mut HashMap::new());
+    let r = a.post_json(
+        "/plugins/totals/reset",
+        &json!({"to": "end", "keep_state": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(
+        b.post_json("/plugins/totals/resume", &json!({})).status,
+        200
+    );
+    produce_orders(&a, 120..150, &mut expected);
     wait_for_totals(&a, &expected);
     wait_for_totals(&b, &expected);
 }

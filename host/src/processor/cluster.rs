@@ -31,9 +31,10 @@
 //!
 //! Rivers, ponds and services run in cluster mode (a service's unit is one
 //! partition of its commands topic, which is keyed by aggregate). Deploy,
-//! pause, resume, rollback and delete act through the registry
-//! ([`Cluster::remove_commits`] empties a deleted processor's stream);
-//! reset and rebuild refuse (`501`) until they do.
+//! pause, resume, rollback, reset and delete act through the registry
+//! ([`Cluster::reset_units`] moves a paused processor's units,
+//! [`Cluster::remove_commits`] empties a deleted processor's stream); a
+//! pond rebuild refuses (`501`) until it does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -266,6 +267,8 @@ pub(crate) const MAX_STEP_OUTPUTS: usize = MAX_COMMIT_MESSAGES - 1;
 /// A unit this host runs: one task per input partition it covers.
 struct UnitTask {
     version: u32,
+    /// The pond state generation it reads and writes.
+    generation: u32,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
     slot: Arc<Slot>,
@@ -459,11 +462,11 @@ impl Cluster {
             let Some((proc, active)) = wanted.get(&unit) else {
                 continue;
             };
-            let stale = self
-                .running
-                .lock()
-                .get(&unit)
-                .map(|t| t.ended() || t.version != active.version);
+            let stale = self.running.lock().get(&unit).map(|t| {
+                t.ended()
+                    || t.version != active.version
+                    || t.generation != proc.record.lock().read_generation
+            });
             match stale {
                 Some(false) => continue,
                 Some(true) => self.stop_unit(&unit),
@@ -565,6 +568,7 @@ impl Cluster {
         tracing::info!(processor = %proc.name, unit = unit.partition, version = active.version, "running unit");
         Ok(UnitTask {
             version: active.version,
+            generation,
             stop,
             handles,
             slot,
@@ -624,23 +628,75 @@ impl Cluster {
     pub(crate) fn remove_commits(&self, processor: &str) -> Result<()> {
         let stream = self.stream(processor)?;
         for partition in stream.partitions()? {
-            let mut attempt = 0;
-            let mut owner = loop {
-                match stream.claim(partition) {
-                    // A host that has not seen the stop yet claimed it back.
-                    Err(CommitError::Fenced { .. }) if attempt < 10 => {
-                        attempt += 1;
-                        std::thread::sleep(self.ttl / 3);
-                    }
-                    claimed => break claimed?,
-                }
-            };
-            forward::forward(&self.log, &stream, &mut owner)
-                .map_err(|e| EngineError::Log(LogError::Backend(e.to_string())))?;
+            self.take_stopped(&stream, partition)?;
         }
         // Still cached: dropped when the record goes (`apply`), so nothing
         // here opens, and so makes, the stream again meanwhile.
         stream.delete()?;
+        Ok(())
+    }
+
+    /// Claim a unit of a processor every host was told to stop (fencing a
+    /// host that still runs it) and forward what its outbox holds.
+    fn take_stopped(&self, stream: &CommitStream, partition: u32) -> Result<Owner> {
+        let mut attempt = 0;
+        let mut owner = loop {
+            match stream.claim(partition) {
+                // A host that has not seen the stop yet claimed it back.
+                Err(CommitError::Fenced { .. }) if attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(self.ttl / 3);
+                }
+                claimed => break claimed?,
+            }
+        };
+        forward::forward(&self.log, stream, &mut owner)
+            .map_err(|e| EngineError::Log(LogError::Backend(e.to_string())))?;
+        Ok(owner)
+    }
+
+    /// Move every unit of a paused processor to `positions` (and clear its
+    /// state if `clear_state`), unit by unit: each is claimed, its outbox
+    /// forwarded, its state cleared, its new checkpoint committed.
+    pub(crate) fn reset_units(
+        &self,
+        shared: &Shared,
+        processor: &str,
+        kind: PluginKind,
+        manifest: &Manifest,
+        positions: &[crate::store::PartitionPos],
+        clear_state: bool,
+    ) -> Result<()> {
+        let stream = self.stream(processor)?;
+        for (i, inputs) in unit_inputs(shared, kind, manifest)?.into_iter().enumerate() {
+            let mut owner = self.take_stopped(&stream, i as u32)?;
+            let mut checkpoint = Vec::with_capacity(inputs.len());
+            for (topic, partition) in inputs {
+                let Some(at) = positions
+                    .iter()
+                    .find(|p| p.topic == topic && p.partition == partition)
+                else {
+                    return Err(EngineError::Invalid(format!(
+                        "no reset position for {topic}/{partition}"
+                    )));
+                };
+                checkpoint.push(Checkpoint {
+                    topic,
+                    partition,
+                    offset: at.offset,
+                });
+            }
+            if clear_state {
+                stream.clear_state(&owner)?;
+            }
+            stream.commit(
+                &mut owner,
+                Step {
+                    checkpoint: Checkpoint::encode(&checkpoint),
+                    ..Step::default()
+                },
+            )?;
+        }
         Ok(())
     }
 
@@ -768,7 +824,15 @@ pub(crate) fn apply(shared: &Arc<Shared>, change: Change) {
     if let Some(proc) = &existing
         && proc.active().map(|a| a.version) == Some(record.active_version)
     {
-        *proc.record.lock() = record;
+        let old = std::mem::replace(&mut *proc.record.lock(), record.clone());
+        if old.read_generation != record.read_generation
+            && let Some(cluster) = &shared.cluster
+        {
+            // A reset cleared the pond: its copy here is made again.
+            cluster
+                .copies
+                .drop_generation(shared, &record.name, old.read_generation);
+        }
         return;
     }
     let name = record.name.clone();

@@ -558,24 +558,16 @@ impl Engine {
     /// commands by id. ([`Engine::rebuild`] rebuilds a pond beside the
     /// current state instead, switching reads when it has caught up.)
     pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<ProcessorStatus> {
-        self.refuse_in_cluster("reset")?;
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         let active = proc
             .active()
             .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
+        if let Some(cluster) = &self.shared.cluster {
+            return self.reset_in_cluster(cluster, &proc, &active, to, keep_state);
+        }
         proc.stop_tasks();
-        let log = &self.shared.log;
-        let positions = shared::positions(&self.shared, &active.manifest, |t, p| {
-            let (start, end) = (log.start_offset(t, p)?, log.end_offset(t, p)?);
-            Ok(match to {
-                ResetTo::Beginning => start,
-                ResetTo::End => end,
-                ResetTo::Offset(o) => o.clamp(start, end),
-                ResetTo::Timestamp(ts) => log.offset_for_timestamp(t, p, ts)?.unwrap_or(end),
-            })
-        });
-        let result = positions.and_then(|positions| {
+        let result = self.reset_positions(&active, to).and_then(|positions| {
             let generation = proc.record.lock().read_generation;
             let consumer = proc.consumer(generation);
             let store = &self.shared.store;
@@ -589,6 +581,59 @@ impl Engine {
         supervisor::start_if_runnable(&self.shared, &proc);
         result?;
         status::status_of(&self.shared, &proc)
+    }
+
+    /// Where a reset to `to` puts each input partition of `active`.
+    fn reset_positions(&self, active: &Active, to: ResetTo) -> Result<Vec<PartitionPos>> {
+        let log = &self.shared.log;
+        shared::positions(&self.shared, &active.manifest, |t, p| {
+            let (start, end) = (log.start_offset(t, p)?, log.end_offset(t, p)?);
+            Ok(match to {
+                ResetTo::Beginning => start,
+                ResetTo::End => end,
+                ResetTo::Offset(o) => o.clamp(start, end),
+                ResetTo::Timestamp(ts) => log.offset_for_timestamp(t, p, ts)?.unwrap_or(end),
+            })
+        })
+    }
+
+    /// Reset across the cluster: paused on every host through the registry
+    /// (claims fence a host that has not seen it yet), every unit moved
+    /// (`Cluster::reset_units`), then resumed as it was. A pond reset
+    /// without its state also reads from a new generation, so every host's
+    /// copy is made again from the cleared state. Interrupted, it leaves
+    /// the processor paused; resetting again finishes it.
+    fn reset_in_cluster(
+        &self,
+        cluster: &Cluster,
+        proc: &Arc<Processor>,
+        active: &Active,
+        to: ResetTo,
+        keep_state: bool,
+    ) -> Result<ProcessorStatus> {
+        let positions = self.reset_positions(active, to)?;
+        let clear_state = proc.kind == PluginKind::Projection && !keep_state;
+        let mut was_paused = false;
+        self.change_in_cluster(cluster, &proc.name, |r| {
+            was_paused = r.paused;
+            r.paused = true;
+            Ok(())
+        })?;
+        cluster.reset_units(
+            &self.shared,
+            &proc.name,
+            proc.kind,
+            &active.manifest,
+            &positions,
+            clear_state,
+        )?;
+        self.change_in_cluster(cluster, &proc.name, |r| {
+            r.paused = was_paused;
+            if clear_state {
+                r.read_generation += 1;
+            }
+            Ok(())
+        })
     }
 
     /// Make `version` (default: the newest one older than the active one) active again.

@@ -125,6 +125,18 @@ impl StateCopies {
         Ok(())
     }
 
+    /// Drop this host's copy of `pond`'s state `generation` (reads moved on
+    /// to another one).
+    pub(crate) fn drop_generation(&self, shared: &Shared, pond: &str, generation: u32) {
+        let mut copies = self.inner.lock();
+        copies
+            .following
+            .retain(|unit, f| unit.processor != pond || f.generation != generation);
+        if let Err(e) = shared.store.drop_pond(pond, generation) {
+            tracing::warn!(%pond, generation, "cannot drop an old copy of the pond: {e}");
+        }
+    }
+
     /// Bring the copy of every unit in `units` this host does not own up
     /// to date with its commit stream (`stream` opens one); stop following
     /// units no longer listed.

@@ -436,6 +436,34 @@ impl CommitStream {
         Ok(partitions)
     }
 
+    /// Remove every state entry of `owner`'s partition (a reset), after
+    /// checking `owner` still owns it. Not atomic with a commit: callers
+    /// make sure no other host runs the partition meanwhile.
+    pub fn clear_state(&self, owner: &Owner) -> Result<(), CommitError> {
+        self.check_owner(owner)?;
+        self.purge(self.subject(owner.partition, "s.>"), None)
+    }
+
+    /// Remove the messages on `filter` (only those before sequence `before`, if given).
+    fn purge(&self, filter: String, before: Option<u64>) -> Result<(), CommitError> {
+        let js = self.nats.js().clone();
+        let stream_name = self.stream.clone();
+        self.nats.run(async move {
+            let stream = js
+                .get_stream_no_info(&stream_name)
+                .await
+                .map_err(|e| request("opening the commit stream", e))?;
+            let purge = stream.purge().filter(filter);
+            let purged = match before {
+                Some(sequence) => purge.sequence(sequence).await,
+                None => purge.await,
+            };
+            purged
+                .map(drop)
+                .map_err(|e| request("removing from the commit stream", e))
+        })?
+    }
+
     /// Remove the stream and everything in it (a deleted processor's).
     /// Removing one that is gone already is not an error.
     pub fn delete(&self) -> Result<(), CommitError> {
@@ -469,22 +497,7 @@ impl CommitStream {
         else {
             return Ok(());
         };
-        let js = self.nats.js().clone();
-        let stream_name = self.stream.clone();
-        let filter = self.subject(owner.partition, "o.>");
-        self.nats.run(async move {
-            let stream = js
-                .get_stream_no_info(&stream_name)
-                .await
-                .map_err(|e| request("opening the commit stream", e))?;
-            stream
-                .purge()
-                .filter(filter)
-                .sequence(upto + 1)
-                .await
-                .map(drop)
-                .map_err(|e| request("removing forwarded outputs", e))
-        })??;
+        self.purge(self.subject(owner.partition, "o.>"), Some(upto + 1))?;
         owner.outbox.retain(|p| p.n > n);
         Ok(())
     }
