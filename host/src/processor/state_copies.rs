@@ -66,6 +66,41 @@ fn prefixed(prefix: &[u8], name: &str) -> Vec<u8> {
     key
 }
 
+/// The store writes (aggregate snapshots, command results) of a service's
+/// committed state entries, and the results among them (to wake waiters).
+fn service_state(
+    name: &str,
+    changes: Vec<StateEntry>,
+) -> std::result::Result<(CommitSet, Vec<(String, StoredResult)>), StoreError> {
+    let corrupt = |key: &[u8], what: &str| StoreError::Corrupt {
+        what: format!("{name} state entry {:?}", String::from_utf8_lossy(key)),
+        detail: what.to_string(),
+    };
+    let mut set = CommitSet::new(String::new());
+    let mut results = Vec::new();
+    for (key, value) in changes {
+        let Some(value) = value else {
+            return Err(corrupt(&key, "a service's state is never deleted"));
+        };
+        if let Some(aggregate) = key.strip_prefix(AGGREGATE) {
+            let snap = AggregateSnapshot::decode(&value)
+                .ok_or_else(|| corrupt(&key, "not an aggregate snapshot"))?;
+            let aggregate = String::from_utf8_lossy(aggregate).into_owned();
+            set.aggregates.push((name.to_string(), aggregate, snap));
+        } else if let Some(id) = key.strip_prefix(RESULT) {
+            let result: StoredResult = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(&key, &format!("not a command result: {e}")))?;
+            let id = String::from_utf8_lossy(id).into_owned();
+            set.command_results
+                .push((name.to_string(), id.clone(), value));
+            results.push((id, result));
+        } else {
+            return Err(corrupt(&key, "neither an aggregate nor a command result"));
+        }
+    }
+    Ok((set, results))
+}
+
 /// A unit of a stateful processor this host keeps a copy of.
 #[derive(Debug, Clone)]
 pub(crate) struct StateUnit {
@@ -232,34 +267,56 @@ fn apply(shared: &Shared, unit: &StateUnit, changes: Vec<StateEntry>) -> Result<
         })?;
         return Ok(());
     }
-    let corrupt = |key: &[u8], what: &str| StoreError::Corrupt {
-        what: format!("{name} state entry {:?}", String::from_utf8_lossy(key)),
-        detail: what.to_string(),
-    };
-    let mut set = CommitSet::new(String::new());
-    let mut results = Vec::new();
-    for (key, value) in changes {
-        let Some(value) = value else {
-            return Err(corrupt(&key, "a service's state is never deleted").into());
-        };
-        if let Some(aggregate) = key.strip_prefix(AGGREGATE) {
-            let snap = AggregateSnapshot::decode(&value)
-                .ok_or_else(|| corrupt(&key, "not an aggregate snapshot"))?;
-            let aggregate = String::from_utf8_lossy(aggregate).into_owned();
-            set.aggregates.push((name.clone(), aggregate, snap));
-        } else if let Some(id) = key.strip_prefix(RESULT) {
-            let result: StoredResult = serde_json::from_slice(&value)
-                .map_err(|e| corrupt(&key, &format!("not a command result: {e}")))?;
-            let id = String::from_utf8_lossy(id).into_owned();
-            set.command_results.push((name.clone(), id.clone(), value));
-            results.push((id, result));
-        } else {
-            return Err(corrupt(&key, "neither an aggregate nor a command result").into());
-        }
-    }
+    let (set, results) = service_state(name, changes)?;
     shared.store.commit(&set)?;
     for (id, result) in results {
         shared.notify_result(name, &id, result);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::command::CommandOutcome;
+
+    #[test]
+    fn service_state_round_trips_through_commit_stream_entries() {
+        let snap = AggregateSnapshot {
+            version: 3,
+            plugin_sha256: "abc".into(),
+            state: b"balance=5".to_vec(),
+        };
+        let result = StoredResult {
+            outcome: CommandOutcome::Conflict {
+                expected: 1,
+                actual: 3,
+            },
+            fingerprint: Some("f".into()),
+        };
+        let mut set = CommitSet::new("bank");
+        set.aggregates
+            .push(("bank".into(), "acc/1".into(), snap.clone()));
+        let bytes = serde_json::to_vec(&result).expect("json");
+        set.command_results
+            .push(("bank".into(), "cmd-1".into(), bytes.clone()));
+
+        let (back, results) = service_state("bank", service_entries(&set)).expect("decodes");
+        assert_eq!(back.aggregates, vec![("bank".into(), "acc/1".into(), snap)]);
+        assert_eq!(
+            back.command_results,
+            vec![("bank".into(), "cmd-1".into(), bytes)]
+        );
+        assert_eq!(results, vec![("cmd-1".to_string(), result)]);
+
+        // What a service never writes is refused, not half applied.
+        for bad in [
+            (b"x/1".to_vec(), Some(b"v".to_vec())),
+            (b"a/acc".to_vec(), None),
+            (b"a/acc".to_vec(), Some(b"short".to_vec())),
+            (b"r/c".to_vec(), Some(b"{not json".to_vec())),
+        ] {
+            assert!(service_state("bank", vec![bad]).is_err());
+        }
+    }
 }
