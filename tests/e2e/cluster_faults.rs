@@ -329,13 +329,14 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
         ),
     ];
     for (manifest, plugin) in &deployed {
-        let r = hosts[0].deploy(manifest, &plugin_bytes(plugin));
+        let r = retry_unavailable(|| hosts[0].deploy(manifest, &plugin_bytes(plugin)));
         assert_eq!(r.status, 201, "{}", r.json);
     }
     for account in 0..ACCOUNTS {
         let open = json!({"id": format!("open-{account}"), "aggregate": format!("acc-{account}"),
                           "name": "open", "data": {"owner": "ada"}});
-        let r = hosts[0].post_json("/services/bank/commands?wait=true", &open);
+        let r =
+            retry_unavailable(|| hosts[0].post_json("/services/bank/commands?wait=true", &open));
         assert_eq!(r.status, 200, "{}", r.json);
     }
 
