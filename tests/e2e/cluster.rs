@@ -696,7 +696,7 @@ fn a_processor_deleted_through_one_host_is_gone_from_both_and_starts_afresh() {
 }
 
 #[test]
-fn a_pond_reset_through_one_host_refolds_on_every_host() {
+fn a_pond_reset_or_rebuilt_through_one_host_refolds_on_every_host() {
     let cluster = NatsCluster::start(3);
     let (a, b) = two_hosts(&cluster);
     a.create_topic("orders", 4);
@@ -729,7 +729,8 @@ fn a_pond_reset_through_one_host_refolds_on_every_host() {
         r.json
     );
     // Produced while paused, then skipped by a second reset to the end.
-    produce_orders(&b, 100..120, &mut HashMap::new());
+    let mut skipped = HashMap::new();
+    produce_orders(&b, 100..120, &mut skipped);
     let r = a.post_json(
         "/plugins/totals/reset",
         &json!({"to": "end", "keep_state": true}),
@@ -742,4 +743,31 @@ fn a_pond_reset_through_one_host_refolds_on_every_host() {
     produce_orders(&a, 120..150, &mut expected);
     wait_for_totals(&a, &expected);
     wait_for_totals(&b, &expected);
+
+    // A rebuild through one host folds everything from offset 0 beside the
+    // live state, which goes on answering, then every host reads the
+    // rebuilt one: the skipped orders are in it, nothing is in it twice.
+    let before = a.get("/plugins/totals").json["generation"].clone();
+    let r = b.post_json("/plugins/totals/rebuild", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["rebuilding_generation"].is_u64(), "{}", r.json);
+    let mut all = expected.clone();
+    for (customer, (count, sum)) in skipped {
+        let e = all.entry(customer).or_default();
+        e.0 += count;
+        e.1 += sum;
+    }
+    produce_orders(&a, 150..170, &mut all);
+    wait_for_totals(&a, &all);
+    wait_for_totals(&b, &all);
+    for host in [&a, &b] {
+        let status = host.get("/plugins/totals").json;
+        assert_eq!(status["rebuilding_generation"], Value::Null, "{status}");
+        assert_ne!(status["generation"], before, "{status}");
+    }
+    // The rebuilt generation goes on folding where it runs and is followed
+    // by the other host.
+    produce_orders(&b, 170..200, &mut all);
+    wait_for_totals(&a, &all);
+    wait_for_totals(&b, &all);
 }

@@ -397,6 +397,7 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     let mut rng = rand::rng();
     let mut failovers = Vec::with_capacity(cycles);
     let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut rebuilds = 0;
     for cycle in 0..cycles {
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
         let victim = rng.random_range(0..2);
@@ -407,6 +408,15 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
         if change == 1 {
             versions.change(&hosts[victim], &mut rng);
             std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        }
+        // Every third cycle the pond is rebuilt through the host about to
+        // die, so kills land while a rebuild runs (or replaces another).
+        if cycle % 3 == 0 {
+            let r = retry_unavailable(|| {
+                hosts[victim].post_json("/plugins/totals/rebuild", &json!({}))
+            });
+            assert_eq!(r.status, 200, "{}", r.json);
+            rebuilds += 1;
         }
         let nats_down = (nats_faults && cycle % 5 == 4).then(|| rng.random_range(0..3));
         if let Some(node) = nats_down {
@@ -583,6 +593,16 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
         .take(10)
         .collect();
     assert!(extra.is_empty(), "outputs without input: {extra:?}");
+    // The last rebuild finished: every host reads a rebuilt generation.
+    if rebuilds > 0 {
+        for host in &hosts {
+            host.wait_until("the pond's rebuild", Duration::from_secs(180), |s| {
+                let status = s.get("/plugins/totals").json;
+                status["rebuilding_generation"].is_null()
+                    && status["generation"].as_u64().is_some_and(|g| g > 0)
+            });
+        }
+    }
     check_pond(&hosts);
     check_service(&hosts);
 
@@ -593,7 +613,8 @@ fn hosts_killed_at_random_moments_leave_every_input_exactly_once() {
     };
     eprintln!(
         "{cycles} kills of a host in {:?}: {} inputs ({} acknowledged, {} requests failed), \
-         each with one output; {} versions deployed, {} rollbacks; failover over {} kills \
+         each with one output; {} versions deployed, {} rollbacks, {rebuilds} pond rebuilds; \
+         failover over {} kills \
          (kill -9 to every partition processing again, lease TTL {LEASE_TTL_MS} ms): \
          p50 {:?}, p99 {:?}, max {:?}",
         started.elapsed(),

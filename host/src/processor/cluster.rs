@@ -23,18 +23,20 @@
 //!   owned by the host running the unit and followed by the others
 //!   (`state_copies`).
 //!
-//! A *unit* (what a lease is for) is one input partition of a river,
-//! numbered in manifest order (input 0's partitions first, then input
-//! 1's), or a whole pond: any partition of a pond may write any key of its
-//! state, so one host runs all of them (see `docs/cluster.md` for what that
-//! costs). A unit's checkpoint lists the positions of the partitions it covers.
+//! A *unit* (what a lease is for) is one input partition of a river or a
+//! service, numbered in manifest order (input 0's partitions first, then
+//! input 1's), or a whole pond: any partition of a pond may write any key
+//! of its state, so one host runs all of them (see `docs/cluster.md` for
+//! what that costs). A pond's unit is numbered by the state *generation* it
+//! builds ([`units_of`]): the one reads use and, while a rebuild runs, the
+//! one being built beside it from offset 0, which becomes the read
+//! generation once its tasks have caught up ([`Cluster::promote`]). A
+//! unit's checkpoint lists the positions of the partitions it covers.
 //!
-//! Rivers, ponds and services run in cluster mode (a service's unit is one
-//! partition of its commands topic, which is keyed by aggregate). Deploy,
-//! pause, resume, rollback, reset and delete act through the registry
-//! ([`Cluster::reset_units`] moves a paused processor's units,
-//! [`Cluster::remove_commits`] empties a deleted processor's stream); a
-//! pond rebuild refuses (`501`) until it does.
+//! Deploy, pause, resume, rollback, reset, rebuild and delete act through
+//! the registry ([`Cluster::reset_units`] moves a paused processor's units,
+//! [`Cluster::start_generation`] starts a pond generation afresh,
+//! [`Cluster::remove_commits`] empties a deleted processor's stream).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,7 +57,7 @@ use crate::log::LogError;
 use crate::log::jetstream::JetStreamLog;
 use crate::nats::{Nats, NatsError};
 use crate::runtime::PluginKind;
-use crate::store::{CommitSet, PluginRecord, Store, StoreError};
+use crate::store::{CommitSet, PartitionPos, PluginRecord, Store, StoreError};
 
 use super::error::{EngineError, Result};
 use super::manifest::Manifest;
@@ -271,6 +273,8 @@ struct UnitTask {
     generation: u32,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
+    /// One per task: set while it has nothing left to read.
+    caught_up: Vec<Arc<AtomicBool>>,
     slot: Arc<Slot>,
     /// Owns its state's copy here (ponds and services).
     owns_copy: Option<Unit>,
@@ -372,10 +376,15 @@ impl Cluster {
                 rounds(
                     weak,
                     |cluster| cluster.ttl / 3,
-                    |shared, cluster| {
-                        if let Err(e) = cluster.tick(shared) {
-                            tracing::warn!("lease round failed: {e}");
+                    |shared, cluster| match cluster.tick(shared) {
+                        Ok(rebuilt) => {
+                            for (pond, generation) in rebuilt {
+                                if let Err(e) = cluster.promote(shared, &pond, generation) {
+                                    tracing::warn!(%pond, generation, "cannot switch reads to the rebuilt generation: {e}");
+                                }
+                            }
                         }
+                        Err(e) => tracing::warn!("lease round failed: {e}"),
                     },
                 )
             })?;
@@ -444,8 +453,9 @@ impl Cluster {
     }
 
     /// One round of the lease loop: renew, take and give back leases, and
-    /// make the running units match the leases held.
-    fn tick(&self, shared: &Arc<Shared>) -> Result<()> {
+    /// make the running units match the leases held. Answers the pond
+    /// generations being rebuilt here whose tasks have all caught up.
+    fn tick(&self, shared: &Arc<Shared>) -> Result<Vec<(String, u32)>> {
         let _round = self.switching.lock();
         let wanted = wanted_units(shared);
         let units: Vec<Unit> = wanted.keys().cloned().collect();
@@ -465,7 +475,7 @@ impl Cluster {
             let stale = self.running.lock().get(&unit).map(|t| {
                 t.ended()
                     || t.version != active.version
-                    || t.generation != proc.record.lock().read_generation
+                    || t.generation != unit_generation(proc, &unit)
             });
             match stale {
                 Some(false) => continue,
@@ -473,9 +483,11 @@ impl Cluster {
                 None => {}
             }
             match self.start_unit(shared, proc, active, &unit) {
-                Ok(task) => {
+                Ok(Some(task)) => {
                     self.running.lock().insert(unit, task);
                 }
+                // Not ready yet: the next round starts it.
+                Ok(None) => {}
                 Err(e) => {
                     proc.metrics.record_error(super::metrics::LastError {
                         message: format!("cannot take over partition {}: {e}", unit.partition),
@@ -498,6 +510,52 @@ impl Cluster {
                 tracing::warn!("forwarding committed outputs: {e}");
             }
         }
+        let rebuilt = self
+            .running
+            .lock()
+            .iter()
+            .filter(|(unit, task)| {
+                wanted.get(*unit).is_some_and(|(proc, _)| {
+                    proc.kind == PluginKind::Projection
+                        && proc.record.lock().rebuilding_generation == Some(unit.partition)
+                }) && task.caught_up.iter().all(|c| c.load(Ordering::Relaxed))
+            })
+            .map(|(unit, _)| (unit.processor.clone(), unit.partition))
+            .collect();
+        Ok(rebuilt)
+    }
+
+    /// Switch `pond`'s reads to its rebuilt `generation`, whose tasks here
+    /// have caught up: the record names it the read generation (every host
+    /// then stops the old generation's unit and drops its copy, and already
+    /// follows the new one), then the old generation's partition of the
+    /// commit stream is claimed (fencing a host that has not seen the
+    /// switch yet), its outbox forwarded and its state removed.
+    fn promote(&self, shared: &Arc<Shared>, pond: &str, generation: u32) -> Result<()> {
+        let mut replaced = None;
+        let record = self.registry.update(pond, |current| {
+            let Some(mut record) = current else {
+                return Err(RegistryError::Rejected(format!(
+                    "{pond} was deleted meanwhile"
+                )));
+            };
+            if record.rebuilding_generation != Some(generation) {
+                return Err(RegistryError::Rejected(format!(
+                    "{pond} no longer rebuilds generation {generation}"
+                )));
+            }
+            replaced = Some(record.read_generation);
+            record.read_generation = generation;
+            record.rebuilding_generation = None;
+            Ok(Some(record))
+        })?;
+        if let Some(record) = record {
+            apply(shared, Change::Put(record));
+        }
+        tracing::info!(%pond, generation, "reads switched to the rebuilt generation");
+        if let Some(old) = replaced {
+            self.clear_generation(pond, old)?;
+        }
         Ok(())
     }
 
@@ -509,17 +567,55 @@ impl Cluster {
         proc: &Arc<Processor>,
         active: &Active,
         unit: &Unit,
-    ) -> Result<UnitTask> {
+    ) -> Result<Option<UnitTask>> {
         let units = unit_inputs(shared, proc.kind, &active.manifest)?;
-        let Some(inputs) = units.get(unit.partition as usize).cloned() else {
+        let inputs = units_of(proc, units.len())
+            .into_iter()
+            .find(|(u, _)| u == unit)
+            .and_then(|(_, index)| units.get(index).cloned());
+        let Some(inputs) = inputs else {
             return Err(EngineError::Invalid(format!(
                 "{} has no unit {}",
                 proc.name, unit.partition
             )));
         };
         let stream = self.stream(&proc.name)?;
-        let mut owner = stream.claim(unit.partition)?;
-        let generation = proc.record.lock().read_generation;
+        let rebuilding = proc.kind == PluginKind::Projection
+            && proc.record.lock().rebuilding_generation == Some(unit.partition);
+        let mut owner = if rebuilding {
+            stream.start(unit.partition)?
+        } else {
+            stream.claim(unit.partition)?
+        };
+        match &owner.checkpoint {
+            Some(_) => {}
+            // A rebuild starts at its inputs' first offsets: the first
+            // host to run it writes them.
+            None if rebuilding => {
+                let starts = inputs
+                    .iter()
+                    .map(|(topic, partition)| {
+                        Ok(PartitionPos {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: shared.log.start_offset(topic, *partition)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let step = Step {
+                    checkpoint: checkpoint_at(&inputs, &starts)?,
+                    ..Step::default()
+                };
+                stream.commit(&mut owner, step)?;
+            }
+            // Claimed between a reset's new generation's claim and its
+            // first checkpoint (`start_generation`, which writes it again).
+            None => {
+                tracing::debug!(processor = %proc.name, unit = unit.partition, "no checkpoint yet");
+                return Ok(None);
+            }
+        }
+        let generation = unit_generation(proc, unit);
         let owns_copy = (proc.kind != PluginKind::Enricher).then(|| unit.clone());
         if owns_copy.is_some() {
             let copy = StateUnit {
@@ -542,9 +638,11 @@ impl Cluster {
         let stop = Arc::new(AtomicBool::new(false));
         let pending = PondPending::new();
         let mut handles = Vec::with_capacity(inputs.len());
+        let mut caught_up = Vec::with_capacity(inputs.len());
         for (topic, partition) in inputs {
             let mut ctx = TaskCtx::new(shared, proc, active, generation, &topic, partition, &stop);
             ctx.cluster = Some(slot.clone());
+            caught_up.push(ctx.caught_up.clone());
             let name = format!("weir-{}-{partition}", proc.name);
             let pending = pending.clone();
             let spawned = std::thread::Builder::new()
@@ -566,14 +664,15 @@ impl Cluster {
             }
         }
         tracing::info!(processor = %proc.name, unit = unit.partition, version = active.version, "running unit");
-        Ok(UnitTask {
+        Ok(Some(UnitTask {
             version: active.version,
             generation,
             stop,
             handles,
+            caught_up,
             slot,
             owns_copy,
-        })
+        }))
     }
 
     /// Write each unit's starting positions unless it has them (a new
@@ -655,44 +754,30 @@ impl Cluster {
         Ok(owner)
     }
 
-    /// Move every unit of a paused processor to `positions` (and clear its
-    /// state if `clear_state`), unit by unit: each is claimed, its outbox
-    /// forwarded, its state cleared, its new checkpoint committed.
+    /// Move every unit of a paused processor to `positions` (a pond's: the
+    /// unit of its read generation, keeping its state; a rebuild goes on),
+    /// unit by unit: each is claimed, its outbox forwarded, its new
+    /// checkpoint committed.
     pub(crate) fn reset_units(
         &self,
         shared: &Shared,
-        processor: &str,
-        kind: PluginKind,
+        proc: &Processor,
         manifest: &Manifest,
-        positions: &[crate::store::PartitionPos],
-        clear_state: bool,
+        positions: &[PartitionPos],
     ) -> Result<()> {
-        let stream = self.stream(processor)?;
-        for (i, inputs) in unit_inputs(shared, kind, manifest)?.into_iter().enumerate() {
-            let mut owner = self.take_stopped(&stream, i as u32)?;
-            let mut checkpoint = Vec::with_capacity(inputs.len());
-            for (topic, partition) in inputs {
-                let Some(at) = positions
-                    .iter()
-                    .find(|p| p.topic == topic && p.partition == partition)
-                else {
-                    return Err(EngineError::Invalid(format!(
-                        "no reset position for {topic}/{partition}"
-                    )));
-                };
-                checkpoint.push(Checkpoint {
-                    topic,
-                    partition,
-                    offset: at.offset,
-                });
+        let stream = self.stream(&proc.name)?;
+        let units = unit_inputs(shared, proc.kind, manifest)?;
+        let read_generation = proc.record.lock().read_generation;
+        for (unit, index) in units_of(proc, units.len()) {
+            if proc.kind == PluginKind::Projection && unit.partition != read_generation {
+                continue;
             }
-            if clear_state {
-                stream.clear_state(&owner)?;
-            }
+            let mut owner = self.take_stopped(&stream, unit.partition)?;
+            let checkpoint = checkpoint_at(&units[index], positions)?;
             stream.commit(
                 &mut owner,
                 Step {
-                    checkpoint: Checkpoint::encode(&checkpoint),
+                    checkpoint,
                     ..Step::default()
                 },
             )?;
@@ -700,21 +785,68 @@ impl Cluster {
         Ok(())
     }
 
+    /// Start `pond`'s state `generation` (a number the record reserved and
+    /// no host has written) empty at `positions` (a reset): claimed,
+    /// emptied and given its first checkpoint. A host claiming it between
+    /// the claim and the checkpoint finds none and does not start it; the
+    /// checkpoint is then written again.
+    pub(crate) fn start_generation(
+        &self,
+        shared: &Shared,
+        pond: &Processor,
+        manifest: &Manifest,
+        generation: u32,
+        positions: &[PartitionPos],
+    ) -> Result<()> {
+        let stream = self.stream(&pond.name)?;
+        let units = unit_inputs(shared, pond.kind, manifest)?;
+        let inputs = units.first().map(Vec::as_slice).unwrap_or_default();
+        let checkpoint = checkpoint_at(inputs, positions)?;
+        let mut attempt = 0;
+        loop {
+            let mut owner = stream.start(generation)?;
+            stream.clear_state(&owner)?;
+            let step = Step {
+                checkpoint: checkpoint.clone(),
+                ..Step::default()
+            };
+            match stream.commit(&mut owner, step) {
+                Err(CommitError::Fenced { .. }) if attempt < 10 => attempt += 1,
+                done => return Ok(done?),
+            }
+        }
+    }
+
+    /// Empty the partition of `pond`'s state `generation`, which no host
+    /// runs any more (reads moved on): claimed (fencing a host that has not
+    /// seen that yet), its outbox forwarded, its state removed.
+    pub(crate) fn clear_generation(&self, pond: &str, generation: u32) -> Result<()> {
+        let stream = self.stream(pond)?;
+        let owner = self.take_stopped(&stream, generation)?;
+        stream.clear_state(&owner)?;
+        Ok(())
+    }
+
     /// Committed positions of `processor`'s units (for its status).
+    /// (A pond's are those of its read generation.)
     pub(crate) fn positions(
         &self,
-        processor: &str,
+        proc: &Processor,
         shared: &Shared,
-        kind: PluginKind,
         manifest: &Manifest,
     ) -> Result<Vec<(String, u32, u64)>> {
-        let stream = self.stream(processor)?;
+        let stream = self.stream(&proc.name)?;
+        let units = unit_inputs(shared, proc.kind, manifest)?;
+        let read_generation = proc.record.lock().read_generation;
         let mut out = Vec::new();
-        for (i, inputs) in unit_inputs(shared, kind, manifest)?.into_iter().enumerate() {
-            let Some(bytes) = stream.checkpoint(i as u32)? else {
+        for (unit, index) in units_of(proc, units.len()) {
+            if proc.kind == PluginKind::Projection && unit.partition != read_generation {
+                continue;
+            }
+            let Some(bytes) = stream.checkpoint(unit.partition)? else {
                 continue;
             };
-            for (topic, partition) in inputs {
+            for (topic, partition) in units[index].iter().cloned() {
                 if let Ok(offset) = Checkpoint::offset_of(&bytes, &topic, partition) {
                     out.push((topic, partition, offset));
                 }
@@ -746,7 +878,62 @@ fn unit_inputs(
     })
 }
 
-/// The units of every pond and service, whose state every host keeps a copy of.
+/// The units of `proc` now, each with the index (in [`unit_inputs`]'s
+/// answer, of `inputs` entries) of the input partitions it covers. A
+/// river's or service's unit `i` covers entry `i`. A pond's units are
+/// numbered by the state generation they build, which is also their
+/// partition in the commit stream: the generation reads use and, while a
+/// rebuild runs, the one built beside it; each covers all its inputs.
+fn units_of(proc: &Processor, inputs: usize) -> Vec<(Unit, usize)> {
+    if proc.kind == PluginKind::Projection {
+        let (read, rebuilding) = {
+            let r = proc.record.lock();
+            (r.read_generation, r.rebuilding_generation)
+        };
+        return std::iter::once(read)
+            .chain(rebuilding)
+            .map(|g| (Unit::new(proc.name.clone(), g), 0))
+            .collect();
+    }
+    (0..inputs)
+        .map(|i| (Unit::new(proc.name.clone(), i as u32), i))
+        .collect()
+}
+
+/// The pond state generation `unit` of `proc` reads and writes (see
+/// [`units_of`]; other kinds have one).
+fn unit_generation(proc: &Processor, unit: &Unit) -> u32 {
+    if proc.kind == PluginKind::Projection {
+        unit.partition
+    } else {
+        proc.record.lock().read_generation
+    }
+}
+
+/// The checkpoint of a unit covering `inputs`, at `positions`.
+fn checkpoint_at(inputs: &[(String, u32)], positions: &[PartitionPos]) -> Result<Vec<u8>> {
+    let mut checkpoint = Vec::with_capacity(inputs.len());
+    for (topic, partition) in inputs {
+        let Some(at) = positions
+            .iter()
+            .find(|p| p.topic == *topic && p.partition == *partition)
+        else {
+            return Err(EngineError::Invalid(format!(
+                "no position for {topic}/{partition}"
+            )));
+        };
+        checkpoint.push(Checkpoint {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: at.offset,
+        });
+    }
+    Ok(Checkpoint::encode(&checkpoint))
+}
+
+/// The units of every pond and service, whose state every host keeps a
+/// copy of (a pond's rebuilt generation too, so reads switch to a copy
+/// already made).
 fn state_units(shared: &Shared) -> Vec<StateUnit> {
     let procs: Vec<Arc<Processor>> = shared.processors.read().values().cloned().collect();
     let mut out = Vec::new();
@@ -760,12 +947,15 @@ fn state_units(shared: &Shared) -> Vec<StateUnit> {
         let Ok(units) = unit_inputs(shared, proc.kind, &active.manifest) else {
             continue;
         };
-        let generation = proc.record.lock().read_generation;
-        out.extend((0..units.len()).map(|i| StateUnit {
-            unit: Unit::new(proc.name.clone(), i as u32),
-            kind: proc.kind,
-            generation,
-        }));
+        out.extend(
+            units_of(&proc, units.len())
+                .into_iter()
+                .map(|(unit, _)| StateUnit {
+                    generation: unit_generation(&proc, &unit),
+                    unit,
+                    kind: proc.kind,
+                }),
+        );
     }
     out
 }
@@ -788,11 +978,8 @@ fn wanted_units(shared: &Shared) -> BTreeMap<Unit, (Arc<Processor>, Active)> {
         let Ok(units) = unit_inputs(shared, proc.kind, &active.manifest) else {
             continue;
         };
-        for i in 0..units.len() {
-            out.insert(
-                Unit::new(proc.name.clone(), i as u32),
-                (proc.clone(), active.clone()),
-            );
+        for (unit, _) in units_of(&proc, units.len()) {
+            out.insert(unit, (proc.clone(), active.clone()));
         }
     }
     out
@@ -825,13 +1012,23 @@ pub(crate) fn apply(shared: &Arc<Shared>, change: Change) {
         && proc.active().map(|a| a.version) == Some(record.active_version)
     {
         let old = std::mem::replace(&mut *proc.record.lock(), record.clone());
-        if old.read_generation != record.read_generation
+        if proc.kind == PluginKind::Projection
             && let Some(cluster) = &shared.cluster
         {
-            // A reset cleared the pond: its copy here is made again.
-            cluster
-                .copies
-                .drop_generation(shared, &record.name, old.read_generation);
+            // A reset, a rebuild or its switch left a generation behind:
+            // its unit stops here and its copy goes.
+            let now = [record.read_generation]
+                .into_iter()
+                .chain(record.rebuilding_generation);
+            let before = [old.read_generation]
+                .into_iter()
+                .chain(old.rebuilding_generation);
+            // Under the lease round's lock, so no round starts it again.
+            let _round = cluster.switching.lock();
+            for gone in before.filter(|g| !now.clone().any(|n| n == *g)) {
+                cluster.stop_unit(&Unit::new(record.name.clone(), gone));
+                cluster.copies.drop_generation(shared, &record.name, gone);
+            }
         }
         return;
     }

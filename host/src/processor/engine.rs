@@ -440,17 +440,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Operations that do not act across hosts yet refuse in cluster mode.
-    fn refuse_in_cluster(&self, what: &str) -> Result<()> {
-        if self.shared.cluster.is_some() {
-            return Err(LogError::Unsupported(format!(
-                "{what} does not work in cluster mode yet (issue #11)"
-            ))
-            .into());
-        }
-        Ok(())
-    }
-
     /// Create missing outputs / DLQ (and a service's commands topic),
     /// naming each in `created`; inputs must exist.
     fn ensure_topics(&self, manifest: &Manifest, created: &mut Vec<String>) -> Result<()> {
@@ -598,11 +587,13 @@ impl Engine {
     }
 
     /// Reset across the cluster: paused on every host through the registry
-    /// (claims fence a host that has not seen it yet), every unit moved
-    /// (`Cluster::reset_units`), then resumed as it was. A pond reset
-    /// without its state also reads from a new generation, so every host's
-    /// copy is made again from the cleared state. Interrupted, it leaves
-    /// the processor paused; resetting again finishes it.
+    /// (claims fence a host that has not seen it yet), moved, then resumed
+    /// as it was. Every unit is moved in place (`Cluster::reset_units`),
+    /// except a pond losing its state: it gets a new read generation,
+    /// started empty at the positions (`Cluster::start_generation`), so
+    /// every host's copy is made again, and the old one is emptied. A
+    /// pond's rebuild goes on. Interrupted, it leaves the processor
+    /// paused; resetting again finishes it.
     fn reset_in_cluster(
         &self,
         cluster: &Cluster,
@@ -612,26 +603,34 @@ impl Engine {
         keep_state: bool,
     ) -> Result<ProcessorStatus> {
         let positions = self.reset_positions(active, to)?;
-        let clear_state = proc.kind == PluginKind::Projection && !keep_state;
         let mut was_paused = false;
+        let mut generations = (0, 0);
+        let clear_state = proc.kind == PluginKind::Projection && !keep_state;
         self.change_in_cluster(cluster, &proc.name, |r| {
             was_paused = r.paused;
             r.paused = true;
+            if clear_state {
+                // Reserved here, so two admin calls never build one generation.
+                generations = (r.read_generation, next_generation(r));
+                r.read_generation = generations.1;
+            }
             Ok(())
         })?;
-        cluster.reset_units(
-            &self.shared,
-            &proc.name,
-            proc.kind,
-            &active.manifest,
-            &positions,
-            clear_state,
-        )?;
+        if clear_state {
+            let (old, fresh) = generations;
+            cluster.start_generation(&self.shared, proc, &active.manifest, fresh, &positions)?;
+            let status = self.change_in_cluster(cluster, &proc.name, |r| {
+                r.paused = was_paused;
+                Ok(())
+            })?;
+            if let Err(e) = cluster.clear_generation(&proc.name, old) {
+                tracing::warn!(processor = %proc.name, generation = old, "cannot empty the replaced generation: {e}");
+            }
+            return Ok(status);
+        }
+        cluster.reset_units(&self.shared, proc, &active.manifest, &positions)?;
         self.change_in_cluster(cluster, &proc.name, |r| {
             r.paused = was_paused;
-            if clear_state {
-                r.read_generation += 1;
-            }
             Ok(())
         })
     }
@@ -690,7 +689,6 @@ impl Engine {
     /// Rebuild a pond from offset 0 into a new generation beside the
     /// current one; reads switch to it once it has caught up on every partition.
     pub fn rebuild(&self, name: &str) -> Result<ProcessorStatus> {
-        self.refuse_in_cluster("rebuild")?;
         let _admin = self.shared.admin.lock();
         let proc = self.shared.processor(name)?;
         if proc.kind != PluginKind::Projection {
@@ -701,16 +699,16 @@ impl Engine {
         let active = proc
             .active()
             .ok_or_else(|| EngineError::Conflict(format!("{name} is not loaded")))?;
+        if let Some(cluster) = &self.shared.cluster {
+            return self.rebuild_in_cluster(cluster, &proc);
+        }
         let rebuilding = proc.state.lock().rebuild.take();
         if let Some(set) = rebuilding {
             set.stop_and_join();
         }
         let (old, generation) = {
             let r = proc.record.lock();
-            (
-                r.rebuilding_generation,
-                r.read_generation.max(r.rebuilding_generation.unwrap_or(0)) + 1,
-            )
+            (r.rebuilding_generation, next_generation(&r))
         };
         if let Some(g) = old {
             self.shared.store.drop_pond(name, g)?;
@@ -734,6 +732,33 @@ impl Engine {
             proc.state.lock().rebuild = Some(set);
         }
         status::status_of(&self.shared, &proc)
+    }
+
+    /// Rebuild across the cluster: the record names a new generation as
+    /// the one being rebuilt (every host then wants its unit, and follows
+    /// its state; the host that runs it first starts it at the inputs'
+    /// first offsets), and a rebuild it replaces is emptied. The host
+    /// running it switches reads once it has caught up (`Cluster::promote`).
+    fn rebuild_in_cluster(
+        &self,
+        cluster: &Cluster,
+        proc: &Arc<Processor>,
+    ) -> Result<ProcessorStatus> {
+        let mut replaced = None;
+        let mut generation = 0;
+        self.change_in_cluster(cluster, &proc.name, |r| {
+            replaced = r.rebuilding_generation;
+            generation = next_generation(r);
+            r.rebuilding_generation = Some(generation);
+            Ok(())
+        })?;
+        tracing::info!(processor = %proc.name, generation, "rebuilding");
+        if let Some(old) = replaced
+            && let Err(e) = cluster.clear_generation(&proc.name, old)
+        {
+            tracing::warn!(processor = %proc.name, generation = old, "cannot empty the abandoned rebuild: {e}");
+        }
+        status::status_of(&self.shared, proc)
     }
 
     /// Stop and forget a processor (its checkpoints, state, aggregates and
@@ -969,6 +994,15 @@ impl Engine {
 
 /// The version a rollback of `name` (whose record is `record`) activates:
 /// `version`, or the newest one older than the active one.
+/// A pond generation no host has used: above both the read one and the
+/// one being rebuilt, which only ever grow to it.
+fn next_generation(record: &PluginRecord) -> u32 {
+    record
+        .read_generation
+        .max(record.rebuilding_generation.unwrap_or(0))
+        + 1
+}
+
 fn rollback_target(
     record: &PluginRecord,
     name: &str,

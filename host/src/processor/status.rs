@@ -175,7 +175,7 @@ pub(crate) fn status_of(shared: &Shared, proc: &Processor) -> Result<ProcessorSt
         let consumer = proc.consumer(record.read_generation);
         let committed: HashMap<(String, u32), u64> = match &shared.cluster {
             Some(cluster) => cluster
-                .positions(&proc.name, shared, proc.kind, &a.manifest)
+                .positions(proc, shared, &a.manifest)
                 .unwrap_or_else(|e| {
                     tracing::warn!(processor = %proc.name, "cannot read its checkpoints: {e}");
                     Vec::new()
