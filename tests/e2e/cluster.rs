@@ -1,7 +1,7 @@
 //! Cluster mode's backend (issue #11): the suite runs its own NATS
 //! JetStream cluster on loopback. Steps of the cluster mode build on this.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -139,6 +139,57 @@ fn two_hosts_share_topics_on_jetstream() {
         took < Duration::from_secs(8),
         "woken by the produce: {took:?}"
     );
+
+    // Idempotent produce across hosts. Both hosts have produced with keys
+    // to this topic before (so neither relearns keys from the log): a
+    // retry through the other host answers the first attempt's offsets and
+    // appends nothing (another body under the key is refused there); one
+    // request sent through both hosts at once is appended once.
+    let keyed = |host: &Server, key: &str, body: &Value| {
+        host.request(
+            "POST",
+            "/topics/orders/records",
+            Some(("application/json", body.to_string().as_bytes())),
+            &[("idempotency-key", key)],
+        )
+    };
+    let warm = json!({"key": "w", "value": 0});
+    assert_eq!(keyed(&a, "warm-a", &warm).status, 200);
+    assert_eq!(keyed(&b, "warm-b", &warm).status, 200);
+    let before = a.total_records("orders");
+    let records: Vec<Value> = (0..30)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    let body = json!({ "records": records });
+    let first = keyed(&a, "req-1", &body);
+    assert_eq!(first.status, 200, "{}", first.json);
+    let parts: HashSet<u64> = (0..30)
+        .filter_map(|i| first.json["records"][i]["partition"].as_u64())
+        .collect();
+    assert!(parts.len() > 1, "spans partitions: {}", first.json);
+    let other = json!({"records": [{"key": "k1", "value": "x"}]});
+    let refused = keyed(&b, "req-1", &other);
+    assert_eq!(refused.status, 422, "{}", refused.json);
+    let retry = keyed(&b, "req-1", &body);
+    assert_eq!((retry.status, &retry.json), (200, &first.json));
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let racing: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .map(|host| s.spawn(|| keyed(host, "req-2", &body)))
+            .collect();
+        racing
+            .into_iter()
+            .map(|r| r.join().expect("request thread"))
+            .collect()
+    });
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.json);
+        assert_eq!(answer.json, answers[0].json);
+    }
+    for host in [&a, &b] {
+        assert_eq!(host.total_records("orders"), before + 60);
+    }
 
     // Deleted through b: gone for a, and a new incarnation starts afresh.
     assert_eq!(b.delete("/topics/orders").status, 200);

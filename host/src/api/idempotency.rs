@@ -21,6 +21,14 @@
 //!   answers and parts; a retry after a kill -9 therefore appends exactly
 //!   the missing parts too.
 //!
+//! - In cluster mode the hosts agree on keys through the cluster
+//!   (`cluster::produce_keys`): before appending, a host claims the key
+//!   there (a duplicate through another host waits for it), touches the
+//!   claim before each further part, and marks it done with its parts, so a
+//!   retry through any host appends exactly the missing parts and answers
+//!   the first attempt's offsets. A host taking over a dead writer's
+//!   request looks for the parts it appended in the log's marks.
+//!
 //! Placement must be the same on a retry, so in a keyed request the records
 //! without a key (and without a forced partition) all go to one partition
 //! chosen by the idempotency key, instead of round-robin. A retry whose
@@ -36,6 +44,7 @@ use tokio::sync::OnceCell;
 
 use super::ApiError;
 use crate::batch::{Record, RecordBatch};
+use crate::cluster::produce_keys::{Claim, Claimed, KeyError, ProduceKeys, SharedPart};
 use crate::log::{EventLog, TopicMeta};
 
 /// Record header holding `{"key", "records", "batch", "parts", "part_records"}`
@@ -52,8 +61,98 @@ pub(crate) struct Part {
     pub records: u64,
 }
 
-/// The parts of one keyed request already in the log, by partition.
-pub(crate) type Written = Arc<Mutex<BTreeMap<u32, Part>>>;
+/// The parts of one keyed request already in the log, and (in cluster
+/// mode) this host's claim on writing the rest.
+pub(crate) type Written = Arc<Mutex<Parts>>;
+
+#[derive(Default)]
+pub(crate) struct Parts {
+    by_partition: BTreeMap<u32, Part>,
+    /// Answered already (through another host): nothing may be appended.
+    done: bool,
+    /// Cluster mode: this host's claim on the request.
+    claim: Option<SharedClaim>,
+}
+
+struct SharedClaim {
+    keys: Arc<ProduceKeys>,
+    claim: Claim,
+    /// Parts this host appended under the claim.
+    appended: usize,
+}
+
+impl Parts {
+    /// The part written to `partition`, if any.
+    pub(crate) fn get(&self, partition: u32) -> Option<Part> {
+        self.by_partition.get(&partition).copied()
+    }
+
+    /// Check that the parts already written fit a retry placed as
+    /// `groups` (partition → its records): same partitions, same counts
+    /// (and none more once the request was answered).
+    pub(crate) fn check_retry(&self, groups: &BTreeMap<u32, usize>) -> Result<(), ApiError> {
+        let reused = |partition: u32, wrote: u64, would: usize| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key was used for another request: it wrote {wrote} records to partition {partition}, this one would write {would}"
+                ),
+            )
+        };
+        for (partition, part) in &self.by_partition {
+            let would = groups.get(partition).copied().unwrap_or(0);
+            if would as u64 != part.records {
+                return Err(reused(*partition, part.records, would));
+            }
+        }
+        if self.done
+            && let Some((partition, would)) = groups
+                .iter()
+                .find(|(p, _)| !self.by_partition.contains_key(p))
+        {
+            return Err(reused(*partition, 0, *would));
+        }
+        Ok(())
+    }
+
+    /// Before appending a part: in cluster mode, make sure this host
+    /// still writes the request (the claim is touched, recording the parts
+    /// so far, before every part after its first).
+    pub(crate) fn before_append(&mut self) -> Result<(), ApiError> {
+        let parts = self.shared_parts();
+        if let Some(shared) = &mut self.claim
+            && shared.appended > 0
+        {
+            shared.keys.touch(&mut shared.claim, parts)?;
+        }
+        Ok(())
+    }
+
+    /// `part` was appended to `partition`.
+    pub(crate) fn appended(&mut self, partition: u32, part: Part) {
+        self.by_partition.insert(partition, part);
+        if let Some(shared) = &mut self.claim {
+            shared.appended += 1;
+        }
+    }
+
+    fn shared_parts(&self) -> Vec<SharedPart> {
+        self.by_partition
+            .iter()
+            .map(|(p, part)| (*p, part.first, part.records))
+            .collect()
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Corrupt { .. } => ApiError::internal(e.to_string()),
+            KeyError::TakenOver(_) | KeyError::Nats(_) => ApiError::unavailable(e.to_string()),
+        }
+    }
+}
 
 /// Consecutive records of a request in one partition at consecutive offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +241,8 @@ const PART_BYTES: usize = 64;
 
 pub(crate) struct IdempotencyCache {
     max_bytes: usize,
+    /// Cluster mode: the keys every host checks.
+    shared: Option<Arc<ProduceKeys>>,
     inner: Mutex<Inner>,
     /// Topic incarnations whose partitions' tails were scanned for marks
     /// since start.
@@ -286,36 +387,21 @@ fn scan_marks(log: &dyn EventLog, topic: &str) -> Result<Vec<(String, Found)>, A
     Ok(found)
 }
 
-/// Check that the parts already `written` fit a retry placed as
-/// `groups` (partition → its records): same partitions, same counts.
-pub(crate) fn check_retry(
-    written: &BTreeMap<u32, Part>,
-    groups: &BTreeMap<u32, usize>,
-) -> Result<(), ApiError> {
-    for (partition, part) in written {
-        if groups.get(partition).copied() != Some(part.records as usize) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                format!(
-                    "this Idempotency-Key was used for another request: it wrote {} records to partition {partition}, this one would write {}",
-                    part.records,
-                    groups.get(partition).copied().unwrap_or(0)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl IdempotencyCache {
     /// A cache holding at most about `max_bytes` of keys and answers.
     pub(crate) fn new(max_bytes: usize) -> Self {
         IdempotencyCache {
             max_bytes,
+            shared: None,
             inner: Mutex::new(Inner::default()),
             recovered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, agreeing on keys with the other hosts through `keys`.
+    pub(crate) fn shared_with(mut self, keys: Option<Arc<ProduceKeys>>) -> Self {
+        self.shared = keys;
+        self
     }
 
     pub(crate) fn usage(&self) -> CacheUse {
@@ -352,7 +438,8 @@ impl IdempotencyCache {
                         }
                     }
                     Found::Part(partition, part) => {
-                        if known.written.lock().insert(partition, part).is_none() {
+                        let mut written = known.written.lock();
+                        if written.by_partition.insert(partition, part).is_none() {
                             self.charge(&id, PART_BYTES);
                         }
                     }
@@ -425,12 +512,95 @@ impl IdempotencyCache {
         if let Some(answer) = &known.answer {
             return Ok((answer.clone(), true));
         }
-        let (answer, appended) = produce(known.written.clone()).await?;
-        let parts = known.written.lock().len();
+        if let Some(keys) = &self.shared {
+            claim_shared(keys, log, topic, key, &known.written).await?;
+        }
+        let produced = produce(known.written.clone()).await;
+        let (claim, parts) = {
+            let mut written = known.written.lock();
+            (written.claim.take(), written.shared_parts())
+        };
+        if let Some(shared) = claim {
+            let done = produced.is_ok();
+            let finished =
+                super::blocking(move || shared.keys.finish(shared.claim, done, parts)).await;
+            if let Err(e) = finished {
+                // Answered all the same: a retry elsewhere takes the request
+                // over after the takeover time and finds its parts in the log.
+                tracing::warn!(topic = %topic.name, "cannot mark an idempotent produce finished: {e:?}");
+            }
+        }
+        let (answer, appended) = produced?;
+        let parts = known.written.lock().by_partition.len();
         self.charge(&id, answer.bytes() + parts * PART_BYTES);
         known.answer = Some(answer.clone());
         Ok((answer, !appended))
     }
+}
+
+/// Claim `key` of `topic` among the hosts of the cluster into `written`:
+/// the parts of a request answered through another host (nothing more
+/// will be appended), or this host's claim with the parts written so far
+/// (also those a writer it took over appended after its last record of
+/// them, found by their marks in the log).
+async fn claim_shared(
+    keys: &Arc<ProduceKeys>,
+    log: &Arc<dyn EventLog>,
+    topic: &TopicMeta,
+    key: &str,
+    written: &Written,
+) -> Result<(), ApiError> {
+    let (claimer, incarnation, k) = (keys.clone(), topic.incarnation.clone(), key.to_owned());
+    let claimed = super::blocking(move || claimer.claim(&incarnation, &k)).await?;
+    let as_parts = |parts: Vec<SharedPart>| -> BTreeMap<u32, Part> {
+        parts
+            .into_iter()
+            .map(|(p, first, records)| (p, Part { first, records }))
+            .collect()
+    };
+    let claim = match claimed {
+        Claimed::Done(parts) => {
+            let mut w = written.lock();
+            w.by_partition = as_parts(parts);
+            w.done = true;
+            return Ok(());
+        }
+        Claimed::Mine(claim) => claim,
+    };
+    let mut found = as_parts(claim.parts.clone());
+    if claim.taken_over {
+        let (log, name) = (log.clone(), topic.name.clone());
+        let marks = super::blocking(move || scan_marks(&*log, &name)).await?;
+        for (mark_key, what) in marks {
+            if mark_key != key {
+                continue;
+            }
+            let (partition, part) = match what {
+                Found::Part(partition, part) => (partition, part),
+                Found::Answer(answer) => match answer.runs.first() {
+                    Some(run) => (
+                        run.partition,
+                        Part {
+                            first: run.first,
+                            records: run.records,
+                        },
+                    ),
+                    None => continue,
+                },
+            };
+            found.entry(partition).or_insert(part);
+        }
+    }
+    let mut w = written.lock();
+    for (partition, part) in found {
+        w.by_partition.entry(partition).or_insert(part);
+    }
+    w.claim = Some(SharedClaim {
+        keys: keys.clone(),
+        claim,
+        appended: 0,
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -598,5 +768,78 @@ mod tests {
         );
         let (_, replayed) = produce_once(&cache, &r, "t", "new-key", again).await;
         assert!(!replayed);
+    }
+
+    /// `ProduceKeys` of host `id` on the shared test cluster, taking a
+    /// stalled request over after a second.
+    fn cluster_keys(id: &str) -> Arc<ProduceKeys> {
+        Arc::new(
+            ProduceKeys::open(crate::nats::connect_shared("idempotency"), id)
+                .unwrap()
+                .with_takeover(std::time::Duration::from_secs(1)),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_cluster_a_request_taken_over_from_a_dead_host_keeps_the_parts_it_appended() {
+        let (_dir, r) = log_with(&[("t", 3)]);
+        let topic = r.topic_meta("t").unwrap();
+        let (dead, survivor) = (cluster_keys("dead"), cluster_keys("survivor"));
+        let cache = IdempotencyCache::new(1 << 20).shared_with(Some(survivor));
+        // This host has read the log's marks already (as after its first
+        // keyed produce): what the dead host appends next it learns only
+        // by taking the request over.
+        produce_once(&cache, &r, "t", "warm", at(0)).await;
+        let key = format!("k-{}", uuid::Uuid::new_v4());
+        let (claimer, incarnation, k) = (dead.clone(), topic.incarnation.clone(), key.clone());
+        let claimed = tokio::task::spawn_blocking(move || claimer.claim(&incarnation, &k))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(claimed, Claimed::Mine(_)));
+        // The dead host appended the first of two parts, then died.
+        let marked = Record {
+            key: vec![],
+            value: b"a".to_vec(),
+            headers: vec![mark(&key, 3, true, 2, 2)],
+            timestamp: 0,
+        };
+        let plain = Record {
+            headers: vec![],
+            ..marked.clone()
+        };
+        r.append("t", 2, &[marked, plain]).unwrap();
+
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let seen_in = seen.clone();
+        let (answer, replayed) = cache
+            .run(&r, &topic, &key, |written| async move {
+                *seen_in.lock() = written.lock().by_partition.clone();
+                Ok((Placement::contiguous(true, 2, 0, 3), true))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.lock(),
+            BTreeMap::from([(
+                2,
+                Part {
+                    first: 0,
+                    records: 2
+                }
+            )])
+        );
+        assert!(!replayed);
+        assert_eq!(answer, Placement::contiguous(true, 2, 0, 3));
+        // Done for every host now, with its parts.
+        let (claimer, incarnation) = (dead.clone(), topic.incarnation.clone());
+        let again = tokio::task::spawn_blocking(move || claimer.claim(&incarnation, &key))
+            .await
+            .unwrap()
+            .unwrap();
+        match again {
+            Claimed::Done(parts) => assert_eq!(parts, vec![(2, 0, 2)]),
+            Claimed::Mine(_) => panic!("taken again"),
+        }
     }
 }

@@ -103,12 +103,14 @@ impl AppState {
         config: ApiConfig,
         shutting_down: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let keys = engine.produce_keys();
         AppState {
             log,
             engine,
-            idempotency: Arc::new(idempotency::IdempotencyCache::new(
-                config.idempotency_cache_bytes,
-            )),
+            idempotency: Arc::new(
+                idempotency::IdempotencyCache::new(config.idempotency_cache_bytes)
+                    .shared_with(keys),
+            ),
             config: Arc::new(config),
             http: Arc::new(metrics::HttpMetrics::default()),
 

@@ -118,7 +118,7 @@ fn append_all(
     let mut written = keyed.as_ref().map(|k| k.written.lock());
     if let (Some(k), Some(written)) = (&keyed, &written) {
         let sizes = groups.iter().map(|(p, g)| (*p, g.len())).collect();
-        idempotency::check_retry(written, &sizes)?;
+        written.check_retry(&sizes)?;
         let total = groups.values().map(Vec::len).sum();
         let parts = groups.len();
         for group in groups.values_mut() {
@@ -138,14 +138,17 @@ fn append_all(
     let mut appended = false;
     for (p, group) in groups {
         let (indexes, recs): (Vec<usize>, Vec<Record>) = group.into_iter().unzip();
-        let done = written.as_ref().and_then(|w| w.get(&p).copied());
+        let done = written.as_ref().and_then(|w| w.get(p));
         let first = match done {
             Some(part) => part.first,
             None => {
+                if let Some(w) = written.as_mut() {
+                    w.before_append()?;
+                }
                 let first = engine.append_from_client(&topic.name, p, &recs)?;
                 appended = true;
                 if let Some(w) = written.as_mut() {
-                    w.insert(
+                    w.appended(
                         p,
                         idempotency::Part {
                             first,

@@ -277,6 +277,19 @@ fn block_on<T: Send + 'static>(
         .map_err(|e| NatsError::request("a NATS client task failed", e))
 }
 
+/// A connection to the test binary's shared three-node cluster, in
+/// `namespace` (each test module its own, so they do not see each other).
+#[cfg(test)]
+pub(crate) fn connect_shared(namespace: &str) -> std::sync::Arc<Nats> {
+    let urls = weir_testkit::nats::NatsCluster::shared().urls();
+    let config = NatsConfig {
+        namespace: namespace.into(),
+        ..NatsConfig::new(urls.split(',').map(String::from).collect())
+    };
+    #[allow(clippy::expect_used)]
+    std::sync::Arc::new(Nats::connect(&config).expect("connect to the shared test cluster"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

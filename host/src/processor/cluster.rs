@@ -52,6 +52,7 @@ use crate::cluster::commits::{
 };
 use crate::cluster::forward::{self, ForwardError};
 use crate::cluster::leases::{Leases, Unit};
+use crate::cluster::produce_keys::ProduceKeys;
 use crate::cluster::registry::{Change, Registry, RegistryError};
 use crate::log::LogError;
 use crate::log::jetstream::JetStreamLog;
@@ -303,6 +304,8 @@ impl UnitTask {
 pub(crate) struct Cluster {
     pub(crate) log: Arc<JetStreamLog>,
     pub(crate) registry: Registry,
+    /// The idempotency keys of produce requests, shared by all hosts.
+    pub(crate) produce_keys: Arc<ProduceKeys>,
     leases: Leases,
     ttl: Duration,
     streams: Mutex<HashMap<String, Arc<CommitStream>>>,
@@ -324,10 +327,12 @@ impl Cluster {
         ttl: Duration,
     ) -> Result<Cluster> {
         let registry = Registry::open(nats.clone())?;
+        let produce_keys = Arc::new(ProduceKeys::open(nats.clone(), host)?);
         let leases = Leases::join(nats, host, ttl)?;
         Ok(Cluster {
             log,
             registry,
+            produce_keys,
             leases,
             ttl,
             streams: Mutex::new(HashMap::new()),

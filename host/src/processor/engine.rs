@@ -481,6 +481,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Cluster mode: the idempotency keys of produce requests every host checks.
+    pub fn produce_keys(&self) -> Option<Arc<crate::cluster::produce_keys::ProduceKeys>> {
+        self.shared.cluster.as_ref().map(|c| c.produce_keys.clone())
+    }
+
     pub fn list(&self) -> Vec<ProcessorStatus> {
         let procs: Vec<Arc<Processor>> = self.shared.processors.read().values().cloned().collect();
         procs

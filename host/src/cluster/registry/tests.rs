@@ -4,24 +4,11 @@
 
 use std::time::Duration;
 
-use weir_testkit::nats::NatsCluster;
-
 use super::*;
-use crate::nats::NatsConfig;
 use crate::store::VersionRecord;
 
 fn host() -> Registry {
-    let config = NatsConfig {
-        namespace: "registry".into(),
-        ..NatsConfig::new(
-            NatsCluster::shared()
-                .urls()
-                .split(',')
-                .map(String::from)
-                .collect(),
-        )
-    };
-    Registry::open(Arc::new(Nats::connect(&config).expect("connect"))).expect("open")
+    Registry::open(crate::nats::connect_shared("registry")).expect("open")
 }
 
 /// Add a version (as a deploy does), starting the record if there is none.
