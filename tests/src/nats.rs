@@ -69,6 +69,9 @@ impl NatsCluster {
         SHARED.get_or_init(|| {
             remove_stale_shared_dirs();
             let dir = std::env::temp_dir().join(format!("{SHARED_PREFIX}{}", std::process::id()));
+            // Left by an earlier process that had this id (ids are reused):
+            // its streams would leak into this run's tests.
+            let _ = std::fs::remove_dir_all(&dir);
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name("weir-nats-owner".into())
