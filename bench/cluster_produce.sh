@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Produce over HTTP, cluster mode vs one embedded server, same run: wrk
 # against one weir host of bench/cluster.sh (3 NATS nodes, R3) and against
-# a plain `weir serve` (fsync always), 1 and 100 records per request, a
-# 3-partition topic each.
+# a plain `weir serve` (fsync always), 1 and 100 records per request and 1
+# record per request with an Idempotency-Key of its own, a 3-partition
+# topic each.
 #
 #   bench/cluster_produce.sh [path/to/weir]   # default: target/release/weir; ~1 min
 #
@@ -37,6 +38,7 @@ EMBEDDED=$(sed -n 's/^weir listening on //p' "$TMP/embedded.out")
 topic "$EMBEDDED"
 e1=$(rate "$EMBEDDED/topics/bench/records" produce_one.lua)
 e100=$(rate "$EMBEDDED/topics/bench/records" produce_batch.lua)
+ek=$(rate "$EMBEDDED/topics/bench/records" produce_keyed.lua)
 kill "$EMBEDDED_PID"; wait "$EMBEDDED_PID" 2>/dev/null || true; EMBEDDED_PID=""
 
 bench/cluster.sh "$WEIR" >"$TMP/cluster.out" 2>&1 &
@@ -47,11 +49,13 @@ HOST=$(sed -n 's/^weir host 0: //p' "$TMP/cluster.out")
 topic "$HOST"
 c1=$(rate "$HOST/topics/bench/records" produce_one.lua)
 c100=$(rate "$HOST/topics/bench/records" produce_batch.lua)
+ck=$(rate "$HOST/topics/bench/records" produce_keyed.lua)
 
-python3 - "$e1" "$e100" "$c1" "$c100" "$CONNS" "$DUR" <<'PY'
+python3 - "$e1" "$e100" "$c1" "$c100" "$ek" "$ck" "$CONNS" "$DUR" <<'PY'
 import sys
-e1, e100, c1, c100 = map(float, sys.argv[1:5])
-print(f"{sys.argv[5]} connections, {sys.argv[6]} per run, {__import__('os').cpu_count()} cores, 3 partitions")
+e1, e100, c1, c100, ek, ck = map(float, sys.argv[1:7])
+print(f"{sys.argv[7]} connections, {sys.argv[8]} per run, {__import__('os').cpu_count()} cores, 3 partitions")
 print(f"1 record/request:    embedded {e1:>9,.0f} req/s   cluster {c1:>9,.0f} req/s   ({c1/e1:.2f}x)")
 print(f"100 records/request: embedded {e100*100:>9,.0f} rec/s   cluster {c100*100:>9,.0f} rec/s   ({c100/e100:.2f}x)")
+print(f"1 record, idempotent: embedded {ek:>9,.0f} req/s   cluster {ck:>9,.0f} req/s   ({ck/ek:.2f}x; cluster keyed/plain {ck/c1:.2f}x)")
 PY

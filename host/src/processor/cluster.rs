@@ -628,7 +628,8 @@ impl Cluster {
                 kind: proc.kind,
                 generation,
             };
-            self.copies.own(shared, &copy, &owner.state)?;
+            self.copies
+                .own(shared, &copy, &std::mem::take(&mut owner.state))?;
         }
         if let Err(e) = forward::forward(&self.log, &stream, &mut owner) {
             // Left in the outbox: the task's first step (or the next tick) forwards it.

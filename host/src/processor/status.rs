@@ -195,10 +195,15 @@ pub(crate) fn status_of(shared: &Shared, proc: &Processor) -> Result<ProcessorSt
                 continue;
             };
             for p in info.partitions {
-                let c = committed
-                    .get(&(t.clone(), p.partition))
-                    .copied()
-                    .unwrap_or(p.start_offset);
+                let c = match committed.get(&(t.clone(), p.partition)) {
+                    Some(c) => *c,
+                    // Every unit has a checkpoint from its deploy on: one
+                    // not read (the cluster unreachable) is left out, not
+                    // shown as the partition's start.
+                    None if shared.cluster.is_some() => continue,
+                    // Not committed yet: at the start.
+                    None => p.start_offset,
+                };
                 partitions.push(PartitionStatus {
                     topic: t.clone(),
                     partition: p.partition,

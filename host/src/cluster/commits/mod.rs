@@ -110,7 +110,10 @@ pub struct Owner {
     pub partition: u32,
     /// The checkpoint as of the claim / the last commit.
     pub checkpoint: Option<Vec<u8>>,
-    /// State as committed (key → value).
+    /// The state as claimed (key → value), for the new owner to take:
+    /// commits do not keep it (the owner's copy of the state is its host's
+    /// store, `processor::state_copies`), so a unit's state is not held in
+    /// memory while it runs.
     pub state: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Committed outputs not yet forwarded, in order.
     pub outbox: Vec<Pending>,
@@ -389,12 +392,6 @@ impl CommitStream {
             });
         }
         owner.next_out = next_out;
-        for (key, value) in step.state {
-            match value {
-                Some(v) => owner.state.insert(key, v),
-                None => owner.state.remove(&key),
-            };
-        }
         owner.checkpoint = Some(step.checkpoint);
         owner.fence = last;
         Ok(())

@@ -245,10 +245,18 @@ fn a_follower_gets_the_whole_state_then_every_change_in_order() {
     };
     assert_eq!(whole.len(), 1499, "k0001 was deleted");
     assert_eq!(whole.get(b"k0000".as_slice()), Some(&b"2".to_vec()));
+    let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = keys
+        .iter()
+        .map(|k| (k.as_bytes().to_vec(), b"1".to_vec()))
+        .collect();
+    committed.insert(b"k0000".to_vec(), b"2".to_vec());
+    committed.remove(b"k0001".as_slice());
     assert_eq!(
-        whole, owner.state,
+        whole, committed,
         "the follower sees what the owner committed"
     );
+    assert_eq!(stream.claim(0).expect("claim").state, committed);
+    owner = stream.claim(0).expect("claim back");
     assert_eq!(f.poll(Duration::from_millis(100), 100).expect("poll"), None);
 
     // Later commits arrive as changes, in commit order.
