@@ -314,6 +314,10 @@ pub(crate) struct Cluster {
     /// Held by a lease round and by a version switch, so a round never
     /// starts a unit with a version being replaced.
     switching: Mutex<()>,
+    /// Held while a registry change is applied ([`apply`]), and the
+    /// revision of the last change applied per processor.
+    applying: Mutex<()>,
+    applied: Mutex<HashMap<String, u64>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -339,6 +343,8 @@ impl Cluster {
             running: Mutex::new(BTreeMap::new()),
             copies: StateCopies::default(),
             switching: Mutex::new(()),
+            applying: Mutex::new(()),
+            applied: Mutex::new(HashMap::new()),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         })
@@ -366,8 +372,8 @@ impl Cluster {
         let Some(cluster) = &shared.cluster else {
             return Ok(());
         };
-        for record in cluster.registry.list()? {
-            apply(shared, Change::Put(record));
+        for change in cluster.registry.list()? {
+            apply(shared, change);
         }
         let weak = Arc::downgrade(shared);
         let follower = std::thread::Builder::new()
@@ -538,7 +544,7 @@ impl Cluster {
     /// switch yet), its outbox forwarded and its state removed.
     fn promote(&self, shared: &Arc<Shared>, pond: &str, generation: u32) -> Result<()> {
         let mut replaced = None;
-        let record = self.registry.update(pond, |current| {
+        let change = self.registry.update(pond, |current| {
             let Some(mut record) = current else {
                 return Err(RegistryError::Rejected(format!(
                     "{pond} was deleted meanwhile"
@@ -554,9 +560,7 @@ impl Cluster {
             record.rebuilding_generation = None;
             Ok(Some(record))
         })?;
-        if let Some(record) = record {
-            apply(shared, Change::Put(record));
-        }
+        apply(shared, change);
         tracing::info!(%pond, generation, "reads switched to the rebuilt generation");
         if let Some(old) = replaced {
             self.clear_generation(pond, old)?;
@@ -991,11 +995,27 @@ fn wanted_units(shared: &Shared) -> BTreeMap<Unit, (Arc<Processor>, Active)> {
     out
 }
 
-/// Make this host's processors match a registry change.
+/// Make this host's processors match a registry change, unless it already
+/// applied a later one of that processor (changes come from this host's own
+/// updates, the registry follower and the list at start, in any order
+/// between them). One change is applied at a time.
 pub(crate) fn apply(shared: &Arc<Shared>, change: Change) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let _applying = cluster.applying.lock();
+    {
+        let mut applied = cluster.applied.lock();
+        let last = applied.entry(change.name().to_string()).or_insert(0);
+        if change.revision() <= *last && change.revision() != 0 {
+            tracing::debug!(processor = %change.name(), revision = change.revision(), "an older registry change; skipped");
+            return;
+        }
+        *last = change.revision();
+    }
     let record = match change {
-        Change::Put(record) => record,
-        Change::Deleted(name) => {
+        Change::Put(record, _) => record,
+        Change::Deleted(name, _) => {
             if let Some(cluster) = &shared.cluster {
                 cluster.streams.lock().remove(&name);
             }

@@ -9,7 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::batch::Record;
-use crate::cluster::registry::{Change, RegistryError};
+use crate::cluster::registry::RegistryError;
 use crate::log::jetstream::JetStreamLog;
 use crate::log::{EventLog, LogError};
 use crate::runtime::{Plugin, PluginKind, Runtime};
@@ -353,7 +353,7 @@ impl Engine {
         if cluster.registry.get(&manifest.name)?.is_none() {
             cluster.init_checkpoints(&self.shared, &manifest.name, manifest.kind, &manifest)?;
         }
-        let record = cluster.registry.update(&manifest.name, |current| {
+        let change = cluster.registry.update(&manifest.name, |current| {
             let Some(mut record) = current else {
                 return Ok(Some(cluster::first_record(
                     &manifest,
@@ -382,13 +382,7 @@ impl Engine {
             record.stopped = None;
             Ok(Some(record))
         })?;
-        let Some(record) = record else {
-            return Err(EngineError::Conflict(format!(
-                "{} vanished from the registry during the deploy",
-                manifest.name
-            )));
-        };
-        cluster::apply(&self.shared, Change::Put(record));
+        cluster::apply(&self.shared, change);
         self.shared.processor(&manifest.name)
     }
 
@@ -403,7 +397,7 @@ impl Engine {
         mut change: impl FnMut(&mut PluginRecord) -> Result<(), RegistryError>,
     ) -> Result<ProcessorStatus> {
         let proc = self.shared.processor(name)?;
-        let record = cluster.registry.update(name, |current| {
+        let changed = cluster.registry.update(name, |current| {
             let Some(mut record) = current else {
                 return Err(RegistryError::Rejected(format!(
                     "{name} was deleted meanwhile"
@@ -412,9 +406,7 @@ impl Engine {
             change(&mut record)?;
             Ok(Some(record))
         })?;
-        if let Some(record) = record {
-            cluster::apply(&self.shared, Change::Put(record));
-        }
+        cluster::apply(&self.shared, changed);
         cluster.stop_units_of(name);
         proc.set_crashed(false);
         status::status_of(&self.shared, &proc)
@@ -435,8 +427,8 @@ impl Engine {
             Ok(())
         })?;
         cluster.remove_commits(name)?;
-        cluster.registry.update(name, |_| Ok(None))?;
-        cluster::apply(&self.shared, Change::Deleted(name.to_string()));
+        let deleted = cluster.registry.update(name, |_| Ok(None))?;
+        cluster::apply(&self.shared, deleted);
         Ok(())
     }
 

@@ -14,6 +14,10 @@
 //!   when read back.
 //! - [`Registry::follow`] reports every record as it is now, then every
 //!   change made through any host, in order per plugin.
+//! - Every change carries its revision (the bucket's sequence, growing
+//!   across all records), so a host applying changes from several sources
+//!   — its own updates, the follower, the list at start — can drop one
+//!   older than what it already applied.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +48,27 @@ pub enum RegistryError {
     Nats(#[from] NatsError),
 }
 
-/// A change to the registry, as [`Registry::follow`] reports it.
+/// A change to the registry, with its revision, as [`Registry::follow`]
+/// reports it and [`Registry::update`] answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    Put(PluginRecord),
-    Deleted(String),
+    Put(PluginRecord, u64),
+    Deleted(String, u64),
+}
+
+impl Change {
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Put(record, _) => &record.name,
+            Change::Deleted(name, _) => name,
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        match self {
+            Change::Put(_, r) | Change::Deleted(_, r) => *r,
+        }
+    }
 }
 
 pub struct Registry {
@@ -189,8 +209,8 @@ impl Registry {
         Ok(self.entry(name)?.map(|(r, _)| r))
     }
 
-    /// Every record, by name.
-    pub fn list(&self) -> Result<Vec<PluginRecord>, RegistryError> {
+    /// Every record, by name, as changes (with their revisions).
+    pub fn list(&self) -> Result<Vec<Change>, RegistryError> {
         let plugins = self.plugins.clone();
         let keys = self.nats.run(async move {
             // Listing makes a consumer, which a cluster busy making streams
@@ -209,23 +229,24 @@ impl Registry {
         })??;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            if let Some(r) = self.get(&k.replace('=', "."))? {
-                out.push(r);
+            if let Some((r, revision)) = self.entry(&k.replace('=', "."))? {
+                out.push(Change::Put(r, revision));
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| a.name().cmp(b.name()));
         Ok(out)
     }
 
     /// Change `name`'s record with `change` (given the record as it is, or
     /// `None`; returning `None` deletes it), as one compare-and-set, retried
     /// with the fresh record when another host changed it meanwhile. Returns
-    /// what was written.
+    /// what was written (a delete's revision is a lower bound: the marker's
+    /// own, at least one above the record it removed).
     pub fn update(
         &self,
         name: &str,
         mut change: impl FnMut(Option<PluginRecord>) -> Result<Option<PluginRecord>, RegistryError>,
-    ) -> Result<Option<PluginRecord>, RegistryError> {
+    ) -> Result<Change, RegistryError> {
         for _ in 0..MAX_ATTEMPTS {
             let current = self.entry(name)?;
             let revision = current.as_ref().map(|(_, r)| *r);
@@ -241,16 +262,21 @@ impl Registry {
             };
             let won = self.nats.run(async move {
                 match (value, revision) {
-                    (Some(v), Some(rev)) => plugins.update(&k, v.into(), rev).await.is_ok(),
-                    (Some(v), None) => plugins.create(&k, v.into()).await.is_ok(),
-                    (None, Some(rev)) => {
-                        plugins.delete_expect_revision(&k, Some(rev)).await.is_ok()
-                    }
-                    (None, None) => true,
+                    (Some(v), Some(rev)) => plugins.update(&k, v.into(), rev).await.ok(),
+                    (Some(v), None) => plugins.create(&k, v.into()).await.ok(),
+                    (None, Some(rev)) => plugins
+                        .delete_expect_revision(&k, Some(rev))
+                        .await
+                        .ok()
+                        .map(|()| rev + 1),
+                    (None, None) => Some(0),
                 }
             })?;
-            if won {
-                return Ok(next);
+            if let Some(written) = won {
+                return Ok(match next {
+                    Some(record) => Change::Put(record, written),
+                    None => Change::Deleted(name.to_string(), written),
+                });
             }
         }
         Err(RegistryError::Contended {
@@ -275,13 +301,15 @@ impl Registry {
                 let name = entry.key.replace('=', ".");
                 let change = match entry.operation {
                     kv::Operation::Put => match decode(&name, &entry.value) {
-                        Ok(r) => Change::Put(r),
+                        Ok(r) => Change::Put(r, entry.revision),
                         Err(e) => {
                             tracing::error!(plugin = %name, error = %e, "skipping a registry record");
                             continue;
                         }
                     },
-                    kv::Operation::Delete | kv::Operation::Purge => Change::Deleted(name),
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        Change::Deleted(name, entry.revision)
+                    }
                 };
                 if tx.send(change).is_err() {
                     return;

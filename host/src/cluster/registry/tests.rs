@@ -36,7 +36,10 @@ fn deploy(registry: &Registry, name: &str, sha: &str) -> u32 {
             Ok(Some(record))
         })
         .expect("deploy");
-    written.map_or(0, |r| r.active_version)
+    match written {
+        Change::Put(record, _) => record.active_version,
+        Change::Deleted(..) => 0,
+    }
 }
 
 #[test]
@@ -97,7 +100,7 @@ fn hosts_share_one_registry_without_losing_a_deploy() {
     assert_eq!(a.get("orders.enrich").ok(), Some(None));
     let mut seen = Vec::new();
     while let Ok(change) = follower.recv_timeout(Duration::from_secs(5)) {
-        let done = matches!(change, Change::Deleted(_));
+        let done = matches!(change, Change::Deleted(..));
         seen.push(change);
         if done {
             break;
@@ -106,8 +109,8 @@ fn hosts_share_one_registry_without_losing_a_deploy() {
     let puts: Vec<&PluginRecord> = seen
         .iter()
         .filter_map(|c| match c {
-            Change::Put(r) => Some(r),
-            Change::Deleted(_) => None,
+            Change::Put(r, _) => Some(r),
+            Change::Deleted(..) => None,
         })
         .collect();
     assert!(
@@ -115,7 +118,13 @@ fn hosts_share_one_registry_without_losing_a_deploy() {
             .is_some_and(|r| r.paused && r.versions.len() == 20),
         "{seen:?}"
     );
-    assert_eq!(seen.last(), Some(&Change::Deleted("orders.enrich".into())));
+    assert!(
+        matches!(seen.last(), Some(Change::Deleted(name, _)) if name == "orders.enrich"),
+        "{seen:?}"
+    );
+    // Revisions grow with every change, whichever host made it.
+    let revisions: Vec<u64> = seen.iter().map(Change::revision).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
     // A name deleted can be deployed again, from version 1.
     assert_eq!(deploy(&a, "orders.enrich", &sha), 1);
 }
