@@ -566,9 +566,10 @@ pub struct StateFollower {
 }
 
 enum Phase {
-    /// Reading the whole state: `left` messages of it still to come.
+    /// Reading the whole state, up to the message at sequence `end` (0:
+    /// read, or there is none).
     Whole {
-        left: u64,
+        end: u64,
         state: BTreeMap<Vec<u8>, Vec<u8>>,
     },
     /// The whole state was handed over; changes follow.
@@ -589,12 +590,18 @@ impl CommitStream {
         let js = self.nats.js().clone();
         let stream_name = self.stream.clone();
         let filter = self.subject(partition, "s.>");
-        let (messages, left) = self.nats.run(async move {
+        let (messages, end) = self.nats.run(async move {
             let stream = js
                 .get_stream_no_info(&stream_name)
                 .await
                 .map_err(|e| request("opening the commit stream", e))?;
-            let mut c = stream
+            // The whole state ends at the last state message now (see `read_all`).
+            let end = match stream.get_last_raw_message_by_subject(&filter).await {
+                Ok(m) => m.sequence,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+                Err(e) => return Err(request("following the commit stream", e)),
+            };
+            let c = stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     filter_subject: filter,
                     deliver_policy: consumer::DeliverPolicy::LastPerSubject,
@@ -602,23 +609,18 @@ impl CommitStream {
                 })
                 .await
                 .map_err(|e| request("following the commit stream", e))?;
-            let pending = c
-                .info()
-                .await
-                .map_err(|e| request("following the commit stream", e))?
-                .num_pending;
             let messages = c
                 .messages()
                 .await
                 .map_err(|e| request("following the commit stream", e))?;
-            Ok::<_, CommitError>((messages, pending))
+            Ok::<_, CommitError>((messages, end))
         })??;
         Ok(StateFollower {
             nats: self.nats.clone(),
             stream: self.stream.clone(),
             messages: Some(messages),
             phase: Phase::Whole {
-                left,
+                end,
                 state: BTreeMap::new(),
             },
             last: 0,
@@ -638,7 +640,7 @@ impl StateFollower {
                 "an earlier read failed",
             ));
         };
-        let read_any = !matches!(self.phase, Phase::Whole { left: 0, .. });
+        let read_any = !matches!(self.phase, Phase::Whole { end: 0, .. });
         let (messages, read) = self.nats.run(async move {
             let mut read = Vec::new();
             let mut wait = wait;
@@ -667,8 +669,10 @@ impl StateFollower {
                 });
             };
             match &mut self.phase {
-                Phase::Whole { left, state } => {
-                    *left = left.saturating_sub(1);
+                Phase::Whole { end, state } => {
+                    if m.sequence >= *end {
+                        *end = 0;
+                    }
                     match value {
                         Some(v) => state.insert(key, v),
                         None => state.remove(&key),
@@ -679,7 +683,7 @@ impl StateFollower {
         }
         self.messages = Some(messages);
         Ok(match &mut self.phase {
-            Phase::Whole { left: 0, state } => {
+            Phase::Whole { end: 0, state } => {
                 let state = std::mem::take(state);
                 self.phase = Phase::Changes;
                 Some(StateUpdate::Replace(state))
@@ -697,6 +701,16 @@ async fn read_all(
     filter: String,
     deliver_policy: consumer::DeliverPolicy,
 ) -> Result<Vec<jetstream::message::StreamMessage>, CommitError> {
+    // Where "now" ends: the last message on the filter, as the leader has
+    // it. (A consumer's `num_pending` is no end marker: it came short of
+    // the state committed just before, now and then.)
+    let end = match stream.get_last_raw_message_by_subject(&filter).await {
+        Ok(m) => m.sequence,
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(request("reading the commit stream", e)),
+    };
     let c = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter,
@@ -705,22 +719,13 @@ async fn read_all(
         })
         .await
         .map_err(|e| request("reading the commit stream", e))?;
-    let mut c = c;
-    let pending = c
-        .info()
-        .await
-        .map_err(|e| request("reading the commit stream", e))?
-        .num_pending;
-    let mut out = Vec::with_capacity(pending as usize);
-    if pending == 0 {
-        return Ok(out);
-    }
     let mut messages = c
         .messages()
         .await
         .map_err(|e| request("reading the commit stream", e))?;
+    let mut out = Vec::new();
     let mut last = 0;
-    while (out.len() as u64) < pending {
+    while last < end {
         let m = next_message(&mut messages, Duration::from_secs(10))
             .await?
             .ok_or_else(|| request("reading the commit stream", "stopped early"))?;

@@ -81,6 +81,10 @@ pub const MAX_APPEND_RECORDS: usize = 1000;
 pub const MAX_READ_RECORDS: usize = 10_000;
 
 /// JetStream's de-duplication header.
+/// How long creating a topic waits for JetStream to find peers for its
+/// streams' replicas (a cluster just formed, a node restarting).
+const PLACEMENT_WAIT: Duration = Duration::from_secs(10);
+
 const MSG_ID: &str = "Nats-Msg-Id";
 
 /// Room left in a message for the headers JetStream's batch protocol adds.
@@ -698,13 +702,29 @@ impl EventLog for JetStreamLog {
             if let Ok(Some(_)) = directory.get(&key).await {
                 return Err(LogError::TopicExists(topic.clone()));
             }
-            let made =
-                futures::future::join_all(configs.iter().map(|c| js.create_stream(c.clone())))
-                    .await;
-            let failed = made
-                .iter()
-                .find_map(|r| r.as_ref().err())
-                .map(|e| e.to_string());
+            // A cluster that just formed may not count all its peers yet
+            // ("no suitable peers for placement"): try again for a while.
+            // Making an existing stream with the same settings is a no-op.
+            let placing_until = tokio::time::Instant::now() + PLACEMENT_WAIT;
+            let failed = loop {
+                let made =
+                    futures::future::join_all(configs.iter().map(|c| js.create_stream(c.clone())))
+                        .await;
+                let failed = made
+                    .iter()
+                    .find_map(|r| r.as_ref().err())
+                    .map(|e| e.to_string());
+                match failed {
+                    Some(e)
+                        if e.contains("no suitable peers")
+                            && tokio::time::Instant::now() < placing_until =>
+                    {
+                        tracing::debug!(%topic, "placing its streams: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    failed => break failed,
+                }
+            };
             let created = match failed {
                 Some(e) => Err(backend("creating the partition streams", e)),
                 None => directory.create(&key, value.into()).await.map_err(|e| {
