@@ -6,8 +6,8 @@
 //! third cycle the pond is rebuilt; at the end both hosts are killed and
 //! restarted. With `WEIR_CLUSTER_NATS_FAULTS=1`, every fifth kill also
 //! takes one NATS node of three down and the end restarts every NATS node
-//! too (not in CI yet: one run in about ten found a service's events out of
-//! version order, under investigation in issue #11). Checked like the
+//! too (not in CI yet: one run found a service's events out of version
+//! order; see docs/cluster.md). Checked like the
 //! single-host crash harness: every acknowledged input is in the input
 //! topic once, every input has exactly one output, by a version that was
 //! deployed, the pond read through each host equals an independent fold of
